@@ -1,0 +1,91 @@
+"""Image and text encoders behind one small interface. Frameworks are imported only when built."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from typing import Any
+
+from .base import ImageEncoder, l2_normalize
+
+log = logging.getLogger(__name__)
+
+IMAGE_MODELS = ("auto", "resnet50", "efficientnet-lite0")
+
+
+def resolve_image_model(
+    name: str = "auto", weights: str | None = "imagenet", weights_path: str | os.PathLike[str] | None = None
+) -> tuple[str, str]:
+    """Which concrete image model a request means, without loading it: (name, reason).
+
+    ``auto``: ``resnet50`` (the paper's) when TensorFlow is installed and its ImageNet weights can be found
+    (see :func:`~prodrec.encoders.resnet.resolve_resnet50_weights`), else ``efficientnet-lite0``.
+    """
+    name = name.lower().replace("_", "-")
+    if name not in IMAGE_MODELS:
+        raise ValueError(f"unknown image model {name!r}; choose one of {IMAGE_MODELS}")
+    if name != "auto":
+        return name, "requested"
+    if importlib.util.find_spec("tensorflow") is None:
+        reason = "resnet50 unavailable (TensorFlow is not installed)"
+    elif weights is None:
+        return "resnet50", "auto with random weights requested"
+    else:
+        from .resnet import WeightsUnavailable, resolve_resnet50_weights
+
+        try:
+            _, source = resolve_resnet50_weights(weights_path)
+            return "resnet50", f"paper model: ResNet-50 ImageNet weights from {source}"
+        except WeightsUnavailable as exc:
+            reason = f"resnet50 unavailable ({str(exc).splitlines()[0]})"
+    log.warning("image model auto: %s; using efficientnet-lite0 (ImageNet weights ship with its package)", reason)
+    return "efficientnet-lite0", reason
+
+
+def image_model_id(name: str, weights: str | None) -> str:
+    """The store key of a concrete model: name plus ``imagenet`` or ``random``."""
+    return f"{name}/{'imagenet' if weights else 'random'}"
+
+
+def get_image_encoder(
+    name: str = "auto",
+    weights: str | None = "imagenet",
+    weights_path: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> ImageEncoder:
+    """Build an image encoder by name (``auto``, ``resnet50``, ``efficientnet-lite0``).
+
+    ``weights=None`` gives random weights (only when asked for explicitly; every output records it).
+    The auto choice and its reason are kept in ``encoder.choice_reason``.
+    """
+    concrete, reason = resolve_image_model(name, weights, weights_path)
+    enc: ImageEncoder
+    if concrete == "resnet50":
+        from .resnet import ResNet50Encoder
+
+        enc = ResNet50Encoder(weights=weights, weights_path=weights_path, **kwargs)
+    else:
+        from .efficientnet import EfficientNetLite0Encoder
+
+        enc = EfficientNetLite0Encoder(weights=weights, **kwargs)
+    enc.choice_reason = reason
+    return enc
+
+
+def get_text_encoder(name: str = "auto", device: str | None = None) -> Any:
+    """A :class:`~prodrec.encoders.text.SentenceEncoder` (``auto`` = the paper's model when reachable)."""
+    from .text import SentenceEncoder
+
+    return SentenceEncoder(name, device=device)
+
+
+__all__ = [
+    "IMAGE_MODELS",
+    "ImageEncoder",
+    "get_image_encoder",
+    "get_text_encoder",
+    "image_model_id",
+    "l2_normalize",
+    "resolve_image_model",
+]

