@@ -270,6 +270,7 @@ def _read_csv(
         io.StringIO(text),
         dtype=str,
         engine="python",
+        index_col=False,  # else pandas turns leading fields into an index when a row has extra fields
         on_bad_lines=fix,
         skipinitialspace=False,
         keep_default_na=True,

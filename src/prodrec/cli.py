@@ -99,6 +99,7 @@ def _experiment(args: argparse.Namespace, include_ids: tuple[Any, ...] = ()) -> 
         text_model=None if args.text_model.lower() in none else args.text_model,
         image_weights=None if args.random_image_weights else "imagenet",
         resnet_weights=args.resnet_weights, store_dir=args.store, batch_size=args.batch_size,
+        chunk_size=getattr(args, "chunk_size", 1024),
         stratify=args.stratify, include_ids=include_ids, alpha=getattr(args, "alpha", 0.5),
         progress=not args.quiet,
     )

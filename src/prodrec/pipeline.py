@@ -175,6 +175,7 @@ def build_experiment(
     resnet_weights: str | os.PathLike[str] | None = None,
     store_dir: str | os.PathLike[str] | None = None,
     batch_size: int = 32,
+    chunk_size: int = 1024,
     stratify: str | None = None,
     include_ids: Sequence[Any] = (),
     alpha: float = 0.5,
@@ -201,9 +202,10 @@ def build_experiment(
     img = txt = None
     if image_model:
         img = image_embeddings(catalog, image_model, weights=image_weights, weights_path=resnet_weights,
-                               store=store, batch_size=batch_size, progress=progress)
+                               store=store, batch_size=batch_size, chunk_size=chunk_size, progress=progress)
     if text_model:
-        txt = text_embeddings(catalog, text_model, fields=fields, store=store, progress=progress)
+        txt = text_embeddings(catalog, text_model, fields=fields, store=store, chunk_size=max(chunk_size, 64),
+                              progress=progress)
     rec = Recommender(img, txt, alpha=alpha)
     settings = {
         "n_products": n_products, "seed": seed, "stratify": stratify, "image_model": image_model,

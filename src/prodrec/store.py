@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 from . import __version__
 
 log = logging.getLogger(__name__)
+_SLOW_CHUNKS = float(os.environ.get("PRODREC_SLOW_CHUNKS", "0") or 0)
 
 ChunkFn = Callable[[int, int], tuple[np.ndarray, dict[int, str]]]
 
@@ -257,6 +259,8 @@ class EmbeddingStore:
                 self._write_chunk(parts / f"chunk-{c:06d}.npz", vecs, fails)
                 done[c] = (vecs, fails)
                 bar.update(stop - start)
+                if _SLOW_CHUNKS:  # test hook: widens the window in which a kill -9 lands mid-run
+                    time.sleep(_SLOW_CHUNKS)
             bar.close()
             vectors = (
                 np.concatenate([done[c][0] for c in range(n_chunks)]) if n_chunks else np.zeros((0, dim), np.float32)

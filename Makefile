@@ -1,0 +1,42 @@
+# prodrec: `make run` installs and runs every notebook headless; `make test` installs and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The catalog: DATA=/path/to/fashion-product-images-small. Empty = the first one found
+# ($$PRODREC_DATA, /kaggle/input/..., ./data/...), then ../shared/data/fashion-sample, else a demo catalog.
+DATA   ?= $(firstword $(wildcard ../shared/data/fashion-sample))
+OUT    ?= outputs/run
+N      ?= 5000
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast bench demo kaggle-stage clean
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -c constraints-cpu.txt -e ".[all]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/prodrec run-notebooks --out $(OUT) --demo-if-missing $(if $(DATA),--data $(DATA)) -p n_products $(N)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m benchmarks
+
+demo: install
+	$(VENV)/bin/prodrec demo-catalog outputs/demo-catalog
+
+kaggle-stage: install
+	$(VENV)/bin/prodrec kaggle-stage build/kaggle
+
+clean:
+	rm -rf outputs build test-artifacts .pytest_cache

@@ -1,0 +1,61 @@
+"""Shared fixtures: small synthetic catalogs made by the tests, and the real sample in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PRODREC_SHARED_DATA", ROOT.parent / "shared" / "data" / "fashion-sample"))
+
+# Tests never touch the network, and never write to the user's cache.
+os.environ.setdefault("PRODREC_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 48-product synthetic catalog in the Kaggle layout (drawn silhouettes, 8 article types)."""
+    from prodrec.demo import write_demo_catalog
+
+    return write_demo_catalog(tmp_path_factory.mktemp("demo"), n=48, seed=0, image_size=96, progress=False)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED / "styles.csv").is_file():
+        pytest.skip(f"real sample catalog not found at {SHARED} (set PRODREC_SHARED_DATA)")
+    return SHARED
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+from prodrec.encoders.base import ImageEncoder  # noqa: E402
+
+
+class FakeImageEncoder(ImageEncoder):
+    """A deterministic image 'model' (per-channel colour histograms, 24-d) for tests without a framework."""
+
+    name, dim, input_size = "fake-hist", 24, 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights, self.weight_source, self.choice_reason = "none", "test", "test"
+        self.calls = 0
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        h = [[np.histogram(im[..., c], bins=8, range=(0, 256))[0] for c in range(3)] for im in batch]
+        return np.asarray(h, dtype=np.float32).reshape(len(batch), -1) + 1e-3

@@ -1,0 +1,168 @@
+"""Exact cosine top-k, fusion and their errors (issue 6, cases 9-10, and the property test)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from prodrec.rank import CosineIndex, RankingError, Recommender, select_topk
+from prodrec.store import Embeddings
+
+from conftest import unit_rows
+
+
+def brute_force(x: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Reference top-k scores in float64: full cosine matrix, query removed, sorted descending."""
+    xn = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    s = xn @ xn.T
+    np.fill_diagonal(s, -np.inf)
+    return s, -np.sort(-s, axis=1)[:, :k]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), n=st.integers(2, 24), d=st.integers(1, 6))
+def test_topk_matches_brute_force(data: st.DataObject, n: int, d: int) -> None:
+    # small integer coordinates make ties common (duplicate and parallel vectors)
+    x = data.draw(arrays(np.float32, (n, d), elements=st.integers(-2, 2).map(float)))
+    x[np.abs(x).sum(axis=1) == 0, 0] = 1.0
+    ids = np.array(data.draw(st.permutations(list(range(1000, 1000 + n)))))
+    k = data.draw(st.integers(1, n - 1))
+    idx = CosineIndex(ids, x)
+    got_ids, got_scores = idx.topk_many(ids, k)
+    full, ref_scores = brute_force(x, ids, k)
+    np.testing.assert_allclose(got_scores, ref_scores, atol=1e-5)  # the same k best scores
+    pos_of = {pid: i for i, pid in enumerate(ids)}
+    for q, row in enumerate(got_ids):
+        assert ids[q] not in row  # the query is never its own recommendation
+        assert len(set(row.tolist())) == k
+        true = np.array([full[q, pos_of[r]] for r in row])
+        assert np.all(true >= ref_scores[q, -1] - 1e-5)  # every pick is truly among the best k
+    again, _ = idx.topk_many(ids, k)
+    np.testing.assert_array_equal(again, got_ids)  # deterministic
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(3, 30), k=st.integers(1, 5), data=st.data())
+def test_exact_ties_follow_the_id_rule(n: int, k: int, data: st.DataObject) -> None:
+    k = min(k, n - 1)
+    # rows drawn from three identical directions: scores are exactly 1, 0 or -1, ties everywhere
+    basis = np.array([[1, 0], [0, 1], [-1, 0]], dtype=np.float32)
+    x = basis[data.draw(arrays(np.int64, n, elements=st.integers(0, 2)))]
+    ids = np.array(data.draw(st.permutations(list(range(n)))))
+    got, _ = CosineIndex(ids, x).topk_many(ids, k)
+    full, _ = brute_force(x, ids, k)
+    for q in range(n):
+        want = sorted((j for j in range(n) if j != q), key=lambda j: (-full[q, j], ids[j]))[:k]
+        assert got[q].tolist() == [ids[j] for j in want]
+
+
+def test_ties_broken_by_id() -> None:
+    x = np.array([[1, 0], [1, 0], [1, 0], [1, 0], [0, 1]], dtype=np.float32)
+    idx = CosineIndex([50, 40, 30, 20, 10], x)
+    ids, scores = idx.topk(30, 2)
+    assert ids.tolist() == [20, 40] and np.allclose(scores, 1.0)
+    pos, vals = select_topk(np.array([[0.5, 0.9, 0.5, 0.5, 0.1]]), 3)
+    assert pos.tolist() == [[1, 0, 2]]
+
+
+def test_blocked_all_vs_all_equals_one_block() -> None:
+    x = unit_rows(300, 16)
+    idx = CosineIndex(np.arange(300), x)
+    a = idx.topk_positions(None, 5, block=7)
+    b = idx.topk_positions(None, 5, block=300)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-6)  # BLAS sums in a block-dependent order
+
+
+def test_ranking_errors_are_clear() -> None:
+    x = unit_rows(5, 4)
+    idx = CosineIndex([1, 2, 3, 4, 5], x)
+    with pytest.raises(KeyError, match=r"unknown product id\(s\) \[99\]"):
+        idx.topk(99)
+    with pytest.raises(RankingError, match="only 4 other products"):
+        idx.topk(1, k=5)
+    for bad in (0, -1):
+        with pytest.raises(RankingError, match="at least 1"):
+            idx.topk(1, k=bad)
+    with pytest.raises(RankingError, match="integer"):
+        idx.topk(1, k=2.5)
+    z = x.copy()
+    z[2] = 0
+    with pytest.raises(RankingError, match=r"zero vectors .*\[3\]"):
+        CosineIndex([1, 2, 3, 4, 5], z)
+    z[2] = np.nan
+    with pytest.raises(RankingError, match="NaN or inf"):
+        CosineIndex([1, 2, 3, 4, 5], z)
+    with pytest.raises(RankingError, match="at least 2"):
+        CosineIndex([1], x[:1])
+    with pytest.raises(RankingError, match="unique"):
+        CosineIndex([1, 1, 2, 3, 4], x)
+
+
+def make_rec(n: int = 40, alpha: float = 0.5, shuffle_text: bool = True) -> tuple[Recommender, np.ndarray, np.ndarray]:
+    ids = np.arange(1, n + 1)
+    xi, xt = unit_rows(n, 8, 1), unit_rows(n, 6, 2)
+    order = np.random.default_rng(0).permutation(n) if shuffle_text else np.arange(n)
+    rec = Recommender(Embeddings(ids, xi, {"kind": "image"}), Embeddings(ids[order], xt[order], {"kind": "text"}),
+                      alpha=alpha)
+    return rec, xi, xt
+
+
+def test_fused_is_weighted_cosine_and_arms_aligned_by_id() -> None:
+    rec, xi, xt = make_rec()
+    df = rec.recommend(7, k=5, mode="fused", alpha=0.3)
+    s = 0.3 * (xi @ xi[6]) + 0.7 * (xt @ xt[6])
+    s[6] = -np.inf
+    assert df["id"].tolist() == (np.argsort(-s, kind="stable")[:5] + 1).tolist()
+    np.testing.assert_allclose(df["score"], np.sort(s)[::-1][:5], rtol=1e-5)
+    np.testing.assert_allclose(df["image_score"], xi[df["id"] - 1] @ xi[6], rtol=1e-5)
+    # all-vs-all fused (one exact search over concatenated, weighted vectors) agrees with per-query fusion
+    ids, _ = rec.recommend_many([7], k=5, mode="fused", alpha=0.3)
+    assert ids[0].tolist() == df["id"].tolist()
+    for mode in ("image", "text"):
+        one = rec.recommend(7, k=5, mode=mode)["id"].tolist()
+        assert rec.recommend_many([7], k=5, mode=mode)[0][0].tolist() == one
+    assert rec.recommend(7, 5, "fused", alpha=1.0)["id"].tolist() == rec.recommend(7, 5, "image")["id"].tolist()
+
+
+def test_rrf_and_filter() -> None:
+    rec, _, _ = make_rec()
+    one = rec.recommend(3, k=4, mode="rrf")
+    many, _ = rec.recommend_many([3], k=4, mode="rrf")
+    assert one["id"].tolist() == many[0].tolist()
+    allowed = rec.ids % 2 == 0
+    f = rec.recommend(3, k=4, mode="image", allowed=allowed)
+    assert (f["id"] % 2 == 0).all()
+    with pytest.raises(RankingError, match="pass the filter"):
+        rec.recommend(3, k=30, mode="image", allowed=allowed)
+    with pytest.raises(RankingError, match="unknown mode"):
+        rec.recommend(3, mode="magic")
+    with pytest.raises(RankingError, match="alpha"):
+        rec.recommend(3, alpha=1.5)
+
+
+def test_misaligned_arms_aligned_or_refused(caplog: pytest.LogCaptureFixture) -> None:
+    img = Embeddings(np.array([1, 2, 3, 4]), unit_rows(4, 3), {"kind": "image"})
+    txt = Embeddings(np.array([3, 4, 5, 6]), unit_rows(4, 3, 5), {"kind": "text"})
+    rec = Recommender(img, txt)
+    assert rec.ids.tolist() == [3, 4] and "kept out" in caplog.text
+    np.testing.assert_allclose(rec.text.vectors[0], txt.vectors[0], rtol=1e-6)  # id 3 paired with id 3
+    with pytest.raises(RankingError, match="share no product ids"):
+        Recommender(img, Embeddings(np.array([7, 8]), unit_rows(2, 3), {"kind": "text"}))
+    only_img = Recommender(img)
+    assert only_img.modes == ["image"]
+    with pytest.raises(RankingError, match="not available"):
+        only_img.recommend(1, 2, mode="fused")
+
+
+def test_failed_images_left_out_of_ranking() -> None:
+    x = unit_rows(4, 3)
+    x[1] = 0  # a failed image's row is zero in the store
+    emb = Embeddings(np.array([1, 2, 3, 4]), x, {"kind": "image"}, failures={"2": "cannot decode"})
+    rec = Recommender(emb)
+    assert rec.ids.tolist() == [1, 3, 4]
+    assert isinstance(rec.recommend(1, k=2, mode="image"), pd.DataFrame)
