@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ SHARED = Path(os.environ.get("PRODREC_SHARED_DATA", ROOT.parent / "shared" / "da
 os.environ.setdefault("PRODREC_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "PRODREC_STORE" not in os.environ:  # subprocesses (CLI, notebooks) share one store per test session
+    os.environ["PRODREC_STORE"] = tempfile.mkdtemp(prefix="prodrec-test-store-")
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ def resolve_image_model(
             _, source = resolve_resnet50_weights(weights_path)
             return "resnet50", f"paper model: ResNet-50 ImageNet weights from {source}"
         except WeightsUnavailable as exc:
-            reason = f"resnet50 unavailable ({str(exc).splitlines()[0]})"
+            reason = f"resnet50 unavailable ({str(exc).splitlines()[0].split('. Supply')[0]})"
     log.warning("image model auto: %s; using efficientnet-lite0 (ImageNet weights ship with its package)", reason)
     return "efficientnet-lite0", reason
 

@@ -62,7 +62,8 @@ def resolve_resnet50_weights(path: str | os.PathLike[str] | None = None, allow_d
     if allow_download and reachable("storage.googleapis.com"):
         return "imagenet", "download:keras (storage.googleapis.com)"
     raise WeightsUnavailable(
-        "ResNet-50 ImageNet weights are not available offline. Supply them in one of these ways:\n"
+        "ResNet-50 ImageNet weights not found (no path given, no $PRODREC_RESNET50_WEIGHTS, not in the Keras "
+        "cache or a Kaggle input, download host unreachable). Supply them in one of these ways:\n"
         f"  1. pass a path (--resnet-weights PATH / ResNet50Encoder(weights_path=...)) to {NOTOP_FILE};\n"
         f"  2. set ${WEIGHTS_ENV} to that file;\n"
         f"  3. put it in the Keras cache ({keras_cache_dirs()[0]}/);\n"
