@@ -179,6 +179,23 @@ class Catalog:
         info = {"n_requested": n, "n": n, "seed": seed, "stratify": stratify, "all": False}
         return Catalog(self.df.iloc[np.sort(pos)], self.root, self.report, self.text_columns, info)
 
+    def pick_queries(self, wanted: Sequence[Any] = (), n: int = 4, seed: int = 0, by: str = "articleType") -> list[Any]:
+        """The ``wanted`` ids that are in this catalog; if none are, ``n`` seeded picks of distinct ``by`` values.
+
+        Notebooks ask for fixed query ids (the paper's figures); on another catalog (the demo one, a
+        different sample) they still get queries, chosen reproducibly.
+        """
+        have = set(self.ids.tolist())
+        known = [_coerce_id(i, self.df["id"].dtype) for i in wanted]
+        known = [i for i in known if i in have]
+        if known:
+            return known
+        rng = np.random.default_rng(seed)
+        df = self.df.sample(frac=1.0, random_state=rng.integers(2**31)) if len(self) else self.df
+        if by in df.columns:
+            df = df.drop_duplicates(by)
+        return df["id"].head(n).tolist()
+
     def image_fingerprint(self) -> str:
         """Hash of ids, image paths (relative to the root) and file sizes: changes when the images do."""
         h = hashlib.sha256()

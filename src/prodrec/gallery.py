@@ -1,0 +1,189 @@
+"""Figures of the paper and of its measurements: galleries of top-k grids, distributions, metric charts.
+
+Every ``plot_*`` function returns a matplotlib Figure and draws nothing it cannot name: each tile's caption
+says the product's name, colour, article type and score. :func:`save_figure` writes the PNG with its
+provenance (in the PNG's text chunk and in a JSON file beside it).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .images import ImageError, load_rgb
+from .provenance import save_json
+
+CAPTION_COLUMNS = ("productDisplayName", "baseColour", "articleType")
+MODE_TITLES = {"image": "image (ResNet/EfficientNet)", "text": "text (sentence embedding)",
+               "fused": "fused", "rrf": "reciprocal-rank fusion"}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend().lower():
+        try:
+            from IPython import get_ipython
+
+            if get_ipython() is None:
+                matplotlib.use("Agg")
+        except ImportError:
+            matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@functools.lru_cache(maxsize=4096)
+def thumbnail(path: str, size: int = 160) -> np.ndarray:
+    """A product photo as a uint8 [size, size, 3] array, cached; a grey tile when it cannot be decoded."""
+    try:
+        return load_rgb(path, size=size)
+    except ImageError:
+        return np.full((size, size, 3), 200, dtype=np.uint8)
+
+
+def caption(row: pd.Series, score: float | None = None, width: int = 22) -> str:
+    """Name (wrapped), colour | article type, and the score, for one tile."""
+    name = str(row.get("productDisplayName", row.name))
+    if name in ("nan", "<NA>", "None"):
+        name = str(row.name)
+    lines = textwrap.wrap(name, width)[:2]
+    meta = " | ".join(str(row.get(c, "")) for c in CAPTION_COLUMNS[1:] if c in row.index)
+    lines.append(meta)
+    if score is not None:
+        lines.append(f"cos {score:.3f}")
+    return "\n".join(lines)
+
+
+def _tile(ax: Any, path: str, text: str, query: bool = False) -> None:
+    ax.imshow(thumbnail(path))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_edgecolor("#d62728" if query else "#bbbbbb")
+        side.set_linewidth(3 if query else 1)
+    ax.set_title(text, fontsize=7)
+
+
+def plot_topk_grid(
+    recommender: Any,
+    catalog: Any,
+    query_ids: Sequence[Any],
+    mode: str = "image",
+    k: int = 5,
+    alpha: float | None = None,
+    title: str | None = None,
+) -> Any:
+    """One row per query: the query photo (red frame) and its top-k under ``mode``, captioned."""
+    plt = _plt()
+    lab = catalog.df.set_index("id")
+    fig, axes = plt.subplots(len(query_ids), k + 1, figsize=(1.9 * (k + 1), 2.45 * len(query_ids)), squeeze=False)
+    for r, q in enumerate(query_ids):
+        recs = recommender.recommend(q, k=k, mode=mode, alpha=alpha)
+        qrow = lab.loc[q]
+        _tile(axes[r, 0], qrow["image_path"], "QUERY\n" + caption(qrow), query=True)
+        for c, (pid, score) in enumerate(zip(recs["id"], recs["score"]), start=1):
+            row = lab.loc[pid]
+            _tile(axes[r, c], row["image_path"], caption(row, float(score)))
+    fig.suptitle(title or f"top-{k} by {MODE_TITLES.get(mode, mode)}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mode_comparison(
+    recommender: Any, catalog: Any, query_id: Any, modes: Sequence[str] = ("image", "text", "fused"),
+    k: int = 5, alpha: float | None = None,
+) -> Any:
+    """The paper's comparison made explicit: one query, one row per mode."""
+    plt = _plt()
+    lab = catalog.df.set_index("id")
+    fig, axes = plt.subplots(len(modes), k + 1, figsize=(1.9 * (k + 1), 2.45 * len(modes)), squeeze=False)
+    qrow = lab.loc[query_id]
+    for r, mode in enumerate(modes):
+        recs = recommender.recommend(query_id, k=k, mode=mode, alpha=alpha)
+        _tile(axes[r, 0], qrow["image_path"], f"{mode.upper()}\n" + caption(qrow), query=True)
+        for c, (pid, score) in enumerate(zip(recs["id"], recs["score"]), start=1):
+            row = lab.loc[pid]
+            _tile(axes[r, c], row["image_path"], caption(row, float(score)))
+    fig.suptitle(f"query {query_id}: image vs text vs fused top-{k}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_distribution(df: pd.DataFrame, column: str, top: int = 20, ax: Any = None) -> Any:
+    """Horizontal bar chart of the ``top`` most frequent values of ``column`` (missing shown as <missing>)."""
+    import seaborn as sns
+
+    plt = _plt()
+    counts = df[column].astype("object").where(df[column].notna(), "<missing>").value_counts().head(top)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.28 * len(counts) + 1.2))
+    sns.barplot(x=counts.to_numpy(), y=[str(v) for v in counts.index], ax=ax, color="#4c72b0")
+    ax.set_xlabel("products")
+    ax.set_ylabel("")
+    ax.set_title(f"{column} (top {len(counts)} of {df[column].nunique()})")
+    for i, v in enumerate(counts.to_numpy()):
+        ax.text(v, i, f" {v}", va="center", fontsize=7)
+    return ax.figure
+
+
+def plot_precision_bars(results: pd.DataFrame, modes: Sequence[str] | None = None) -> Any:
+    """precision@k per label and mode with bootstrap 95% CIs, the random baseline as a grey bar."""
+    plt = _plt()
+    p = results[results.metric == "precision"]
+    modes = list(modes or [m for m in ("random", "image", "text", "fused", "rrf") if m in set(p["mode"])])
+    labels = list(dict.fromkeys(p["label"]))
+    colours = {"random": "#aaaaaa", "image": "#4c72b0", "text": "#dd8452", "fused": "#55a868", "rrf": "#8172b3"}
+    fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 3.6))
+    w = 0.8 / len(modes)
+    for i, m in enumerate(modes):
+        sub = p[p["mode"] == m].set_index("label").reindex(labels)
+        x = np.arange(len(labels)) + (i - (len(modes) - 1) / 2) * w
+        err = np.vstack([sub["value"] - sub["ci_low"], sub["ci_high"] - sub["value"]])
+        ax.bar(x, sub["value"], w, label=m, color=colours.get(m),
+               yerr=None if np.isnan(err).all() else np.nan_to_num(err), capsize=2)
+    ax.set_xticks(np.arange(len(labels)), labels)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"precision@{int(p['k'].iloc[0])}")
+    ax.legend(ncol=len(modes), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.15))
+    fig.tight_layout()
+    return fig
+
+
+def plot_alpha_sweep(sweep: pd.DataFrame) -> Any:
+    """precision@k against the image weight alpha (0 = text only, 1 = image only), one line per label."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for label, sub in sweep.groupby("label", sort=False):
+        ax.plot(sub["alpha"], sub["precision"], marker="o", label=label)
+    ax.set_xlabel("alpha (weight of the image score)")
+    ax.set_ylabel(f"precision@{int(sweep['k'].iloc[0])}")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Any, out_dir: str | os.PathLike[str], name: str, prov: dict[str, Any], dpi: int = 110) -> Path:
+    """Write ``out_dir/figures/NAME.png`` (provenance in its text chunk) and ``NAME.json`` beside it."""
+    folder = Path(out_dir) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=dpi, metadata={"Software": "prodrec", "Description": json.dumps(prov, default=str)})
+    save_json(folder / f"{name}.json", {"figure": path.name}, prov)
+    return path
+
+
+def save_table(table: pd.DataFrame, out_dir: str | os.PathLike[str], name: str, prov: dict[str, Any]) -> Path:
+    """Write a metrics table as ``out_dir/metrics/NAME.json`` (records plus provenance)."""
+    return save_json(Path(out_dir) / "metrics" / f"{name}.json", table.to_dict(orient="records"), prov)
