@@ -10,7 +10,7 @@ OUT    ?= outputs/run
 N      ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast bench demo kaggle-stage clean
+.PHONY: install run test test-fast bench demo kaggle-stage clean notebook-outputs
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,10 @@ kaggle-stage: install
 
 clean:
 	rm -rf outputs build test-artifacts .pytest_cache
+
+# Re-execute the committed notebooks in place in the small CI configuration (their stored outputs are what
+# nbval compares against). Run after changing a notebook or anything that changes its checked outputs.
+notebook-outputs: install
+	cd notebooks && PRODREC_DATA=../../shared/data/fashion-sample PRODREC_NB_N_PRODUCTS=200 \
+	  PRODREC_NB_OUT=../outputs/nbval PRODREC_OFFLINE=1 HF_HUB_OFFLINE=1 \
+	  ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace [0-9][0-9]_*.ipynb

@@ -187,3 +187,19 @@ def save_figure(fig: Any, out_dir: str | os.PathLike[str], name: str, prov: dict
 def save_table(table: pd.DataFrame, out_dir: str | os.PathLike[str], name: str, prov: dict[str, Any]) -> Path:
     """Write a metrics table as ``out_dir/metrics/NAME.json`` (records plus provenance)."""
     return save_json(Path(out_dir) / "metrics" / f"{name}.json", table.to_dict(orient="records"), prov)
+
+
+def setup_notebook(dpi: int = 60, fmt: str = "jpeg") -> None:
+    """Small inline figures (JPEG, low dpi) so that notebooks with stored outputs stay light in git.
+
+    Files written by :func:`save_figure` keep their own, higher resolution.
+    """
+    import matplotlib
+
+    matplotlib.rcParams["figure.dpi"] = dpi
+    try:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats(fmt)
+    except (ImportError, ValueError):  # outside IPython: nothing to configure
+        pass

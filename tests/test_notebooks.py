@@ -1,0 +1,157 @@
+"""Notebooks run headless with papermill (metrics asserted), nbval on stored outputs, the Kaggle kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from prodrec.notebooks import (NotebookFailed, find_notebooks, kaggle_stage, repo_root, run_notebooks,
+                               validate_kaggle_metadata)
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ("category_distribution", "attribute_distributions", "image_gallery", "text_gallery", "precision_bars",
+           "alpha_sweep")
+CI_N = 200  # the small configuration whose outputs are stored in the committed notebooks
+
+
+def precision(out: Path, name: str) -> dict[tuple[str, str], float]:
+    rows = json.loads((out / "metrics" / f"{name}.json").read_text())["data"]
+    return {(r["mode"], r["label"]): r["value"] for r in rows if r["metric"] == "precision"}
+
+
+def check_outputs(out: Path, n_expected: int) -> dict[tuple[str, str], float]:
+    for nb in find_notebooks():
+        assert (out / nb.name).is_file()
+    for fig in FIGURES:
+        png = out / "figures" / f"{fig}.png"
+        assert png.stat().st_size > 5_000, fig
+        prov = json.loads((out / "figures" / f"{fig}.json").read_text())["provenance"]
+        assert "versions" in prov and prov.get("dataset", {}).get("data_dir")
+    p = precision(out, "04_comparison")
+    for label in ("articleType", "baseColour", "subCategory", "gender"):
+        for mode in ("image", "text", "fused"):
+            assert 0.0 <= p[(mode, label)] <= 1.0
+    assert p[("image", "articleType")] > p[("random", "articleType")]
+    assert p[("text", "articleType")] > p[("random", "articleType")]
+    prov = json.loads((out / "metrics" / "04_comparison.json").read_text())["provenance"]
+    assert prov["dataset"]["products"] >= n_expected and prov["dataset"]["sample"]["seed"] == 0
+    assert prov["models"]["image"]["weight_source"] and prov["models"]["text"]["weight_source"]
+    run = json.loads((out / "run.json").read_text())
+    assert [r["notebook"] for r in run["notebooks"]] == [nb.name for nb in find_notebooks()]
+    return p
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_notebooks_on_real_sample(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_notebooks(out, {"data_dir": str(shared_data), "n_products": CI_N, "seed": 0}, progress=False)
+    p = check_outputs(out, CI_N)
+    # the paper's claims, measured: image shares style, fusion beats both arms on article type
+    assert p[("image", "articleType")] > p[("image", "baseColour")]
+    assert p[("fused", "articleType")] >= max(p[("image", "articleType")], p[("text", "articleType")])
+    findings = json.loads((out / "metrics" / "04_findings.json").read_text())["data"]["findings"]
+    assert "Image → style" in findings and f"{p[('image', 'articleType')]:.2f}" in findings
+    eda = json.loads((out / "metrics" / "01_eda.json").read_text())["data"]
+    assert eda["products"] == 9583 and eda["report"]["rows_read"] == 44446
+
+
+@pytest.mark.slow
+def test_notebooks_on_demo_catalog(demo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "demo-run"
+    run_notebooks(out, {"data_dir": str(demo_dir), "n_products": 48, "seed": 0}, progress=False)
+    check_outputs(out, 48)
+
+
+def test_failing_cell_names_notebook_and_keeps_it(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("raise ValueError('broken on purpose')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    src = tmp_path / "07_bad.ipynb"
+    nbformat.write(nb, src)
+    with pytest.raises(NotebookFailed) as err:
+        run_notebooks(tmp_path / "out", {}, notebooks=[src], progress=False)
+    msg = str(err.value)
+    assert "07_bad.ipynb failed in cell" in msg and "broken on purpose" in msg
+    kept = nbformat.read(err.value.path, as_version=4)
+    assert any(o.get("ename") == "ValueError" for c in kept.cells for o in c.get("outputs", []))
+
+
+def test_unwritable_output_folder_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(PermissionError, match="cannot write to the output folder"):
+        run_notebooks(tmp_path / "file" / "out", {}, progress=False)
+
+
+def test_notebooks_are_thin_and_parametrised() -> None:
+    params = {"data_dir", "n_products", "seed", "image_model", "text_model", "k", "query_ids", "batch_size",
+              "out_dir"}
+    for path in find_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, path.name
+        names = {line.split("=")[0].strip() for line in tagged[0].source.splitlines()
+                 if "=" in line and not line.startswith("#")}
+        assert params <= names, (path.name, params - names)
+        for cell in nb.cells:  # no function or class is defined only in a notebook
+            if cell.cell_type == "code":
+                assert "\ndef " not in "\n" + cell.source and "\nclass " not in "\n" + cell.source, path.name
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_nbval_stored_outputs(shared_data: Path) -> None:
+    """Re-execute the committed notebooks (CI configuration) and compare the cells marked NBVAL_CHECK_OUTPUT."""
+    env = dict(os.environ, PRODREC_DATA=str(shared_data), PRODREC_NB_N_PRODUCTS=str(CI_N),
+               PRODREC_NB_OUT=str(Path(os.environ["PRODREC_STORE"]).parent / "nbval-out"))
+    nbs = [str(p) for p in find_notebooks()]
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                          "--nbval-sanitize-with", str(ROOT / "notebooks" / "nbval_sanitize.cfg"),
+                          "--rootdir", str(ROOT / "notebooks"), *nbs], capture_output=True, text=True, env=env,
+                         cwd=ROOT / "notebooks")
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout
+
+
+def test_kaggle_metadata_valid_and_staged(tmp_path: Path) -> None:
+    meta = validate_kaggle_metadata(ROOT / "kaggle-metadata.json")
+    assert meta["kernel_type"] == "notebook" and meta["language"] == "python"
+    assert meta["enable_gpu"] is True and meta["enable_internet"] is True and isinstance(meta["is_private"], bool)
+    assert meta["dataset_sources"] == ["paramaggarwal/fashion-product-images-small"]
+    assert (ROOT / meta["code_file"]).is_file()
+    staged = kaggle_stage(tmp_path / "push", owner="someone")
+    km = json.loads((staged / "kernel-metadata.json").read_text())
+    assert km["id"].startswith("someone/") and (staged / km["code_file"]).is_file()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**meta, "enable_gpu": "yes", "dataset_sources": ["noslash"]}))
+    with pytest.raises(ValueError, match="enable_gpu"):
+        validate_kaggle_metadata(bad)
+    assert repo_root() == ROOT
+
+
+@pytest.mark.slow
+def test_kaggle_kernel_runs_in_a_kaggle_like_layout(tmp_path: Path) -> None:
+    """The kernel notebook, executed locally against /kaggle/input-like and /kaggle/working-like folders."""
+    import papermill as pm
+
+    from prodrec.demo import write_demo_catalog
+
+    kin, work = tmp_path / "kaggle" / "input", tmp_path / "kaggle" / "working"
+    write_demo_catalog(kin / "fashion-product-images-small" / "myntradataset", n=40, seed=1, image_size=96,
+                       progress=False)
+    work.mkdir(parents=True)
+    meta = validate_kaggle_metadata(ROOT / "kaggle-metadata.json")
+    pm.execute_notebook(str(ROOT / meta["code_file"]), str(work / "executed.ipynb"),
+                        parameters={"kaggle_input": str(kin), "working": str(work), "n_products": None},
+                        progress_bar=False, cwd=str(tmp_path))
+    for name in ("image_gallery", "text_gallery", "fused_gallery", "precision_bars"):
+        assert (work / "outputs" / "figures" / f"{name}.png").is_file()
+    rows = json.loads((work / "outputs" / "metrics" / "kaggle_metrics.json").read_text())
+    assert rows["provenance"]["dataset"]["layout"] == "kaggle" and rows["provenance"]["dataset"]["products"] == 40
