@@ -243,29 +243,44 @@ class Recommender:
         ``allowed`` is an optional boolean mask over :attr:`ids` (e.g. same gender as the query).
         Costs one matrix-vector product per arm.
         """
-        if mode not in MODES:
-            raise RankingError(f"unknown mode {mode!r}; choose one of {MODES}")
+        return self.recommend_modes(query_id, k, (mode,), alpha, allowed)[mode]
+
+    def recommend_modes(
+        self,
+        query_id: Any,
+        k: int = 5,
+        modes: Sequence[str] = ("image", "text", "fused"),
+        alpha: float | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> dict[str, pd.DataFrame]:
+        """:meth:`recommend` for several modes at once, from one matrix-vector product per arm
+        (what an interactive browser needs per click)."""
+        for mode in modes:
+            if mode not in MODES:
+                raise RankingError(f"unknown mode {mode!r}; choose one of {MODES}")
         qpos = int(self._arm_any().positions([query_id])[0])
-        sc = self.scores(query_id, mode if mode != "rrf" else "fused", alpha)
-        if mode == "rrf":
-            key = self._rrf_scores(sc["image"], sc["text"], qpos, k)
-        else:
-            key = sc[mode].copy()
-        key[qpos] = -np.inf
-        if allowed is not None:
-            key[~np.asarray(allowed, dtype=bool)] = -np.inf
-        n_ok = int(np.isfinite(key).sum())
-        if allowed is None:
+        need_both = any(m in ("fused", "rrf") for m in modes)
+        sc = self.scores(query_id, "fused" if need_both else modes[0], alpha)
+        mask = None if allowed is None else np.asarray(allowed, dtype=bool)
+        n_ok = len(self) - 1 if mask is None else int(mask.sum() - bool(mask[qpos]))
+        if mask is None:
             k = _validate_k(k, len(self))
         elif k > n_ok:
             raise RankingError(f"k={k} but only {n_ok} products pass the filter")
-        pos, vals = select_topk(key[None, :], k)
-        pos, vals = pos[0], vals[0]
-        df = pd.DataFrame({"rank": np.arange(1, k + 1), "id": self.ids[pos], "score": vals})
-        for arm in ("image", "text", "fused"):
-            if arm in sc:
-                df[f"{arm}_score"] = sc[arm][pos]
-        return df
+        out = {}
+        for mode in modes:
+            key = self._rrf_scores(sc["image"], sc["text"], qpos, k) if mode == "rrf" else sc[mode].copy()
+            key[qpos] = -np.inf
+            if mask is not None:
+                key[~mask] = -np.inf
+            pos, vals = select_topk(key[None, :], k)
+            pos, vals = pos[0], vals[0]
+            df = pd.DataFrame({"rank": np.arange(1, k + 1), "id": self.ids[pos], "score": vals})
+            for arm in ("image", "text", "fused"):
+                if arm in sc:
+                    df[f"{arm}_score"] = sc[arm][pos]
+            out[mode] = df
+        return out
 
     def _arm_any(self) -> CosineIndex:
         return self.image if self.image is not None else self.text  # type: ignore[return-value]
