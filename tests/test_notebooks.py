@@ -16,7 +16,7 @@ from prodrec.notebooks import (NotebookFailed, find_notebooks, kaggle_stage, rep
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("category_distribution", "attribute_distributions", "image_gallery", "text_gallery", "precision_bars",
-           "alpha_sweep")
+           "alpha_sweep", "browse_static")
 CI_N = 200  # the small configuration whose outputs are stored in the committed notebooks
 
 

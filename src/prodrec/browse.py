@@ -1,0 +1,206 @@
+"""An interactive browser of top-k grids (ipywidgets), for judging recommendations by eye.
+
+>>> from prodrec.browse import Browser
+>>> Browser(exp.recommender, exp.catalog).widget          # display it in JupyterLab, Voila or Kaggle
+
+Pick a query by typing part of a product name or an id (matches appear in a dropdown; the first is shown),
+with the "random" button, or by clicking "use as query" under any recommendation. Choose the mode (image /
+text / fused, or all three as rows: the paper's comparison figure made live), the fusion weight, k, and an
+optional filter (recommendations share the query's gender, say). Each interaction costs one
+matrix-vector product per arm (:meth:`Recommender.recommend_modes`); thumbnails are decoded lazily and
+cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import io
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .images import ImageError, load_rgb
+
+MODE_CHOICES = ("image", "text", "fused", "all three")
+
+
+@functools.lru_cache(maxsize=8192)
+def thumbnail_jpeg(path: str, size: int = 128) -> bytes:
+    """A product photo as JPEG bytes of ``size`` x ``size`` pixels, cached; a grey tile when unreadable."""
+    from PIL import Image
+
+    try:
+        arr = load_rgb(path, size=size)
+    except ImageError:
+        arr = np.full((size, size, 3), 200, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+class Browser:
+    """The widget app over a :class:`~prodrec.rank.Recommender` and the catalog it was built from.
+
+    ``widget`` is the ipywidgets tree to display; :meth:`show_query` / :meth:`search` drive it from code
+    (tests, notebooks); :attr:`last_ms` is the compute time of the last interaction (ranking only).
+    """
+
+    def __init__(
+        self,
+        recommender: Any,
+        catalog: Any,
+        k: int = 5,
+        mode: str = "fused",
+        alpha: float | None = None,
+        filter_columns: Sequence[str] = ("gender", "masterCategory", "subCategory", "articleType"),
+        thumb_size: int = 128,
+        seed: int = 0,
+    ) -> None:
+        import ipywidgets as w
+
+        self.rec = recommender
+        self.labels = catalog.df.set_index("id").reindex(recommender.ids)
+        self.thumb_size = thumb_size
+        self._rng = np.random.default_rng(seed)
+        names = self.labels.get("productDisplayName", pd.Series("", index=self.labels.index))
+        self._names = names.fillna("").astype(str).to_numpy()
+        self._lower = np.array([n.lower() for n in self._names])
+        self._id_text = np.array([str(i) for i in recommender.ids])
+        self.last_ms = float("nan")
+        modes = [m for m in MODE_CHOICES if m in recommender.modes or (m == "all three" and "fused" in recommender.modes)]
+        self.search_box = w.Text(placeholder="search a product name or id", description="search",
+                                 continuous_update=True, layout=w.Layout(width="360px"))
+        self.matches = w.Dropdown(options=[], description="matches", layout=w.Layout(width="420px"))
+        self.random_button = w.Button(description="random", icon="random", layout=w.Layout(width="100px"))
+        self.mode = w.ToggleButtons(options=modes, value=mode if mode in modes else modes[0], description="mode")
+        self.alpha = w.FloatSlider(value=recommender.alpha if alpha is None else alpha, min=0.0, max=1.0, step=0.05,
+                                   description="alpha (image weight)", continuous_update=False,
+                                   style={"description_width": "initial"},
+                                   disabled="fused" not in recommender.modes)
+        self.k = w.BoundedIntText(value=k, min=1, max=min(50, len(recommender) - 1), description="k",
+                                  layout=w.Layout(width="140px"))
+        self.filter = w.Dropdown(options=["none"] + [c for c in filter_columns if c in self.labels.columns],
+                                 value="none", description="same as query:", style={"description_width": "initial"})
+        self.status = w.HTML()
+        self.grid = w.VBox()
+        self.query_id: Any = None
+
+        self.search_box.observe(lambda ch: self.search(ch["new"]), names="value")
+        self.matches.observe(self._on_match, names="value")
+        self.random_button.on_click(lambda _: self.show_query(self.rec.ids[self._rng.integers(len(self.rec))]))
+        for ctl in (self.mode, self.alpha, self.k, self.filter):
+            ctl.observe(lambda _: self.refresh(), names="value")
+        controls = w.VBox([
+            w.HBox([self.search_box, self.random_button]), self.matches,
+            w.HBox([self.mode, self.k]), w.HBox([self.alpha, self.filter]), self.status,
+        ])
+        self.widget = w.VBox([controls, self.grid])
+        self.widget.add_class("prodrec-browser")
+        self.show_query(self.rec.ids[0])
+
+    # ------------------------------------------------------------------ queries
+    def find(self, text: str, limit: int = 20) -> list[Any]:
+        """Ids whose name contains ``text`` (case-insensitive) or whose id starts with it, best first."""
+        text = text.strip().lower()
+        if not text:
+            return []
+        exact_id = np.flatnonzero(self._id_text == text)
+        by_id = np.flatnonzero(np.char.startswith(self._id_text, text))
+        by_name = np.flatnonzero(np.char.find(self._lower, text) >= 0)
+        exact_name = by_name[self._lower[by_name] == text]
+        order = list(dict.fromkeys([*exact_id, *exact_name, *by_id, *by_name]))[:limit]
+        return [self.rec.ids[i] for i in order]
+
+    def search(self, text: str) -> list[Any]:
+        """Fill the dropdown with matches for ``text`` and show the first as the query."""
+        found = self.find(text)
+        pos = self.rec._arm_any().positions(found) if found else []
+        self._updating = True
+        try:
+            self.matches.options = [(f"{pid} · {self._names[p]}", pid) for pid, p in zip(found, pos)]
+            self.matches.value = found[0] if found else None
+        finally:
+            self._updating = False
+        if found:
+            self.show_query(found[0])
+        else:
+            self.status.value = f"<i>no product matches {html.escape(text)!r}</i>" if text.strip() else ""
+        return found
+
+    def _on_match(self, change: dict[str, Any]) -> None:
+        if not getattr(self, "_updating", False) and change["new"] is not None:
+            self.show_query(change["new"])
+
+    def show_query(self, product_id: Any) -> None:
+        self.query_id = product_id
+        self.refresh()
+
+    # ------------------------------------------------------------------ ranking and drawing
+    def _allowed(self) -> np.ndarray | None:
+        col = self.filter.value
+        if col == "none":
+            return None
+        values = self.labels[col].to_numpy()
+        qv = self.labels.at[self.query_id, col]
+        return values == qv if not pd.isna(qv) else None
+
+    def compute(self) -> dict[str, pd.DataFrame]:
+        """Top-k per shown mode for the current query (timed into :attr:`last_ms`)."""
+        modes = ["image", "text", "fused"] if self.mode.value == "all three" else [self.mode.value]
+        t0 = time.perf_counter()
+        out = self.rec.recommend_modes(self.query_id, int(self.k.value), modes, float(self.alpha.value),
+                                       self._allowed())
+        self.last_ms = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def refresh(self) -> None:
+        import ipywidgets as w
+
+        try:
+            results = self.compute()
+        except (ValueError, KeyError) as exc:  # RankingError, unknown id: shown, never raised into the UI
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            return
+        q = self.labels.loc[self.query_id]
+        rows = []
+        for mode, df in results.items():
+            tiles = [self._tile(self.query_id, q, None, query=True, label=mode.upper())]
+            for pid, score, img_s, txt_s in zip(df["id"], df["score"], df.get("image_score", df["score"]),
+                                                df.get("text_score", df["score"])):
+                tiles.append(self._tile(pid, self.labels.loc[pid], (float(score), float(img_s), float(txt_s), mode)))
+            rows.append(w.HBox(tiles))
+        self.grid.children = rows
+        self.status.value = (f"query <b>{html.escape(str(self.query_id))}</b> · {html.escape(self._label(q))} · "
+                             f"ranked {len(self.rec)} products in {self.last_ms:.1f} ms")
+
+    @staticmethod
+    def _label(row: pd.Series) -> str:
+        return " | ".join(str(row.get(c, "")) for c in ("productDisplayName", "articleType", "baseColour"))
+
+    def _tile(self, pid: Any, row: pd.Series, scores: tuple[float, float, float, str] | None,
+              query: bool = False, label: str = "") -> Any:
+        import ipywidgets as w
+
+        img = w.Image(value=thumbnail_jpeg(str(row["image_path"]), self.thumb_size), format="jpeg",
+                      width=self.thumb_size, height=self.thumb_size)
+        name = html.escape(str(row.get("productDisplayName", pid)))
+        meta = html.escape(f"{row.get('baseColour', '')} | {row.get('articleType', '')}")
+        lines = [f"<b>{label}</b>" if query else "", f"<span class='prodrec-name'>{name}</span>", meta]
+        if scores is not None:
+            s, si, st, mode = scores
+            lines.append(f"{mode} {s:.3f}<br>img {si:.3f} · txt {st:.3f}")
+        cap = w.HTML("<div style='font-size:11px;line-height:1.25'>" + "<br>".join(x for x in lines if x) + "</div>",
+                     layout=w.Layout(width=f"{self.thumb_size + 8}px"))
+        children = [img, cap]
+        if not query:
+            btn = w.Button(description="use as query", layout=w.Layout(width=f"{self.thumb_size}px"))
+            btn.on_click(lambda _, p=pid: self.show_query(p))
+            children.append(btn)
+        box = w.VBox(children, layout=w.Layout(border="2px solid #d62728" if query else "1px solid #ccc",
+                                                padding="4px", margin="2px"))
+        box.add_class("prodrec-query" if query else "prodrec-tile")
+        return box

@@ -1,0 +1,66 @@
+"""The widget browser driven from Python: search, random, click-to-query, modes, filter, k (issue 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prodrec import load_catalog
+from prodrec.browse import Browser, thumbnail_jpeg
+from prodrec.rank import Recommender
+from prodrec.store import Embeddings
+
+pytest.importorskip("ipywidgets")
+
+
+@pytest.fixture(scope="module")
+def browser(demo_dir: Path) -> Browser:
+    cat = load_catalog(demo_dir)
+    rng = np.random.default_rng(0)
+    img = Embeddings(cat.ids, rng.normal(size=(len(cat), 16)))
+    txt = Embeddings(cat.ids, rng.normal(size=(len(cat), 8)))
+    return Browser(Recommender(img, txt), cat, k=5)
+
+
+def captions(b: Browser) -> list[str]:
+    return [t.children[1].value for row in b.grid.children for t in row.children[1:]]
+
+
+def test_initial_grid_and_search(browser: Browser) -> None:
+    assert len(browser.grid.children) == 1 and len(browser.grid.children[0].children) == 6
+    before = captions(browser)
+    name = str(browser.labels.loc[90013, "productDisplayName"])
+    found = browser.search(name)
+    assert found[0] == 90013 and browser.query_id == 90013
+    assert browser.matches.value == 90013 and captions(browser) != before
+    assert "90013" in browser.status.value and "ms" in browser.status.value
+    assert browser.search("90013")[0] == 90013
+    browser.search("no such product")
+    assert "no product matches" in browser.status.value and browser.query_id == 90013
+
+
+def test_click_tile_random_modes_filter_k(browser: Browser) -> None:
+    browser.show_query(90000)
+    first = browser.grid.children[0].children[1]
+    rec_id = int(browser.rec.recommend(90000, 5, browser.mode.value, browser.alpha.value)["id"].iloc[0])
+    first.children[2].click()  # "use as query" under the first recommendation
+    assert browser.query_id == rec_id
+    browser.random_button.click()
+    assert browser.query_id in set(browser.rec.ids.tolist())
+    browser.mode.value = "all three"
+    assert len(browser.grid.children) == 3
+    browser.k.value = 3
+    assert all(len(row.children) == 4 for row in browser.grid.children)
+    browser.filter.value = "gender"
+    q = browser.labels.loc[browser.query_id, "gender"]
+    shown = [d["id"] for d in browser.compute().values()]
+    assert all((browser.labels.loc[ids, "gender"] == q).all() for ids in shown)
+    browser.mode.value, browser.k.value, browser.filter.value = "fused", 5, "none"
+
+
+def test_thumbnails_cached_and_bad_files_grey(tmp_path: Path) -> None:
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    a = thumbnail_jpeg(str(tmp_path / "bad.jpg"), 32)
+    assert a[:2] == b"\xff\xd8" and thumbnail_jpeg(str(tmp_path / "bad.jpg"), 32) is a
