@@ -1,0 +1,1 @@
+"""prodrec benchmarks: `python -m benchmarks` (or `make bench`). See benchmarks/README.md."""
