@@ -75,6 +75,9 @@ class EfficientNetLite0Encoder(ImageEncoder):
         else:
             raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}")
         self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
+        # On a CPU, EfficientNet's depthwise convolutions are memory-bound: micro-batches of 4 run about 2x
+        # faster per image than batches of 32 (benchmarks/RESULTS.md). A GPU takes the whole batch.
+        self.micro_batch = 4 if self.device == "cpu" else None
         self._mean = torch.tensor(127.0, device=self.device)
         self._std = torch.tensor(128.0, device=self.device)
         log.info("efficientnet-lite0: weights %s on %s", self.weight_source, self.device)
@@ -82,7 +85,7 @@ class EfficientNetLite0Encoder(ImageEncoder):
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
+            x = torch.from_numpy(np.require(batch, requirements="W")).to(self.device).permute(0, 3, 1, 2).float()
             x = (x - self._mean) / self._std
             feats = self.model.extract_features(x.contiguous(memory_format=torch.channels_last))
             return feats.mean(dim=(2, 3)).float().cpu().numpy()
