@@ -54,6 +54,14 @@ def repeat(fn: Callable[[], Any], n: int, warmup: int = 0) -> list[float]:
 
 
 def peak_rss_mib() -> float:
+    """This process's peak resident memory (MiB): VmHWM, which a new program starts afresh. (ru_maxrss
+    would not do: Linux carries the parent's peak into a child across fork and exec.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

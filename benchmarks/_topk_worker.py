@@ -1,6 +1,6 @@
 """One all-vs-all exact top-k run in a fresh process: `python -m benchmarks._topk_worker METHOD N DIM K`.
 
-Prints one JSON line: seconds, peak extra memory above the embeddings (MiB, from ru_maxrss), and a digest
+Prints one JSON line: seconds, peak extra memory above the embeddings (MiB, from VmHWM), and a digest
 of the result so that methods can be compared for identity. METHOD: kit | naive | faiss.
 """
 
@@ -34,9 +34,9 @@ def main() -> None:
     if method == "kit":
         from prodrec.rank import CosineIndex
 
-        idx = CosineIndex(ids, x, normalize=False)
-        base = peak_rss_mib()
+        base = peak_rss_mib()  # before the index: its sorted copy of the vectors counts as extra memory
         t0 = time.perf_counter()
+        idx = CosineIndex(ids, x, normalize=False)
         pos, _ = idx.topk_positions(None, k)
     elif method == "naive":
         from sklearn.metrics.pairwise import cosine_similarity

@@ -166,3 +166,12 @@ def test_failed_images_left_out_of_ranking() -> None:
     rec = Recommender(emb)
     assert rec.ids.tolist() == [1, 3, 4]
     assert isinstance(rec.recommend(1, k=2, mode="image"), pd.DataFrame)
+
+
+def test_chunked_selection_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = np.round(np.random.default_rng(3).random((257, 400)), 2).astype(np.float32)  # many exact ties
+    whole = select_topk(s, 9)
+    monkeypatch.setattr("prodrec.rank.SELECT_CHUNK", 1000)  # 2 rows per pass
+    parts = select_topk(s, 9)
+    np.testing.assert_array_equal(whole[0], parts[0])
+    np.testing.assert_array_equal(whole[1], parts[1])

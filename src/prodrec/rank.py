@@ -27,6 +27,8 @@ MODES: tuple[str, ...] = ("image", "text", "fused", "rrf")
 #: Memory budget of one block of scores in all-vs-all ranking.
 BLOCK_BYTES = 128 * 2**20
 RRF_K = 60
+#: Scores per top-k selection pass (argpartition needs an int64 index per score: 32 MiB at this size).
+SELECT_CHUNK = 1 << 22
 
 
 class RankingError(ValueError):
@@ -52,6 +54,10 @@ def select_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     Entries set to ``-inf`` are never chosen unless a row has fewer than k finite entries.
     """
     m, n = scores.shape
+    if m > 1 and m * n > SELECT_CHUNK:  # selection needs ~13 bytes per score: do it a few rows at a time
+        step = max(1, SELECT_CHUNK // n)
+        parts = [select_topk(scores[i : i + step], k) for i in range(0, m, step)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     if k >= n:
         cand = np.broadcast_to(np.arange(n), (m, n)).copy()
     else:
@@ -95,8 +101,10 @@ class CosineIndex:
         self.ids = ids[order]
         if len(pd.unique(self.ids)) != len(self.ids):
             raise RankingError("ids must be unique")
-        x = x[order]
-        self.vectors = np.ascontiguousarray(x / norms[order, None] if normalize else x)
+        x = x[order]  # a copy: normalise it in place rather than making a second one
+        if normalize:
+            x /= norms[order, None]
+        self.vectors = np.ascontiguousarray(x)
         self._index = pd.Index(self.ids)
 
     def __len__(self) -> int:
