@@ -74,6 +74,24 @@ def _tile(ax: Any, path: str, text: str, query: bool = False) -> None:
     ax.set_title(text, fontsize=7)
 
 
+def _grid(recommender: Any, catalog: Any, rows: Sequence[tuple[Any, str, str]], k: int, alpha: float | None,
+          title: str) -> Any:
+    """One row per (query id, mode, label): the query photo (red frame, labelled) and its top-k, captioned."""
+    plt = _plt()
+    lab = catalog.df.set_index("id")
+    fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.9 * (k + 1), 2.6 * len(rows)), squeeze=False)
+    for r, (q, mode, label) in enumerate(rows):
+        recs = recommender.recommend(q, k=k, mode=mode, alpha=alpha)
+        qrow = lab.loc[q]
+        _tile(axes[r, 0], qrow["image_path"], f"{label}\n" + caption(qrow), query=True)
+        for c, (pid, score) in enumerate(zip(recs["id"], recs["score"]), start=1):
+            row = lab.loc[pid]
+            _tile(axes[r, c], row["image_path"], caption(row, float(score)))
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def plot_topk_grid(
     recommender: Any,
     catalog: Any,
@@ -84,19 +102,8 @@ def plot_topk_grid(
     title: str | None = None,
 ) -> Any:
     """One row per query: the query photo (red frame) and its top-k under ``mode``, captioned."""
-    plt = _plt()
-    lab = catalog.df.set_index("id")
-    fig, axes = plt.subplots(len(query_ids), k + 1, figsize=(1.9 * (k + 1), 2.45 * len(query_ids)), squeeze=False)
-    for r, q in enumerate(query_ids):
-        recs = recommender.recommend(q, k=k, mode=mode, alpha=alpha)
-        qrow = lab.loc[q]
-        _tile(axes[r, 0], qrow["image_path"], "QUERY\n" + caption(qrow), query=True)
-        for c, (pid, score) in enumerate(zip(recs["id"], recs["score"]), start=1):
-            row = lab.loc[pid]
-            _tile(axes[r, c], row["image_path"], caption(row, float(score)))
-    fig.suptitle(title or f"top-{k} by {MODE_TITLES.get(mode, mode)}", fontsize=11)
-    fig.tight_layout()
-    return fig
+    rows = [(q, mode, "QUERY") for q in query_ids]
+    return _grid(recommender, catalog, rows, k, alpha, title or f"top-{k} by {MODE_TITLES.get(mode, mode)}")
 
 
 def plot_mode_comparison(
@@ -104,19 +111,8 @@ def plot_mode_comparison(
     k: int = 5, alpha: float | None = None,
 ) -> Any:
     """The paper's comparison made explicit: one query, one row per mode."""
-    plt = _plt()
-    lab = catalog.df.set_index("id")
-    fig, axes = plt.subplots(len(modes), k + 1, figsize=(1.9 * (k + 1), 2.45 * len(modes)), squeeze=False)
-    qrow = lab.loc[query_id]
-    for r, mode in enumerate(modes):
-        recs = recommender.recommend(query_id, k=k, mode=mode, alpha=alpha)
-        _tile(axes[r, 0], qrow["image_path"], f"{mode.upper()}\n" + caption(qrow), query=True)
-        for c, (pid, score) in enumerate(zip(recs["id"], recs["score"]), start=1):
-            row = lab.loc[pid]
-            _tile(axes[r, c], row["image_path"], caption(row, float(score)))
-    fig.suptitle(f"query {query_id}: image vs text vs fused top-{k}", fontsize=11)
-    fig.tight_layout()
-    return fig
+    rows = [(query_id, m, m.upper()) for m in modes]
+    return _grid(recommender, catalog, rows, k, alpha, f"query {query_id}: image vs text vs fused top-{k}")
 
 
 def plot_distribution(df: pd.DataFrame, column: str, top: int = 20, ax: Any = None) -> Any:
