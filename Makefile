@@ -47,4 +47,4 @@ notebook-outputs: install
 	cd notebooks && PRODREC_DATA=../../shared/data/fashion-sample PRODREC_NB_N_PRODUCTS=200 \
 	  PRODREC_NB_OUT=../outputs/nbval PRODREC_OFFLINE=1 HF_HUB_OFFLINE=1 \
 	  ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace [0-9][0-9]_*.ipynb
-	$(PY) -c "import glob, nbformat as f; [f.write(n, p) for p in glob.glob('notebooks/[0-9][0-9]_*.ipynb') for n in [f.read(p, 4)] if n.metadata.pop('widgets', None) is not None]"  # widget state: large, not needed
+	$(PY) -c "import glob, nbformat as f; [(n.metadata.pop('widgets', None), [c.metadata.pop('execution', None) for c in n.cells], f.write(n, p)) for p in glob.glob('notebooks/[0-9][0-9]_*.ipynb') for n in [f.read(p, 4)]]"  # drop widget state and timestamps: large, noisy in diffs
