@@ -93,7 +93,8 @@ def test_efficientnet_offline_imagenet(demo_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resnet50_code_path_random_and_file_weights(demo_dir: Path, tmp_path: Path) -> None:
+def test_resnet50_code_path_random_and_file_weights(demo_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from prodrec.encoders.resnet import ResNet50Encoder
 
     paths = load_catalog(demo_dir).image_paths[:3]
@@ -103,12 +104,24 @@ def test_resnet50_code_path_random_and_file_weights(demo_dir: Path, tmp_path: Pa
     x = enc.encode(paths, batch_size=2, progress=False)
     assert x.shape == (3, 2048)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
-    # the weights-from-a-file path, as used for the real ImageNet file (here: the random weights saved)
-    wfile = tmp_path / "resnet50.weights.h5"
-    enc.model.save_weights(str(wfile))
-    loaded = ResNet50Encoder(weights="imagenet", weights_path=wfile, input_size=96)
-    assert loaded.weight_source == f"path:{wfile}"
-    np.testing.assert_allclose(loaded.encode(paths, batch_size=2, progress=False), x, atol=1e-4)
+    # The real ImageNet file is a legacy (Keras 2) HDF5 file named NOTOP_FILE: write these random weights in
+    # that format into a Keras cache folder, and load them through the same path as the real file.
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    cache = tmp_path / "keras" / "models"
+    cache.mkdir(parents=True)
+    with h5py.File(cache / NOTOP_FILE, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, enc.model)
+    monkeypatch.setattr("prodrec.encoders.resnet.keras_cache_dirs", lambda: [cache])
+    monkeypatch.delenv("PRODREC_RESNET50_WEIGHTS", raising=False)
+    from_cache = ResNet50Encoder(weights="imagenet", input_size=96)
+    assert from_cache.weight_source == f"keras-cache:{cache / NOTOP_FILE}" and from_cache.model_id == "resnet50/imagenet"
+    np.testing.assert_allclose(from_cache.encode(paths, batch_size=2, progress=False), x, atol=1e-4)
+    explicit = ResNet50Encoder(weights="imagenet", weights_path=cache / NOTOP_FILE, input_size=96)
+    assert explicit.weight_source == f"path:{cache / NOTOP_FILE}"
+    name, reason = resolve_image_model("auto")
+    assert name == "resnet50" and "keras-cache" in reason  # auto picks the paper's model once weights exist
 
 
 @pytest.mark.slow
