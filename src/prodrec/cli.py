@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one clear line for users, traceback with --debug
         if args.debug:
             raise
-        print(f"prodrec {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError's str() adds quotes
+        print(f"prodrec {args.command}: error: {type(exc).__name__}: {msg}", file=sys.stderr)
         return 2
 
 
