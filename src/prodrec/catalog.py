@@ -179,15 +179,19 @@ class Catalog:
         info = {"n_requested": n, "n": n, "seed": seed, "stratify": stratify, "all": False}
         return Catalog(self.df.iloc[np.sort(pos)], self.root, self.report, self.text_columns, info)
 
+    def split_known(self, ids: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+        """(ids in this catalog, ids not in it), coerced to the catalog's id type, in the given order."""
+        have = set(self.ids.tolist())
+        coerced = [_coerce_id(i, self.df["id"].dtype) for i in ids]
+        return [i for i in coerced if i in have], [i for i in coerced if i not in have]
+
     def pick_queries(self, wanted: Sequence[Any] = (), n: int = 4, seed: int = 0, by: str = "articleType") -> list[Any]:
         """The ``wanted`` ids that are in this catalog; if none are, ``n`` seeded picks of distinct ``by`` values.
 
         Notebooks ask for fixed query ids (the paper's figures); on another catalog (the demo one, a
         different sample) they still get queries, chosen reproducibly.
         """
-        have = set(self.ids.tolist())
-        known = [_coerce_id(i, self.df["id"].dtype) for i in wanted]
-        known = [i for i in known if i in have]
+        known, _ = self.split_known(wanted)
         if known:
             return known
         rng = np.random.default_rng(seed)

@@ -193,11 +193,11 @@ def build_experiment(
     full = catalog
     catalog = catalog.sample(n_products, seed=seed, stratify=stratify)
     if include_ids:
-        known = full.pick_queries(include_ids, n=0)
-        if len(known) < len(include_ids):
-            log.warning("query id(s) not in the catalog, left out: %s",
-                        [i for i in include_ids if i not in set(full.pick_queries(include_ids, n=0))])
-        want = [i for i in known if i not in set(catalog.ids.tolist())]
+        known, unknown = full.split_known(include_ids)
+        if unknown:
+            log.warning("query id(s) not in the catalog, left out: %s", unknown)
+        sampled = set(catalog.ids.tolist())
+        want = [i for i in known if i not in sampled]
         if want:
             info = dict(catalog.sample_info or {}, added_ids=[int(i) if hasattr(i, "__int__") else i for i in want])
             catalog = full.subset(list(catalog.ids) + want)
