@@ -159,3 +159,20 @@ def test_text_model_unavailable_offline_names_the_fix(monkeypatch: pytest.Monkey
         resolve_text_model("bert-base-nli-mean-tokens")
     (tmp_path / "mymodel").mkdir()
     assert resolve_text_model(str(tmp_path / "mymodel"))[2].startswith("path:")
+
+
+def test_torch_device_refuses_gpus_the_build_cannot_run(caplog: pytest.LogCaptureFixture) -> None:
+    """Kaggle's P100 (sm_60) with a torch build for sm_70+ must fall back to the CPU, not crash in a kernel."""
+    from types import SimpleNamespace
+
+    from prodrec.encoders.efficientnet import torch_device
+
+    def fake(available: bool, cap: tuple[int, int], archs: list[str]) -> SimpleNamespace:
+        return SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: available, get_device_capability=lambda i: cap,
+                                                    get_arch_list=lambda: archs, get_device_name=lambda i: "Tesla P100"))
+
+    assert torch_device(fake(False, (0, 0), [])) == "cpu"
+    assert torch_device(fake(True, (6, 0), ["sm_70", "sm_80", "sm_90a"])) == "cpu"
+    assert "not supported by this torch build" in caplog.text
+    assert torch_device(fake(True, (6, 0), ["sm_60", "sm_70"])) == "cuda"
+    assert torch_device(fake(True, (9, 0), ["sm_80", "sm_90a", "compute_90"])) == "cuda"

@@ -75,8 +75,8 @@ class EfficientNetLite0Encoder(ImageEncoder):
         else:
             raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}")
         self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
-        # On a CPU, EfficientNet's depthwise convolutions are memory-bound: micro-batches of 4 run about 2x
-        # faster per image than batches of 32 (benchmarks/RESULTS.md). A GPU takes the whole batch.
+        # On a CPU, EfficientNet's depthwise convolutions are memory-bound: micro-batches of 4 ran ~105 img/s
+        # on 2 cores where batches of 32 ran ~47 (benchmarks, images section). A GPU takes the whole batch.
         self.micro_batch = 4 if self.device == "cpu" else None
         self._mean = torch.tensor(127.0, device=self.device)
         self._std = torch.tensor(128.0, device=self.device)
