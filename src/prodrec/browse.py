@@ -23,22 +23,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .images import ImageError, load_rgb
+from .gallery import thumbnail
 
 MODE_CHOICES = ("image", "text", "fused", "all three")
 
 
 @functools.lru_cache(maxsize=8192)
 def thumbnail_jpeg(path: str, size: int = 128) -> bytes:
-    """A product photo as JPEG bytes of ``size`` x ``size`` pixels, cached; a grey tile when unreadable."""
+    """:func:`prodrec.gallery.thumbnail` as JPEG bytes (what an ipywidgets Image shows), cached."""
     from PIL import Image
 
-    try:
-        arr = load_rgb(path, size=size)
-    except ImageError:
-        arr = np.full((size, size, 3), 200, dtype=np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=85)
+    Image.fromarray(thumbnail(path, size)).save(buf, format="JPEG", quality=85)
     return buf.getvalue()
 
 
@@ -88,6 +84,7 @@ class Browser:
         self.status = w.HTML()
         self.grid = w.VBox()
         self.query_id: Any = None
+        self._updating = False  # True while search() fills the dropdown (its change is not a user's pick)
 
         self.search_box.observe(lambda ch: self.search(ch["new"]), names="value")
         self.matches.observe(self._on_match, names="value")
@@ -105,6 +102,9 @@ class Browser:
     # ------------------------------------------------------------------ queries
     def find(self, text: str, limit: int = 20) -> list[Any]:
         """Ids whose name contains ``text`` (case-insensitive) or whose id starts with it, best first."""
+        return [self.rec.ids[i] for i in self._find_positions(text, limit)]
+
+    def _find_positions(self, text: str, limit: int = 20) -> list[int]:
         text = text.strip().lower()
         if not text:
             return []
@@ -112,13 +112,12 @@ class Browser:
         by_id = np.flatnonzero(np.char.startswith(self._id_text, text))
         by_name = np.flatnonzero(np.char.find(self._lower, text) >= 0)
         exact_name = by_name[self._lower[by_name] == text]
-        order = list(dict.fromkeys([*exact_id, *exact_name, *by_id, *by_name]))[:limit]
-        return [self.rec.ids[i] for i in order]
+        return list(dict.fromkeys([*exact_id, *exact_name, *by_id, *by_name]))[:limit]
 
     def search(self, text: str) -> list[Any]:
         """Fill the dropdown with matches for ``text`` and show the first as the query."""
-        found = self.find(text)
-        pos = self.rec._arm_any().positions(found) if found else []
+        pos = self._find_positions(text)
+        found = [self.rec.ids[p] for p in pos]
         self._updating = True
         try:
             self.matches.options = [(f"{pid} · {self._names[p]}", pid) for pid, p in zip(found, pos)]
@@ -132,7 +131,7 @@ class Browser:
         return found
 
     def _on_match(self, change: dict[str, Any]) -> None:
-        if not getattr(self, "_updating", False) and change["new"] is not None:
+        if not self._updating and change["new"] is not None:
             self.show_query(change["new"])
 
     def show_query(self, product_id: Any) -> None:

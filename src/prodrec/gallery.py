@@ -74,14 +74,13 @@ def _tile(ax: Any, path: str, text: str, query: bool = False) -> None:
     ax.set_title(text, fontsize=7)
 
 
-def _grid(recommender: Any, catalog: Any, rows: Sequence[tuple[Any, str, str]], k: int, alpha: float | None,
-          title: str) -> Any:
-    """One row per (query id, mode, label): the query photo (red frame, labelled) and its top-k, captioned."""
+def _grid(catalog: Any, rows: Sequence[tuple[Any, str, pd.DataFrame]], k: int, title: str) -> Any:
+    """One row per (query id, label, its recommendations): the query photo (red frame, labelled) and the
+    recommended products, captioned."""
     plt = _plt()
     lab = catalog.df.set_index("id")
     fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.9 * (k + 1), 2.6 * len(rows)), squeeze=False)
-    for r, (q, mode, label) in enumerate(rows):
-        recs = recommender.recommend(q, k=k, mode=mode, alpha=alpha)
+    for r, (q, label, recs) in enumerate(rows):
         qrow = lab.loc[q]
         _tile(axes[r, 0], qrow["image_path"], f"{label}\n" + caption(qrow), query=True)
         for c, (pid, score) in enumerate(zip(recs["id"], recs["score"]), start=1):
@@ -102,17 +101,18 @@ def plot_topk_grid(
     title: str | None = None,
 ) -> Any:
     """One row per query: the query photo (red frame) and its top-k under ``mode``, captioned."""
-    rows = [(q, mode, "QUERY") for q in query_ids]
-    return _grid(recommender, catalog, rows, k, alpha, title or f"top-{k} by {MODE_TITLES.get(mode, mode)}")
+    rows = [(q, "QUERY", recommender.recommend(q, k=k, mode=mode, alpha=alpha)) for q in query_ids]
+    return _grid(catalog, rows, k, title or f"top-{k} by {MODE_TITLES.get(mode, mode)}")
 
 
 def plot_mode_comparison(
     recommender: Any, catalog: Any, query_id: Any, modes: Sequence[str] = ("image", "text", "fused"),
     k: int = 5, alpha: float | None = None,
 ) -> Any:
-    """The paper's comparison made explicit: one query, one row per mode."""
-    rows = [(query_id, m, m.upper()) for m in modes]
-    return _grid(recommender, catalog, rows, k, alpha, f"query {query_id}: image vs text vs fused top-{k}")
+    """The paper's comparison made explicit: one query, one row per mode (one scoring pass for all modes)."""
+    recs = recommender.recommend_modes(query_id, k, modes, alpha)
+    rows = [(query_id, m.upper(), recs[m]) for m in modes]
+    return _grid(catalog, rows, k, f"query {query_id}: image vs text vs fused top-{k}")
 
 
 def plot_distribution(df: pd.DataFrame, column: str, top: int = 20, ax: Any = None) -> Any:
