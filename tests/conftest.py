@@ -28,6 +28,36 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_catalog(tmp_path_factory.mktemp("demo"), n=48, seed=0, image_size=96, progress=False)
 
 
+def make_generic_catalog(root: Path, n: int = 24, seed: int = 0) -> Path:
+    """A catalog that is not in the Kaggle layout: ``items.csv`` separated by ``;``, string ids with leading
+    zeros (``0015970``, and ``007`` beside ``7``), a ``photo`` column of paths into nested folders, PNG and
+    WebP photos, columns ``sku;photo;title;colour;category``."""
+    from PIL import Image
+
+    from prodrec.demo import draw_product
+
+    rng = np.random.default_rng(seed)
+    kinds = {"bag": "Handbags", "shoe": "Casual Shoes", "watch": "Watches", "tee": "Tshirts"}
+    colours = ["Red", "Blue", "Black"]
+    ids = ["0015970", "007", "7"] + [f"SKU-{i:04d}" for i in range(n - 3)]
+    lines = ["sku;photo;title;colour;category"]
+    for j, sku in enumerate(ids):
+        cat = list(kinds)[j % len(kinds)]
+        colour = colours[(j // len(kinds)) % len(colours)]
+        ext = "webp" if j % 2 == 0 else "png"
+        rel = f"img/{cat}/{sku}.{ext}"
+        (root / "img" / cat).mkdir(parents=True, exist_ok=True)
+        draw_product(kinds[cat], colour, rng, 64).save(root / rel)
+        lines.append(f"{sku};{rel};{colour} {cat} no. {j};{colour};{cat}")
+    (root / "items.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def generic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_generic_catalog(tmp_path_factory.mktemp("generic"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED / "styles.csv").is_file():

@@ -21,7 +21,7 @@ def browser(demo_dir: Path) -> Browser:
     rng = np.random.default_rng(0)
     img = Embeddings(cat.ids, rng.normal(size=(len(cat), 16)))
     txt = Embeddings(cat.ids, rng.normal(size=(len(cat), 8)))
-    return Browser(Recommender(img, txt), cat, k=5)
+    return Browser(Recommender({"image": img, "text": txt}), cat, k=5)
 
 
 def captions(b: Browser) -> list[str]:
@@ -31,25 +31,25 @@ def captions(b: Browser) -> list[str]:
 def test_initial_grid_and_search(browser: Browser) -> None:
     assert len(browser.grid.children) == 1 and len(browser.grid.children[0].children) == 6
     before = captions(browser)
-    name = str(browser.labels.loc[90013, "productDisplayName"])
-    found = browser.search(name)
-    assert found[0] == 90013 and browser.query_id == 90013
-    assert browser.matches.value == 90013 and captions(browser) != before
+    name = str(browser.labels.loc["90013", "productDisplayName"])
+    found = browser.search(name.upper())  # case-insensitive
+    assert found[0] == "90013" and browser.query_id == "90013"
+    assert browser.matches.value == "90013" and captions(browser) != before
     assert "90013" in browser.status.value and "ms" in browser.status.value
-    assert browser.search("90013")[0] == 90013
+    assert browser.search("90013")[0] == "90013"
     browser.search("no such product")
-    assert "no product matches" in browser.status.value and browser.query_id == 90013
+    assert "no product matches" in browser.status.value and browser.query_id == "90013"
 
 
 def test_click_tile_random_modes_filter_k(browser: Browser) -> None:
-    browser.show_query(90000)
+    browser.show_query("90000")
     first = browser.grid.children[0].children[1]
-    rec_id = int(browser.rec.recommend(90000, 5, browser.mode.value, browser.alpha.value)["id"].iloc[0])
+    rec_id = browser.rec.recommend("90000", 5, browser.mode.value, browser.alpha.value)["id"].iloc[0]
     first.children[2].click()  # "use as query" under the first recommendation
     assert browser.query_id == rec_id
     browser.random_button.click()
     assert browser.query_id in set(browser.rec.ids.tolist())
-    browser.mode.value = "all three"
+    browser.mode.value = "all"
     assert len(browser.grid.children) == 3
     browser.k.value = 3
     assert all(len(row.children) == 4 for row in browser.grid.children)
@@ -64,3 +64,15 @@ def test_thumbnails_cached_and_bad_files_grey(tmp_path: Path) -> None:
     (tmp_path / "bad.jpg").write_bytes(b"nope")
     a = thumbnail_jpeg(str(tmp_path / "bad.jpg"), 32)
     assert a[:2] == b"\xff\xd8" and thumbnail_jpeg(str(tmp_path / "bad.jpg"), 32) is a
+
+
+def test_generic_catalog_ids_with_upper_case_and_captions(generic_dir: Path) -> None:
+    cat = load_catalog(generic_dir / "items.csv", id_column="sku", image_column="photo", label_columns="category,colour")
+    rng = np.random.default_rng(1)
+    b = Browser(Recommender({"image": Embeddings(cat.ids, rng.normal(size=(len(cat), 4)))}), cat, k=3)
+    assert b.search("sku-0004")[0] == "SKU-0004"  # ids match case-insensitively
+    assert b.search("0015970")[0] == "0015970" and b.search("007")[0] == "007"
+    assert list(b.mode.options) == ["image"] and list(b.filter.options) == ["none", "category", "colour"]
+    assert "Red shoe no. 1 | shoe | Red" in b.status.value  # captions from the catalog's own columns
+    first = b.rec.recommend("007", 3, "image")["id"].iloc[0]
+    assert f">{cat.row(first)['title']}<" in captions(b)[0]

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prodrec.evaluate import (bootstrap_ci, coverage, evaluate, intra_list_diversity, per_query_precision,
-                              precision_table, random_precision)
+from prodrec.errors import CatalogError, ConfigError
+from prodrec.evaluate import bootstrap_ci, coverage, evaluate, intra_list_diversity, per_query_precision, random_precision
+from prodrec.report import describe_arm, precision_table
 from prodrec.rank import Recommender
 from prodrec.store import Embeddings
 
@@ -51,7 +52,7 @@ def test_evaluate_tidy_table_and_fusion_on_planted_structure() -> None:
     xi = centres[0][types] + 0.6 * rng.normal(size=(n, 16))
     xt = centres[1][colours] + 0.6 * rng.normal(size=(n, 16))
     ids = np.arange(n) + 1
-    rec = Recommender(Embeddings(ids, xi), Embeddings(ids, xt))
+    rec = Recommender({"image": Embeddings(ids, xi), "text": Embeddings(ids, xt)})
     labels = pd.DataFrame({"articleType": types.astype(str), "baseColour": colours.astype(str)}, index=ids)
     res = evaluate(rec, labels, k=5, columns=["articleType", "baseColour"], n_boot=200, progress=False)
     assert set(res.columns) >= {"mode", "metric", "label", "value", "ci_low", "ci_high", "n_queries", "k"}
@@ -64,5 +65,10 @@ def test_evaluate_tidy_table_and_fusion_on_planted_structure() -> None:
     prec = res[res.metric == "precision"].dropna(subset=["ci_low"])
     assert ((prec.ci_low <= prec.value) & (prec.value <= prec.ci_high)).all()
     assert set(res.metric) == {"precision", "coverage", "ild_image", "ild_text"}
-    with pytest.raises(KeyError, match="nope"):
+    with pytest.raises(CatalogError, match="nope"):
         evaluate(rec, labels, columns=["nope"], progress=False)
+    for bad in (dict(n_boot=0), dict(k=0), dict(k=400), dict(modes=["colour"])):  # refused before any ranking
+        with pytest.raises(ConfigError):
+            evaluate(rec, labels, progress=False, **bad)
+    text = describe_arm(res, "image")
+    assert f"{p.loc['articleType', 'image']:.0%}" in text and "style far more reliably" in text

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
 
-from prodrec.notebooks import (NotebookFailed, find_notebooks, kaggle_stage, repo_root, run_notebooks,
+from prodrec.errors import ConfigError
+from prodrec.notebooks import (NotebookFailed, find_notebooks, kaggle_slug, kaggle_stage, repo_root, run_notebooks,
                                validate_kaggle_metadata)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,8 +23,23 @@ FIGURES = ("category_distribution", "attribute_distributions", "image_gallery", 
 CI_N = 200  # the small configuration whose outputs are stored in the committed notebooks
 
 
+def strict_load(path: Path) -> Any:
+    """A JSON file parsed as a strict parser would (bare NaN / Infinity refused)."""
+    def refuse(name: str) -> None:
+        raise ValueError(f"{path}: not JSON: bare {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def all_json_is_strict(out: Path) -> int:
+    files = [p for p in out.rglob("*") if p.suffix in (".json", ".ipynb")]
+    for p in files:
+        strict_load(p)
+    return len(files)
+
+
 def precision(out: Path, name: str) -> dict[tuple[str, str], float]:
-    rows = json.loads((out / "metrics" / f"{name}.json").read_text())["data"]
+    rows = strict_load(out / "metrics" / f"{name}.json")["data"]
     return {(r["mode"], r["label"]): r["value"] for r in rows if r["metric"] == "precision"}
 
 
@@ -44,6 +62,7 @@ def check_outputs(out: Path, n_expected: int) -> dict[tuple[str, str], float]:
     assert prov["models"]["image"]["weight_source"] and prov["models"]["text"]["weight_source"]
     run = json.loads((out / "run.json").read_text())
     assert [r["notebook"] for r in run["notebooks"]] == [nb.name for nb in find_notebooks()]
+    assert all_json_is_strict(out) > 20
     return p
 
 
@@ -60,6 +79,28 @@ def test_notebooks_on_real_sample(shared_data: Path, tmp_path: Path) -> None:
     assert "Image → style" in findings and f"{p[('image', 'articleType')]:.2f}" in findings
     eda = json.loads((out / "metrics" / "01_eda.json").read_text())["data"]
     assert eda["products"] == 9583 and eda["report"]["rows_read"] == 44446
+
+
+@pytest.mark.slow
+def test_run_notebooks_on_a_generic_catalog(generic_dir: Path, tmp_path: Path) -> None:
+    """`prodrec run-notebooks` with catalog flags: every notebook runs on a catalog outside the Kaggle layout,
+    the EDA charts its label columns, and every JSON it writes is strict."""
+    out = tmp_path / "generic-run"
+    res = subprocess.run([sys.executable, "-m", "prodrec.cli", "run-notebooks", "--quiet", "--data",
+                          str(generic_dir / "items.csv"), "--id-column", "sku", "--image-column", "photo",
+                          "--text-columns", "title,colour,category", "--label-columns", "category,colour",
+                          "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    eda = strict_load(out / "metrics" / "01_eda.json")["data"]
+    assert eda["products"] == 24 and eda["label_columns"] == ["category", "colour"]
+    counts = strict_load(out / "metrics" / "eda_counts.json")["data"]
+    assert {r["column"] for r in counts} >= {"category", "colour"}
+    p = precision(out, "04_comparison")
+    assert set(label for _, label in p) == {"category", "colour"}
+    assert p[("image", "category")] > p[("random", "category")]
+    prov = strict_load(out / "metrics" / "04_comparison.json")["provenance"]
+    assert prov["dataset"]["schema"]["id_column"] == "sku" and prov["dataset"]["layout"] == "generic"
+    assert all_json_is_strict(out) > 20
 
 
 @pytest.mark.slow
@@ -92,7 +133,8 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_notebooks_are_thin_and_parametrised() -> None:
     params = {"data_dir", "n_products", "seed", "image_model", "text_model", "k", "query_ids", "batch_size",
-              "out_dir"}
+              "out_dir", "catalog_options"}
+    private = re.compile(r"\b(prodrec|gallery|browse|exp|catalog|browser)\.(\w+\.)*_[a-z]")
     for path in find_notebooks():
         nb = nbformat.read(path, as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -103,6 +145,7 @@ def test_notebooks_are_thin_and_parametrised() -> None:
         for cell in nb.cells:  # no function or class is defined only in a notebook
             if cell.cell_type == "code":
                 assert "\ndef " not in "\n" + cell.source and "\nclass " not in "\n" + cell.source, path.name
+                assert not private.search(cell.source), (path.name, private.search(cell.source))  # public names only
 
 
 @pytest.mark.slow
@@ -129,9 +172,15 @@ def test_kaggle_metadata_valid_and_staged(tmp_path: Path) -> None:
     staged = kaggle_stage(tmp_path / "push", owner="someone")
     km = json.loads((staged / "kernel-metadata.json").read_text())
     assert km["id"].startswith("someone/") and (staged / km["code_file"]).is_file()
+    # Kaggle derives the slug from the title and warns when it differs from the id's (kaggle kernels push)
+    assert kaggle_slug(meta["title"]) == meta["id"].split("/")[1]
+    assert kaggle_slug("prodrec: Image and Text Product Recommendation") == "prodrec-image-and-text-product-recommendation"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**meta, "enable_gpu": "yes", "dataset_sources": ["noslash"]}))
-    with pytest.raises(ValueError, match="enable_gpu"):
+    with pytest.raises(ConfigError, match="enable_gpu"):
+        validate_kaggle_metadata(bad)
+    bad.write_text(json.dumps({**meta, "id": "someone/another-slug"}))
+    with pytest.raises(ConfigError, match="resolves to the slug"):
         validate_kaggle_metadata(bad)
     assert repo_root() == ROOT
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from prodrec.errors import UnknownIdError
 from prodrec.rank import CosineIndex, RankingError, Recommender, select_topk
 from prodrec.store import Embeddings
 
@@ -29,7 +30,7 @@ def test_topk_matches_brute_force(data: st.DataObject, n: int, d: int) -> None:
     # small integer coordinates make ties common (duplicate and parallel vectors)
     x = data.draw(arrays(np.float32, (n, d), elements=st.integers(-2, 2).map(float)))
     x[np.abs(x).sum(axis=1) == 0, 0] = 1.0
-    ids = np.array(data.draw(st.permutations(list(range(1000, 1000 + n)))))
+    ids = np.array([str(i) for i in data.draw(st.permutations(list(range(1000, 1000 + n))))], dtype=object)
     k = data.draw(st.integers(1, n - 1))
     idx = CosineIndex(ids, x)
     got_ids, got_scores = idx.topk_many(ids, k)
@@ -52,7 +53,8 @@ def test_exact_ties_follow_the_id_rule(n: int, k: int, data: st.DataObject) -> N
     # rows drawn from three identical directions: scores are exactly 1, 0 or -1, ties everywhere
     basis = np.array([[1, 0], [0, 1], [-1, 0]], dtype=np.float32)
     x = basis[data.draw(arrays(np.int64, n, elements=st.integers(0, 2)))]
-    ids = np.array(data.draw(st.permutations(list(range(n)))))
+    # ids are strings and compare as strings ("10" < "9"): the rule is the string order
+    ids = np.array([str(i) for i in data.draw(st.permutations(list(range(n))))], dtype=object)
     got, _ = CosineIndex(ids, x).topk_many(ids, k)
     full, _ = brute_force(x, ids, k)
     for q in range(n):
@@ -64,7 +66,10 @@ def test_ties_broken_by_id() -> None:
     x = np.array([[1, 0], [1, 0], [1, 0], [1, 0], [0, 1]], dtype=np.float32)
     idx = CosineIndex([50, 40, 30, 20, 10], x)
     ids, scores = idx.topk(30, 2)
-    assert ids.tolist() == [20, 40] and np.allclose(scores, 1.0)
+    assert ids.tolist() == ["20", "40"] and np.allclose(scores, 1.0)
+    # ids are strings as the catalog wrote them: leading zeros kept, "007" and "7" are two products
+    zeros = CosineIndex(["007", "7", "0007"], x[:3])
+    assert zeros.topk("7", 2)[0].tolist() == ["0007", "007"]
     pos, vals = select_topk(np.array([[0.5, 0.9, 0.5, 0.5, 0.1]]), 3)
     assert pos.tolist() == [[1, 0, 2]]
 
@@ -81,8 +86,10 @@ def test_blocked_all_vs_all_equals_one_block() -> None:
 def test_ranking_errors_are_clear() -> None:
     x = unit_rows(5, 4)
     idx = CosineIndex([1, 2, 3, 4, 5], x)
-    with pytest.raises(KeyError, match=r"unknown product id\(s\) \[99\]"):
+    with pytest.raises(UnknownIdError, match=r"unknown product id\(s\) '99'"):
         idx.topk(99)
+    with pytest.raises(KeyError):  # UnknownIdError is a KeyError too
+        idx.topk("01")
     with pytest.raises(RankingError, match="only 4 other products"):
         idx.topk(1, k=5)
     for bad in (0, -1):
@@ -92,7 +99,7 @@ def test_ranking_errors_are_clear() -> None:
         idx.topk(1, k=2.5)
     z = x.copy()
     z[2] = 0
-    with pytest.raises(RankingError, match=r"zero vectors .*\[3\]"):
+    with pytest.raises(RankingError, match=r"zero vectors .*\['3'\]"):
         CosineIndex([1, 2, 3, 4, 5], z)
     z[2] = np.nan
     with pytest.raises(RankingError, match="NaN or inf"):
@@ -107,8 +114,7 @@ def make_rec(n: int = 40, alpha: float = 0.5, shuffle_text: bool = True) -> tupl
     ids = np.arange(1, n + 1)
     xi, xt = unit_rows(n, 8, 1), unit_rows(n, 6, 2)
     order = np.random.default_rng(0).permutation(n) if shuffle_text else np.arange(n)
-    rec = Recommender(Embeddings(ids, xi, {"kind": "image"}), Embeddings(ids[order], xt[order], {"kind": "text"}),
-                      alpha=alpha)
+    rec = Recommender({"image": Embeddings(ids, xi), "text": Embeddings(ids[order], xt[order])}, alpha=alpha)
     return rec, xi, xt
 
 
@@ -117,9 +123,12 @@ def test_fused_is_weighted_cosine_and_arms_aligned_by_id() -> None:
     df = rec.recommend(7, k=5, mode="fused", alpha=0.3)
     s = 0.3 * (xi @ xi[6]) + 0.7 * (xt @ xt[6])
     s[6] = -np.inf
-    assert df["id"].tolist() == (np.argsort(-s, kind="stable")[:5] + 1).tolist()
+    assert df["id"].tolist() == [str(i) for i in np.argsort(-s, kind="stable")[:5] + 1]
     np.testing.assert_allclose(df["score"], np.sort(s)[::-1][:5], rtol=1e-5)
-    np.testing.assert_allclose(df["image_score"], xi[df["id"] - 1] @ xi[6], rtol=1e-5)
+    np.testing.assert_allclose(df["image_score"], xi[df["id"].astype(int) - 1] @ xi[6], rtol=1e-5)
+    # weights= is the general form of alpha
+    same = rec.recommend(7, k=5, mode="fused", weights={"image": 3, "text": 7})
+    assert same["id"].tolist() == df["id"].tolist()
     # all-vs-all fused (one exact search over concatenated, weighted vectors) agrees with per-query fusion
     ids, _ = rec.recommend_many([7], k=5, mode="fused", alpha=0.3)
     assert ids[0].tolist() == df["id"].tolist()
@@ -134,13 +143,17 @@ def test_rrf_and_filter() -> None:
     one = rec.recommend(3, k=4, mode="rrf")
     many, _ = rec.recommend_many([3], k=4, mode="rrf")
     assert one["id"].tolist() == many[0].tolist()
-    allowed = rec.ids % 2 == 0
+    allowed = rec.ids.astype(int) % 2 == 0
     f = rec.recommend(3, k=4, mode="image", allowed=allowed)
-    assert (f["id"] % 2 == 0).all()
+    assert (f["id"].astype(int) % 2 == 0).all()
     with pytest.raises(RankingError, match="pass the filter"):
         rec.recommend(3, k=30, mode="image", allowed=allowed)
-    with pytest.raises(RankingError, match="unknown mode"):
+    with pytest.raises(RankingError, match="'magic' is not available"):
         rec.recommend(3, mode="magic")
+    with pytest.raises(RankingError, match="not present"):
+        rec.recommend(3, weights={"colour": 1})
+    with pytest.raises(RankingError, match="all be 0"):
+        rec.recommend(3, weights={"image": 0, "text": 0})
     with pytest.raises(RankingError, match="alpha"):
         rec.recommend(3, alpha=1.5)
 
@@ -148,14 +161,14 @@ def test_rrf_and_filter() -> None:
 def test_misaligned_arms_aligned_or_refused(caplog: pytest.LogCaptureFixture) -> None:
     img = Embeddings(np.array([1, 2, 3, 4]), unit_rows(4, 3), {"kind": "image"})
     txt = Embeddings(np.array([3, 4, 5, 6]), unit_rows(4, 3, 5), {"kind": "text"})
-    rec = Recommender(img, txt)
-    assert rec.ids.tolist() == [3, 4] and "kept out" in caplog.text
+    rec = Recommender({"image": img, "text": txt})
+    assert rec.ids.tolist() == ["3", "4"] and "kept out" in caplog.text
     np.testing.assert_allclose(rec.text.vectors[0], txt.vectors[0], rtol=1e-6)  # id 3 paired with id 3
     with pytest.raises(RankingError, match="share no product ids"):
-        Recommender(img, Embeddings(np.array([7, 8]), unit_rows(2, 3), {"kind": "text"}))
-    only_img = Recommender(img)
+        Recommender({"image": img, "text": Embeddings(np.array([7, 8]), unit_rows(2, 3))})
+    only_img = Recommender({"image": img})
     assert only_img.modes == ["image"]
-    with pytest.raises(RankingError, match="not available"):
+    with pytest.raises(RankingError, match="fuses arms, but only"):
         only_img.recommend(1, 2, mode="fused")
 
 
@@ -163,8 +176,8 @@ def test_failed_images_left_out_of_ranking() -> None:
     x = unit_rows(4, 3)
     x[1] = 0  # a failed image's row is zero in the store
     emb = Embeddings(np.array([1, 2, 3, 4]), x, {"kind": "image"}, failures={"2": "cannot decode"})
-    rec = Recommender(emb)
-    assert rec.ids.tolist() == [1, 3, 4]
+    rec = Recommender({"image": emb})
+    assert rec.ids.tolist() == ["1", "3", "4"]
     assert isinstance(rec.recommend(1, k=2, mode="image"), pd.DataFrame)
 
 
@@ -175,3 +188,24 @@ def test_chunked_selection_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> N
     parts = select_topk(s, 9)
     np.testing.assert_array_equal(whole[0], parts[0])
     np.testing.assert_array_equal(whole[1], parts[1])
+
+
+def test_three_named_arms_fuse_with_weights_and_rrf() -> None:
+    """Any number of named arms: fused scores are the weighted sum of each arm's cosine; RRF uses them all."""
+    ids = np.arange(30)
+    arms = {name: Embeddings(ids, unit_rows(30, 5, seed)) for seed, name in enumerate(("image", "text", "colour"))}
+    rec = Recommender(arms, weights={"image": 1, "text": 1, "colour": 2})
+    assert rec.modes == ["image", "text", "colour", "fused", "rrf"]
+    assert rec.weights == {"image": 0.25, "text": 0.25, "colour": 0.5}
+    df = rec.recommend(4, k=3, mode="fused")
+    x = {n: a.vectors for n, a in arms.items()}
+    s = 0.25 * x["image"] @ x["image"][4] + 0.25 * x["text"] @ x["text"][4] + 0.5 * x["colour"] @ x["colour"][4]
+    s[4] = -np.inf
+    np.testing.assert_allclose(df["score"], np.sort(s)[::-1][:3], rtol=1e-5)
+    assert set(df.columns) >= {"image_score", "text_score", "colour_score", "fused_score"}
+    one = rec.recommend(4, k=3, mode="rrf")
+    assert one["id"].tolist() == rec.recommend_many([4], k=3, mode="rrf")[0][0].tolist()
+    pair = rec.recommend(4, k=3, mode="fused", weights={"image": 1, "colour": 1})  # a subset of the arms
+    s2 = 0.5 * x["image"] @ x["image"][4] + 0.5 * x["colour"] @ x["colour"][4]
+    s2[4] = -np.inf
+    np.testing.assert_allclose(pair["score"], np.sort(s2)[::-1][:3], rtol=1e-5)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from prodrec.errors import CatalogError
 from prodrec.text import DEFAULT_FIELDS, product_sentences
 
 
@@ -32,5 +33,5 @@ def test_nan_none_na_and_blank_are_left_out() -> None:
 def test_custom_fields_order_and_errors() -> None:
     df = pd.DataFrame({"colour": ["Red"], "name": ["Mug"]})
     assert product_sentences(df, ["colour", "name"], sep=", ") == ["Red, Mug"]
-    with pytest.raises(KeyError, match="nope"):
+    with pytest.raises(CatalogError, match="nope"):
         product_sentences(df, ["nope"])

@@ -5,7 +5,7 @@
 
 Pick a query by typing part of a product name or an id (matches appear in a dropdown; the first is shown),
 with the "random" button, or by clicking "use as query" under any recommendation. Choose the mode (image /
-text / fused, or all three as rows: the paper's comparison figure made live), the fusion weight, k, and an
+text / fused, or all of them as rows: the paper's comparison figure made live), the fusion weight, k, and an
 optional filter (recommendations share the query's gender, say). Each interaction costs one
 matrix-vector product per arm (:meth:`Recommender.recommend_modes`); thumbnails are decoded lazily and
 cached.
@@ -23,9 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .gallery import thumbnail
+from .catalog import Catalog
+from .gallery import caption_parts, thumbnail
+from .rank import Recommender
 
-MODE_CHOICES = ("image", "text", "fused", "all three")
+#: The choice that shows every arm and the fused ranking as rows (the paper's comparison figure, live).
+ALL_MODES = "all"
 
 
 @functools.lru_cache(maxsize=8192)
@@ -47,27 +50,31 @@ class Browser:
 
     def __init__(
         self,
-        recommender: Any,
-        catalog: Any,
+        recommender: Recommender,
+        catalog: Catalog,
         k: int = 5,
         mode: str = "fused",
         alpha: float | None = None,
-        filter_columns: Sequence[str] = ("gender", "masterCategory", "subCategory", "articleType"),
+        filter_columns: Sequence[str] | None = None,
         thumb_size: int = 128,
         seed: int = 0,
     ) -> None:
         import ipywidgets as w
 
         self.rec = recommender
-        self.labels = catalog.df.set_index("id").reindex(recommender.ids)
+        self.labels = catalog.labels.reindex(recommender.ids)
+        self.captions = tuple(catalog.schema.caption_columns or ())
         self.thumb_size = thumb_size
         self._rng = np.random.default_rng(seed)
-        names = self.labels.get("productDisplayName", pd.Series("", index=self.labels.index))
+        name_col = catalog.schema.name_column
+        names = self.labels[name_col] if name_col in self.labels.columns else pd.Series("", index=self.labels.index)
         self._names = names.fillna("").astype(str).to_numpy()
         self._lower = np.array([n.lower() for n in self._names])
-        self._id_text = np.array([str(i) for i in recommender.ids])
+        self._id_text = np.array([str(i).lower() for i in recommender.ids])
         self.last_ms = float("nan")
-        modes = [m for m in MODE_CHOICES if m in recommender.modes or (m == "all three" and "fused" in recommender.modes)]
+        filter_columns = catalog.label_columns if filter_columns is None else filter_columns
+        fusing = "fused" in recommender.modes
+        modes = [m for m in recommender.modes if m != "rrf"] + ([ALL_MODES] if fusing else [])
         self.search_box = w.Text(placeholder="search a product name or id", description="search",
                                  continuous_update=True, layout=w.Layout(width="360px"))
         self.matches = w.Dropdown(options=[], description="matches", layout=w.Layout(width="420px"))
@@ -101,7 +108,7 @@ class Browser:
 
     # ------------------------------------------------------------------ queries
     def find(self, text: str, limit: int = 20) -> list[Any]:
-        """Ids whose name contains ``text`` (case-insensitive) or whose id starts with it, best first."""
+        """Ids whose name contains ``text`` or whose id starts with it (both case-insensitive), best first."""
         return [self.rec.ids[i] for i in self._find_positions(text, limit)]
 
     def _find_positions(self, text: str, limit: int = 20) -> list[int]:
@@ -149,7 +156,7 @@ class Browser:
 
     def compute(self) -> dict[str, pd.DataFrame]:
         """Top-k per shown mode for the current query (timed into :attr:`last_ms`)."""
-        modes = ["image", "text", "fused"] if self.mode.value == "all three" else [self.mode.value]
+        modes = [*self.rec.arms, "fused"] if self.mode.value == ALL_MODES else [self.mode.value]
         t0 = time.perf_counter()
         out = self.rec.recommend_modes(self.query_id, int(self.k.value), modes, float(self.alpha.value),
                                        self._allowed())
@@ -168,30 +175,32 @@ class Browser:
         rows = []
         for mode, df in results.items():
             tiles = [self._tile(self.query_id, q, None, query=True, label=mode.upper())]
-            for pid, score, img_s, txt_s in zip(df["id"], df["score"], df.get("image_score", df["score"]),
-                                                df.get("text_score", df["score"])):
-                tiles.append(self._tile(pid, self.labels.loc[pid], (float(score), float(img_s), float(txt_s), mode)))
+            arm_cols = [f"{a}_score" for a in self.rec.arms if f"{a}_score" in df.columns]
+            for rec in df.to_dict(orient="records"):
+                per_arm = {c[: -len("_score")]: float(rec[c]) for c in arm_cols}
+                tiles.append(self._tile(rec["id"], self.labels.loc[rec["id"]], (mode, float(rec["score"]), per_arm)))
             rows.append(w.HBox(tiles))
         self.grid.children = rows
         self.status.value = (f"query <b>{html.escape(str(self.query_id))}</b> · {html.escape(self._label(q))} · "
                              f"ranked {len(self.rec)} products in {self.last_ms:.1f} ms")
 
-    @staticmethod
-    def _label(row: pd.Series) -> str:
-        return " | ".join(str(row.get(c, "")) for c in ("productDisplayName", "articleType", "baseColour"))
+    def _label(self, row: pd.Series) -> str:
+        name, meta = caption_parts(row, self.captions)
+        return f"{name} | {meta}" if meta else name
 
-    def _tile(self, pid: Any, row: pd.Series, scores: tuple[float, float, float, str] | None,
+    def _tile(self, pid: Any, row: pd.Series, scores: tuple[str, float, dict[str, float]] | None,
               query: bool = False, label: str = "") -> Any:
         import ipywidgets as w
 
         img = w.Image(value=thumbnail_jpeg(str(row["image_path"]), self.thumb_size), format="jpeg",
                       width=self.thumb_size, height=self.thumb_size)
-        name = html.escape(str(row.get("productDisplayName", pid)))
-        meta = html.escape(f"{row.get('baseColour', '')} | {row.get('articleType', '')}")
+        name, meta = (html.escape(t) for t in caption_parts(row, self.captions))
         lines = [f"<b>{label}</b>" if query else "", f"<span class='prodrec-name'>{name}</span>", meta]
         if scores is not None:
-            s, si, st, mode = scores
-            lines.append(f"{mode} {s:.3f}<br>img {si:.3f} · txt {st:.3f}")
+            mode, s, per_arm = scores
+            lines.append(f"{mode} {s:.3f}")
+            if len(per_arm) > 1:
+                lines.append(" · ".join(f"{a} {v:.3f}" for a, v in per_arm.items()))
         cap = w.HTML("<div style='font-size:11px;line-height:1.25'>" + "<br>".join(x for x in lines if x) + "</div>",
                      layout=w.Layout(width=f"{self.thumb_size + 8}px"))
         children = [img, cap]

@@ -1,20 +1,21 @@
 """Product catalogs: loading, validation report, seeded sampling.
 
-A :class:`Catalog` is a table of products sorted by id, with one image path per product and the metadata
-columns used to build product sentences and to evaluate recommendations. :func:`load_catalog` reads
+A :class:`Catalog` is a table of products in the CSV's order, with one image path per product (empty when
+the catalog has no images) and the metadata columns, read through a :class:`~prodrec.schema.CatalogSchema`
+that says which column is the id, where the images are, which columns make the product sentence and which
+are labels and captions. :func:`load_catalog` reads
 
 * the Kaggle "Fashion Product Images" layout: ``styles.csv`` + ``images/<id>.jpg`` (also inside a
   ``myntradataset/`` sub-folder, as on Kaggle), and
-* a generic layout: any CSV with an id column, an image column (or a path pattern such as
-  ``"photos/{id}.png"``) and the text columns you name.
+* any other CSV, described by keyword arguments (CLI flags) or a ``prodrec.toml`` beside it.
 
-Nothing is silently dropped: every skipped or repaired row is counted in :class:`LoadReport`.
+Ids are kept as the strings the CSV holds (``"0015970"`` stays ``"0015970"``; ``"007"`` and ``"7"`` are
+two products). Nothing is silently dropped: every skipped or repaired row is counted in :class:`LoadReport`.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 from collections.abc import Sequence
@@ -26,29 +27,16 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .errors import CatalogError, ConfigError, DataNotFound, UnknownIdError
 from .images import ImageError, check_image_header
+from .schema import DELIMITERS, KAGGLE_COLUMNS, CatalogSchema, CatalogSpec, locate_catalog
 
-KAGGLE_COLUMNS = (
-    "id",
-    "gender",
-    "masterCategory",
-    "subCategory",
-    "articleType",
-    "baseColour",
-    "season",
-    "year",
-    "usage",
-    "productDisplayName",
-)
-KAGGLE_IMAGE_PATTERN = "images/{id}.jpg"
+__all__ = ["KAGGLE_COLUMNS", "Catalog", "CatalogError", "LoadReport", "load_catalog"]
+
 #: How many example ids / lines a report keeps per problem (counts are always complete).
 REPORT_EXAMPLES = 20
 
 VerifyMode = Literal["none", "header"]
-
-
-class CatalogError(ValueError):
-    """The catalog cannot be used as given (empty, missing columns, unknown ids...)."""
 
 
 @dataclass
@@ -59,6 +47,7 @@ class LoadReport:
     csv_path: str
     layout: str
     encoding: str = "utf-8"
+    delimiter: str = ","
     rows_read: int = 0
     malformed_recovered: int = 0
     malformed_skipped: int = 0
@@ -78,8 +67,10 @@ class LoadReport:
         return asdict(self)
 
     def __str__(self) -> str:
+        sep = {"\t": "tab"}.get(self.delimiter, repr(self.delimiter))
         lines = [
-            f"catalog {self.source} ({self.layout} layout, {self.csv_path}, encoding {self.encoding})",
+            f"catalog {self.source} ({self.layout} layout, {self.csv_path}, encoding {self.encoding}, "
+            f"delimiter {sep})",
             f"  rows read                 {self.rows_read:>7}",
             f"  malformed rows recovered  {self.malformed_recovered:>7}",
             f"  malformed rows skipped    {self.malformed_skipped:>7}",
@@ -100,12 +91,13 @@ class LoadReport:
 
 @dataclass
 class Catalog:
-    """Products sorted by id. ``df`` has the columns ``id``, ``image_path`` and the metadata columns."""
+    """Products in the CSV's order. ``df`` has the columns ``id`` (str), ``image_path`` and the metadata
+    columns; ``schema`` (resolved against the CSV) names the text, label and caption columns."""
 
     df: pd.DataFrame
     root: Path
     report: LoadReport
-    text_columns: tuple[str, ...]
+    schema: CatalogSchema
     sample_info: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -121,7 +113,7 @@ class Catalog:
         return len(self.df)
 
     def __repr__(self) -> str:
-        return f"Catalog({len(self)} products from {self.root})"
+        return f"Catalog({len(self)} products from {self.root}, {self.schema.layout} layout)"
 
     @property
     def ids(self) -> np.ndarray:
@@ -131,16 +123,32 @@ class Catalog:
     def image_paths(self) -> list[str]:
         return self.df["image_path"].tolist()
 
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        return self.schema.text_columns or ()
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        return self.schema.label_columns or ()
+
+    @property
+    def has_images(self) -> bool:
+        return self.schema.has_images
+
+    @property
+    def labels(self) -> pd.DataFrame:
+        """The metadata indexed by product id (what evaluation and galleries look labels up in)."""
+        return self.df.set_index("id")
+
+    def _derive(self, df: pd.DataFrame, sample_info: dict[str, Any] | None) -> Catalog:
+        return Catalog(df, self.root, self.report, self.schema, sample_info)
+
     def positions(self, ids: Sequence[Any]) -> np.ndarray:
-        """Row positions of ``ids``; unknown ids raise :class:`KeyError` naming them."""
-        ids = [_coerce_id(i, self.df["id"].dtype) for i in ids]
-        pos = self._pos.get_indexer(ids)
+        """Row positions of ``ids`` (compared as strings); unknown ids raise :class:`UnknownIdError`."""
+        keys = [str(i) for i in ids]
+        pos = self._pos.get_indexer(keys)
         if (pos < 0).any():
-            unknown = [i for i, p in zip(ids, pos) if p < 0]
-            raise KeyError(
-                f"unknown product id(s) {unknown[:10]} (catalog of {len(self)} products, "
-                f"ids {self.ids[0]}..{self.ids[-1]})"
-            )
+            raise UnknownIdError([k for k, p in zip(keys, pos) if p < 0], f"this catalog of {len(self)} products")
         return pos
 
     def row(self, product_id: Any) -> pd.Series:
@@ -148,7 +156,7 @@ class Catalog:
 
     def subset(self, ids: Sequence[Any]) -> Catalog:
         pos = np.sort(self.positions(ids))
-        return Catalog(self.df.iloc[pos], self.root, self.report, self.text_columns, self.sample_info)
+        return self._derive(self.df.iloc[pos], self.sample_info)
 
     def sample(self, n: int | None, seed: int = 0, stratify: str | None = None) -> Catalog:
         """A seeded sample of ``n`` products (all of them when ``n`` is None or ≥ the catalog size).
@@ -156,17 +164,17 @@ class Catalog:
         With ``stratify``, each value of that column keeps its share of the catalog (largest-remainder
         rounding), so rare categories are not lost to chance.
         """
+        if n is not None and n <= 0:
+            raise ConfigError(f"sample size must be positive, got {n}")
+        if stratify is not None and stratify not in self.df.columns:
+            raise ConfigError(f"cannot stratify by {stratify!r}: not a column ({list(self.df.columns)})")
         if n is None or n >= len(self):
             info = {"n_requested": n, "n": len(self), "seed": seed, "stratify": stratify, "all": True}
-            return Catalog(self.df, self.root, self.report, self.text_columns, info)
-        if n <= 0:
-            raise CatalogError(f"sample size must be positive, got {n}")
+            return self._derive(self.df, info)
         rng = np.random.default_rng(seed)
         if stratify is None:
             pos = rng.choice(len(self), size=n, replace=False)
         else:
-            if stratify not in self.df.columns:
-                raise CatalogError(f"cannot stratify by {stratify!r}: not a column ({list(self.df.columns)})")
             groups = self.df.groupby(self.df[stratify].fillna("<NA>"), sort=True).indices
             sizes = np.array([len(v) for v in groups.values()], dtype=float)
             exact = sizes * n / sizes.sum()
@@ -177,40 +185,42 @@ class Catalog:
                 [rng.choice(members, size=q, replace=False) for members, q in zip(groups.values(), quota)]
             )
         info = {"n_requested": n, "n": n, "seed": seed, "stratify": stratify, "all": False}
-        return Catalog(self.df.iloc[np.sort(pos)], self.root, self.report, self.text_columns, info)
+        return self._derive(self.df.iloc[np.sort(pos)], info)
 
-    def split_known(self, ids: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-        """(ids in this catalog, ids not in it), coerced to the catalog's id type, in the given order."""
+    def with_ids(self, ids: Sequence[Any], full: Catalog) -> Catalog:
+        """This sample plus the products ``ids`` of ``full`` it lacks (query products of a gallery, say);
+        the added ids are recorded in ``sample_info``."""
+        known, _ = full.split_known(ids)
         have = set(self.ids.tolist())
-        coerced = [_coerce_id(i, self.df["id"].dtype) for i in ids]
-        return [i for i in coerced if i in have], [i for i in coerced if i not in have]
+        want = [i for i in known if i not in have]
+        if not want:
+            return self
+        out = full.subset([*self.ids.tolist(), *want])
+        out.sample_info = dict(self.sample_info or {}, added_ids=want)
+        return out
 
-    def pick_queries(self, wanted: Sequence[Any] = (), n: int = 4, seed: int = 0, by: str = "articleType") -> list[Any]:
-        """The ``wanted`` ids that are in this catalog; if none are, ``n`` seeded picks of distinct ``by`` values.
+    def split_known(self, ids: Sequence[Any]) -> tuple[list[str], list[str]]:
+        """(ids in this catalog, ids not in it), as strings, in the given order."""
+        keys = [str(i) for i in ids]
+        found = self._pos.get_indexer(keys) >= 0
+        return [k for k, f in zip(keys, found) if f], [k for k, f in zip(keys, found) if not f]
+
+    def pick_queries(self, wanted: Sequence[Any] = (), n: int = 4, seed: int = 0, by: str | None = None) -> list[str]:
+        """The ``wanted`` ids that are in this catalog; if none are, ``n`` seeded picks of distinct ``by``
+        values (default: the first label column).
 
         Notebooks ask for fixed query ids (the paper's figures); on another catalog (the demo one, a
-        different sample) they still get queries, chosen reproducibly.
+        different sample, your own) they still get queries, chosen reproducibly.
         """
         known, _ = self.split_known(wanted)
         if known:
             return known
+        by = by or (self.label_columns[0] if self.label_columns else None)
         rng = np.random.default_rng(seed)
-        df = self.df.sample(frac=1.0, random_state=rng.integers(2**31)) if len(self) else self.df
+        df = self.df.sample(frac=1.0, random_state=int(rng.integers(2**31)))
         if by in df.columns:
             df = df.drop_duplicates(by)
         return df["id"].head(n).tolist()
-
-    def image_fingerprint(self) -> str:
-        """Hash of ids, image paths (relative to the root) and file sizes: changes when the images do."""
-        h = hashlib.sha256()
-        for pid, path in zip(self.df["id"], self.df["image_path"]):
-            try:
-                size = os.path.getsize(path)
-            except OSError:
-                size = -1
-            rel = os.path.relpath(path, self.root)
-            h.update(f"{pid}\t{rel}\t{size}\n".encode())
-        return h.hexdigest()
 
     def describe(self) -> dict[str, Any]:
         """Provenance of this catalog: where it came from, how big it is, how it was sampled."""
@@ -222,27 +232,32 @@ class Catalog:
             "usable_products": self.report.products,
             "products": len(self),
             "sample": self.sample_info,
+            "schema": self.schema.to_dict(),
         }
 
 
-def _coerce_id(value: Any, dtype: Any) -> Any:
-    if pd.api.types.is_integer_dtype(dtype):
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            return value
-    return str(value)
-
-
-def find_kaggle_root(path: Path) -> Path | None:
-    """The folder holding ``styles.csv`` + ``images/`` for a Kaggle-style path, or None."""
-    path = Path(path)
-    if path.is_file() and path.name == "styles.csv":
-        return path.parent
-    for cand in (path, path / "myntradataset", path / "fashion-dataset"):
-        if (cand / "styles.csv").is_file():
-            return cand
-    return None
+def sniff_delimiter(text: str) -> str:
+    """The field separator among , ; tab | that splits the first lines into the same number (≥ 2) of
+    fields, preferring the most fields; raises :class:`CatalogError` saying what was seen otherwise."""
+    lines = [ln for ln in text.splitlines()[:50] if ln.strip()]
+    if not lines:
+        raise CatalogError("the catalog file is empty (no header line)")
+    best: tuple[int, int, str] | None = None
+    for d in DELIMITERS:
+        counts = [len(r) for r in csv.reader(io.StringIO("\n".join(lines)), delimiter=d)]
+        if counts[0] < 2:
+            continue
+        consistent = sum(c == counts[0] for c in counts)
+        score = (consistent, counts[0], d)
+        if best is None or score[:2] > best[:2]:
+            best = score
+    if best is None:
+        shown = lines[0][:120]
+        raise CatalogError(
+            f"cannot tell the catalog's field separator: its header {shown!r} has a single field with each of "
+            ", ; tab |. Pass --delimiter (or delimiter = \"...\" in prodrec.toml)"
+        )
+    return best[2]
 
 
 def _read_text(path: Path, report: LoadReport) -> str:
@@ -260,26 +275,26 @@ def _read_text(path: Path, report: LoadReport) -> str:
         return raw.decode("cp1252", errors="replace")
 
 
-def _read_csv(
-    path: Path, report: LoadReport, overflow_column: str | None
-) -> pd.DataFrame:
-    """Read a CSV as strings; rows with extra fields are repaired into ``overflow_column`` or skipped."""
+def _read_csv(path: Path, report: LoadReport, schema: CatalogSchema) -> pd.DataFrame:
+    """Read a CSV as strings; rows with extra fields are repaired into the overflow column or skipped."""
     text = _read_text(path, report)
-    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0])), [])
+    delimiter = schema.delimiter or sniff_delimiter(text)
+    report.delimiter = delimiter
+    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0]), delimiter=delimiter), [])
     ncols = len(header)
     if ncols == 0:
         raise CatalogError(f"{path} is empty (no header line)")
-    overflow_at = header.index(overflow_column) if overflow_column in header else None
+    header = [h.strip() for h in header]
+    overflow_at = header.index(schema.overflow_column) if schema.overflow_column in header else None
 
     def fix(fields: list[str]) -> list[str] | None:
-        example = ",".join(fields)[:120]
         if len(report.malformed_examples) < REPORT_EXAMPLES:
-            report.malformed_examples.append(example)
+            report.malformed_examples.append(delimiter.join(fields)[:120])
         if overflow_at is not None and len(fields) > ncols:
             extra = len(fields) - ncols
             fixed = (
                 fields[:overflow_at]
-                + [",".join(fields[overflow_at : overflow_at + extra + 1])]
+                + [delimiter.join(fields[overflow_at : overflow_at + extra + 1])]
                 + fields[overflow_at + extra + 1 :]
             )
             report.malformed_recovered += 1
@@ -289,6 +304,7 @@ def _read_csv(
 
     df = pd.read_csv(
         io.StringIO(text),
+        sep=delimiter,
         dtype=str,
         engine="python",
         index_col=False,  # else pandas turns leading fields into an index when a row has extra fields
@@ -296,6 +312,7 @@ def _read_csv(
         skipinitialspace=False,
         keep_default_na=True,
     )
+    df.columns = [str(c).strip() for c in df.columns]
     report.rows_read = len(df) + report.malformed_skipped
     return df
 
@@ -303,10 +320,14 @@ def _read_csv(
 def load_catalog(
     path: str | os.PathLike[str],
     *,
-    id_column: str = "id",
+    schema: CatalogSchema | None = None,
+    id_column: str | None = None,
     image_column: str | None = None,
     image_pattern: str | None = None,
-    text_columns: Sequence[str] | None = None,
+    text_columns: Sequence[str] | str | None = None,
+    label_columns: Sequence[str] | str | None = None,
+    caption_columns: Sequence[str] | str | None = None,
+    delimiter: str | None = None,
     overflow_column: str | None = None,
     verify_images: VerifyMode = "header",
     require_images: bool = True,
@@ -318,96 +339,110 @@ def load_catalog(
     Parameters
     ----------
     path:
-        A Kaggle-layout folder (or its ``styles.csv``), or any CSV file for the generic layout.
-    id_column, image_column, image_pattern, text_columns:
-        Generic layout: which column holds the id, which holds an image path (relative to the CSV's folder),
-        or a pattern such as ``"photos/{id}.png"``; which columns carry product text. The Kaggle layout
-        sets these itself.
-    overflow_column:
-        Rows with more fields than the header (unquoted commas) are repaired by joining the extra fields
-        into this column; without it they are skipped. The Kaggle layout uses ``productDisplayName``.
+        A Kaggle-layout folder (or its ``styles.csv``), a folder or CSV with a ``prodrec.toml`` /
+        ``<stem>.prodrec.toml`` description beside it, that description file, or any CSV.
+    schema:
+        A :class:`~prodrec.schema.CatalogSchema` to start from (default: the Kaggle preset for a Kaggle
+        folder, the description file when there is one, else a generic schema).
+    id_column, image_column, image_pattern, text_columns, label_columns, caption_columns, delimiter, overflow_column:
+        Override single settings of the schema (they win over the description file). ``image_column``
+        holds paths relative to the CSV's folder; ``image_pattern`` is a path such as
+        ``"photos/{id}.png"``. Without either, the catalog has no images: only the text arm can be built.
+        ``text_columns=[]`` means no product text: only the image arm. The delimiter is sniffed when unset.
     verify_images:
         ``"header"`` (default) opens each image's header: zero-byte files, non-images and images whose
         declared size exceeds ``max_image_pixels`` (decompression bombs) are skipped and named in the report.
         Damage deeper in a file (a truncated JPEG) is caught when the image is decoded for embedding.
     require_images:
-        Drop products without a usable image (default). ``False`` keeps them (text-only use).
-
+        When the catalog has images, drop products whose image is missing or unreadable (default).
+        ``False`` keeps them (their image path is empty; the text arm can still use them).
     workers:
         Threads for the header checks (default: serial, fastest on local disks; use 8-16 on network storage).
 
     Duplicate ids: the first row wins; later rows are counted and dropped.
     """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"catalog path {path} does not exist")
-    kroot = find_kaggle_root(path)
-    if kroot is not None and image_column is None and image_pattern is None:
-        root, csv_path, layout = kroot, kroot / "styles.csv", "kaggle"
-        image_pattern = KAGGLE_IMAGE_PATTERN
-        overflow_column = overflow_column or "productDisplayName"
-        text_columns = tuple(text_columns or [c for c in KAGGLE_COLUMNS if c != "id"])
-    else:
-        if path.is_dir():
-            raise CatalogError(
-                f"{path} is a folder without styles.csv; pass the CSV file itself with id_column, "
-                "image_column or image_pattern and text_columns for a generic catalog"
-            )
-        root, csv_path, layout = path.parent, path, "generic"
-        if image_column is None and image_pattern is None and require_images:
-            raise CatalogError("a generic catalog needs image_column= or image_pattern= (or require_images=False)")
-    report = LoadReport(source=str(path), csv_path=str(csv_path), layout=layout)
-    df = _read_csv(csv_path, report, overflow_column)
-    df.columns = [str(c).strip() for c in df.columns]
+    overrides = dict(id_column=id_column, image_column=image_column, image_pattern=image_pattern,
+                     text_columns=text_columns, label_columns=label_columns, caption_columns=caption_columns,
+                     delimiter=delimiter, overflow_column=overflow_column)
+    spec = locate_catalog(path, overrides) if schema is None else _spec_from_schema(path, schema, overrides)
+    report = LoadReport(source=str(Path(path).expanduser()), csv_path=str(spec.csv_path), layout=spec.schema.layout)
+    if spec.description is not None:
+        report.notes.append(f"settings read from {spec.description}")
+    df = _read_csv(spec.csv_path, report, spec.schema)
+    sch = spec.schema.resolve(df.columns)
+    df = _clean_ids(df, sch, report)
+    df = _attach_images(df, sch, spec.root, report, verify_images, require_images, max_image_pixels, workers)
+    report.nan_counts = {c: int(df[c].isna().sum()) for c in dict.fromkeys([*sch.text_columns, *sch.label_columns])}
+    report.products = len(df)
+    if not sch.has_images:
+        report.notes.append("no image column or pattern: the catalog has no images (text arm only)")
+    if not sch.text_columns:
+        report.notes.append("no text columns: the catalog has no product text (image arm only)")
+    cols = ["id", "image_path"] + [c for c in df.columns if c not in ("id", "image_path")]
+    return Catalog(df[cols], spec.root, report, sch)
 
-    needed = [id_column] + ([image_column] if image_column else []) + list(text_columns or [])
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise CatalogError(f"{csv_path} lacks column(s) {missing}; it has {list(df.columns)}")
-    if text_columns is None:
-        text_columns = tuple(c for c in df.columns if c not in (id_column, image_column))
-    df = df.rename(columns={id_column: "id"})
+
+def _spec_from_schema(path: str | os.PathLike[str], schema: CatalogSchema, overrides: dict[str, Any]) -> CatalogSpec:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataNotFound(f"catalog path {p} does not exist")
+    schema = schema.replace(**{k: v for k, v in overrides.items() if v is not None})
+    csv_path = p / (schema.csv or "styles.csv") if p.is_dir() else p
+    if not csv_path.is_file():
+        raise CatalogError(f"catalog file {csv_path} does not exist")
+    return CatalogSpec(csv_path=csv_path, root=csv_path.parent, schema=schema)
+
+
+def _clean_ids(df: pd.DataFrame, sch: CatalogSchema, report: LoadReport) -> pd.DataFrame:
+    """Ids as stripped strings; rows without one, and repeated ids after the first, dropped and counted."""
+    if sch.id_column != "id" and "id" in df.columns:
+        df = df.rename(columns={"id": "id_"})  # a column named id that is not the id: keep it, renamed
+        report.notes.append(f"column 'id' is not the id column ({sch.id_column!r}); kept as 'id_'")
+    df = df.rename(columns={sch.id_column: "id"})
     df["id"] = df["id"].str.strip()
     no_id = df["id"].isna() | (df["id"] == "")
     report.missing_id = int(no_id.sum())
     df = df[~no_id]
-    ids_numeric = pd.to_numeric(df["id"], errors="coerce")
-    if ids_numeric.notna().all() and (ids_numeric == ids_numeric.round()).all():
-        df["id"] = ids_numeric.astype("int64")
     dup = df["id"].duplicated(keep="first")
     report.duplicate_ids = int(dup.sum())
     report.duplicate_examples = [str(i) for i in df.loc[dup, "id"].head(REPORT_EXAMPLES)]
-    df = df[~dup].sort_values("id", kind="stable")
+    return df[~dup].copy()
 
+
+def _attach_images(
+    df: pd.DataFrame, sch: CatalogSchema, root: Path, report: LoadReport, verify: VerifyMode,
+    require: bool, max_pixels: int, workers: int | None,
+) -> pd.DataFrame:
+    """Add ``image_path`` (absolute; empty without images) and drop or count missing/unreadable images."""
     prefix = str(root) + os.sep
-    if image_pattern is not None:
-        df["image_path"] = [prefix + image_pattern.format(id=i) for i in df["id"]]
-    elif image_column is not None:
+    if sch.image_pattern is not None:
+        df["image_path"] = [prefix + sch.image_pattern.format(id=i) for i in df["id"]]
+    elif sch.image_column is not None:
         df["image_path"] = [
-            (p if os.path.isabs(p) else prefix + p) if isinstance(p, str) and p.strip() else "" for p in df[image_column]
+            (p if os.path.isabs(p) else prefix + p.strip()) if isinstance(p, str) and p.strip() else ""
+            for p in df[sch.image_column]
         ]
     else:
         df["image_path"] = ""
-
-    if require_images:
-        exists = _existing(df["image_path"].tolist())
-        report.missing_images = int((~exists).sum())
-        report.missing_image_examples = [str(i) for i in df.loc[~exists, "id"].head(REPORT_EXAMPLES)]
-        df = df[exists]
-        if verify_images == "header" and len(df):
-            problems = _verify_headers(df["image_path"].tolist(), max_image_pixels, workers)
-            bad = np.array([p is not None for p in problems], dtype=bool)
-            report.unreadable_images = int(bad.sum())
-            for p, why in zip(df["image_path"][bad], [q for q in problems if q is not None]):
-                if len(report.unreadable_image_examples) < REPORT_EXAMPLES:
-                    report.unreadable_image_examples[p] = why
-            df = df[~bad]
-    if "year" in df.columns:
-        df["year"] = pd.to_numeric(df["year"], errors="coerce").astype("Int64")
-    report.nan_counts = {c: int(df[c].isna().sum()) for c in text_columns if c in df.columns}
-    report.products = len(df)
-    cols = ["id", "image_path"] + [c for c in df.columns if c not in ("id", "image_path")]
-    return Catalog(df[cols], root, report, tuple(text_columns))
+        return df
+    exists = _existing(df["image_path"].tolist())
+    report.missing_images = int((~exists).sum())
+    report.missing_image_examples = [str(i) for i in df.loc[~exists, "id"].head(REPORT_EXAMPLES)]
+    bad = np.zeros(len(df), dtype=bool)
+    if verify == "header" and exists.any():
+        paths = df["image_path"].to_numpy()[exists].tolist()
+        problems = _verify_headers(paths, max_pixels, workers)
+        bad_existing = np.array([p is not None for p in problems], dtype=bool)
+        report.unreadable_images = int(bad_existing.sum())
+        for p, why in zip(np.asarray(paths)[bad_existing], [q for q in problems if q is not None]):
+            if len(report.unreadable_image_examples) < REPORT_EXAMPLES:
+                report.unreadable_image_examples[str(p)] = why
+        bad[np.flatnonzero(exists)[bad_existing]] = True
+    usable = exists & ~bad
+    if require:
+        return df[usable]
+    df.loc[~usable, "image_path"] = ""
+    return df
 
 
 def _existing(paths: list[str]) -> np.ndarray:

@@ -1,7 +1,9 @@
-"""``prodrec`` command line: embed, recommend, evaluate, demo-catalog, fetch-data, run-notebooks, kaggle-stage.
+"""``prodrec`` command line: every argparse definition of the kit lives here.
 
-Every command prints a human-readable result, or JSON with ``--json``; errors are one clear line
-(exit code 2) instead of a traceback, unless ``--debug``.
+Commands: embed, recommend, evaluate, load-report, store, demo-catalog, fetch-data, run-notebooks,
+kaggle-stage. Every command prints a human-readable result, or strict JSON with ``--json``; arguments are
+checked before any catalog is loaded or model built; errors are one clear line (exit code 2) instead of a
+traceback, unless ``--debug``; a closed pipe (``prodrec ... | head``) ends quietly.
 """
 
 from __future__ import annotations
@@ -9,159 +11,316 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._io import dumps
+from ._version import __version__
+from .errors import ConfigError, ProdrecError
+from .schema import MODES
 
 log = logging.getLogger("prodrec")
 
+NONE_WORDS = ("", "none", "off")
 
-def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
-    p.add_argument("--data", help="catalog folder (styles.csv + images/) or CSV; default: $PRODREC_DATA, "
-                   "/kaggle/input/fashion-product-images-small, ./data/fashion-product-images-small")
-    p.add_argument("--n", type=int, default=None, help="sample this many products (default: all)")
+
+# ---------------------------------------------------------------------------------------------- parsing
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {value}")
+    return value
+
+
+def _weights(text: str) -> dict[str, float]:
+    from .params import parse_weights
+
+    try:
+        return parse_weights(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _catalog_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("catalog", "where the catalog is and what its columns mean (flags win over a "
+                             "prodrec.toml beside the CSV; the Kaggle layout needs none)")
+    g.add_argument("--data", help="catalog: a Kaggle folder (styles.csv + images/), a CSV, a folder with a "
+                   "prodrec.toml, or the .toml itself; default: $PRODREC_DATA, /kaggle/input/"
+                   "fashion-product-images-small, ./data/fashion-product-images-small")
+    g.add_argument("--id-column", help="column holding the product id (ids are kept as written: 007 != 7)")
+    img = g.add_mutually_exclusive_group()
+    img.add_argument("--image-column", help="column holding each image's path (relative to the CSV's folder)")
+    img.add_argument("--image-pattern", help="image path pattern relative to the CSV's folder, e.g. img/{id}.png")
+    g.add_argument("--text-columns", help="comma list of columns joined into the product sentence "
+                   "('' for none: image arm only)")
+    g.add_argument("--label-columns", help="comma list of label columns (evaluation, filters)")
+    g.add_argument("--caption-columns", help="comma list of caption columns; the first names the product")
+    g.add_argument("--delimiter", help="field separator (default: sniffed among , ; tab |); 'tab' for a tab")
+
+
+def _sample_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=_positive_int, default=None, help="sample this many products (default: all)")
     p.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
     p.add_argument("--stratify", default=None, help="keep the shares of this column in the sample")
-    if models:
-        p.add_argument("--image-model", default="auto", help="auto | resnet50 | efficientnet-lite0 | none")
-        p.add_argument("--text-model", default="auto",
-                       help="auto | a sentence-transformers name or folder | none")
-        p.add_argument("--random-image-weights", action="store_true",
-                       help="random image weights (timing and shape checks only; recorded in every output)")
-        p.add_argument("--resnet-weights", default=None,
-                       help="path to resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
-        p.add_argument("--store", default=None, help="embedding store folder (default $PRODREC_STORE or "
-                       "~/.cache/prodrec/store)")
-        p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--out", default=None, help="write the result (JSON) under this folder")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models")
+    g.add_argument("--image-model", default="auto", help="auto | resnet50 | efficientnet-lite0 | none")
+    g.add_argument("--text-model", default="auto", help="auto | a sentence-transformers name or folder | none")
+    g.add_argument("--random-image-weights", action="store_true",
+                   help="random image weights (timing and shape checks only; recorded in every output)")
+    g.add_argument("--resnet-weights", default=None,
+                   help="path to resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    g.add_argument("--store", default=None, help="embedding store folder (default $PRODREC_STORE or "
+                   "~/.cache/prodrec/store)")
+    g.add_argument("--batch-size", type=_positive_int, default=32)
+    g.add_argument("--chunk-size", type=_positive_int, default=1024, help="items per resumable chunk")
+
+
+def _output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None, help="also write the result (JSON with provenance) under this folder")
+    p.add_argument("--json", action="store_true", help="print strict JSON instead of text")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _fusion_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--alpha", type=_unit_float, default=0.5, help="image weight of two-arm fusion (0..1)")
+    p.add_argument("--weights", type=_weights, default=None,
+                   help="per-arm fusion weights, e.g. image=0.7,text=0.3 (overrides --alpha)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="prodrec", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="prodrec", description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--version", action="version", version=f"prodrec {__version__}")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("embed", help="compute (or load) image and text embeddings into the store")
-    _common(p)
-    p.add_argument("--chunk-size", type=int, default=1024, help="items per resumable chunk")
+    p = sub.add_parser("embed", help="fill the per-product embedding store (computes only what is missing)")
+    _catalog_flags(p), _sample_flags(p), _model_flags(p), _output_flags(p)
 
     p = sub.add_parser("recommend", help="top-k recommendations for one product")
-    _common(p)
-    p.add_argument("--id", required=True, help="query product id")
-    p.add_argument("-k", type=int, default=5)
-    p.add_argument("--mode", default="fused", choices=["image", "text", "fused", "rrf"])
-    p.add_argument("--alpha", type=float, default=0.5, help="image weight in fused mode")
+    _catalog_flags(p), _sample_flags(p), _model_flags(p), _output_flags(p)
+    p.add_argument("--id", required=True, help="query product id, as written in the catalog")
+    p.add_argument("-k", type=_positive_int, default=5)
+    p.add_argument("--mode", default="fused", choices=MODES)
+    _fusion_flags(p)
 
     p = sub.add_parser("evaluate", help="precision@k, coverage and diversity of every mode")
-    _common(p)
-    p.add_argument("-k", type=int, default=5)
-    p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--labels", default="articleType,baseColour,subCategory,gender")
-    p.add_argument("--modes", default=None, help="comma list (default: all available)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs")
+    _catalog_flags(p), _sample_flags(p), _model_flags(p), _output_flags(p)
+    p.add_argument("-k", type=_positive_int, default=5)
+    _fusion_flags(p)
+    p.add_argument("--labels", default=None, help="comma list of label columns to score (default: the "
+                   "catalog's label columns)")
+    p.add_argument("--modes", default=None, help=f"comma list of {', '.join(MODES)} (default: all available)")
+    p.add_argument("--n-boot", type=_positive_int, default=1000, help="bootstrap resamples for the CIs")
+
+    p = sub.add_parser("load-report", help="load a catalog and print what was wrong with it")
+    _catalog_flags(p), _output_flags(p)
+
+    p = sub.add_parser("store", help="list what the embedding store holds")
+    p.add_argument("--store", default=None, help="store folder (default $PRODREC_STORE or ~/.cache/prodrec/store)")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("demo-catalog", help="write a small synthetic catalog (works offline)")
     p.add_argument("dir")
-    p.add_argument("--n", type=int, default=240)
+    p.add_argument("--n", type=_positive_int, default=240)
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("fetch-data", help="download the Kaggle dataset with kagglehub (needs network)")
     p.add_argument("--dest", default="data/fashion-product-images-small")
 
-    p = sub.add_parser("load-report", help="load a catalog and print what was wrong with it")
-    _common(p, models=False)
+    p = sub.add_parser("run-notebooks", help="execute the notebooks headless with papermill")
+    _catalog_flags(p)
+    p.add_argument("--out", required=True, help="folder for executed notebooks, figures and metrics")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="notebook parameter (VALUE parsed as JSON when it can be)")
+    p.add_argument("--notebooks", default=None, help="folder of NN_*.ipynb (default: the repo's notebooks/)")
+    p.add_argument("--only", action="append", default=None, help="run only notebooks starting with this")
+    p.add_argument("--demo-if-missing", action="store_true",
+                   help="when no catalog is found, write and use a synthetic demo catalog under --out")
+    p.add_argument("--quiet", action="store_true")
 
-    from .notebooks import add_cli as add_notebook_cli
-
-    add_notebook_cli(sub)
+    p = sub.add_parser("kaggle-stage", help="stage a folder ready for `kaggle kernels push -p DIR`")
+    p.add_argument("dir")
+    p.add_argument("--metadata", default=None, help="default: the repo's kaggle-metadata.json")
+    p.add_argument("--owner", default=None, help="your Kaggle user name (replaces the id's owner)")
     return ap
 
 
-def _emit(args: argparse.Namespace, text: str, payload: Any) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(payload, indent=2, default=str))
-    else:
-        print(text)
+# ---------------------------------------------------------------------------------------------- helpers
+def catalog_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The catalog flags as :func:`~prodrec.catalog.load_catalog` keyword arguments (unset ones left out)."""
+    delim = getattr(args, "delimiter", None)
+    out = {
+        "id_column": args.id_column, "image_column": args.image_column, "image_pattern": args.image_pattern,
+        "text_columns": args.text_columns, "label_columns": args.label_columns,
+        "caption_columns": args.caption_columns, "delimiter": "\t" if delim in ("tab", "\\t") else delim,
+    }
+    return {k: v for k, v in out.items() if v is not None}
 
 
-def _experiment(args: argparse.Namespace, include_ids: tuple[Any, ...] = ()) -> Any:
+def _model(value: str) -> str | None:
+    return None if value.lower() in NONE_WORDS else value
+
+
+def _check_modes(args: argparse.Namespace, wanted: Sequence[str]) -> None:
+    """Refuse, before any work, modes that the requested arms cannot give."""
+    from .params import check_mode, check_weights
+
+    arms = [a for a, m in (("image", args.image_model), ("text", args.text_model)) if _model(m)]
+    if not arms:
+        raise ConfigError("both arms are off (--image-model none --text-model none): nothing to rank with")
+    for mode in wanted:
+        check_mode(mode, arms)
+    if getattr(args, "weights", None):
+        check_weights(args.weights, arms)
+
+
+def _experiment(args: argparse.Namespace, include_ids: tuple[str, ...] = (), k: int | None = None,
+                modes: Sequence[str] | None = None) -> Any:
     from .pipeline import build_experiment
 
-    none = ("", "none", "off")
     return build_experiment(
         args.data, args.n, args.seed,
-        image_model=None if args.image_model.lower() in none else args.image_model,
-        text_model=None if args.text_model.lower() in none else args.text_model,
+        image_model=_model(args.image_model), text_model=_model(args.text_model),
         image_weights=None if args.random_image_weights else "imagenet",
         resnet_weights=args.resnet_weights, store_dir=args.store, batch_size=args.batch_size,
-        chunk_size=getattr(args, "chunk_size", 1024),
-        stratify=args.stratify, include_ids=include_ids, alpha=getattr(args, "alpha", 0.5),
-        progress=not args.quiet,
+        chunk_size=args.chunk_size, stratify=args.stratify, include_ids=include_ids,
+        alpha=getattr(args, "alpha", 0.5), weights=getattr(args, "weights", None),
+        catalog_options=catalog_options(args), k=k, modes=modes, progress=not args.quiet,
     )
 
 
+def _emit(args: argparse.Namespace, text: str, payload: Any) -> None:
+    print(dumps(payload) if getattr(args, "json", False) else text)
+
+
 def _save(args: argparse.Namespace, name: str, payload: Any, prov: dict[str, Any]) -> str | None:
-    if not args.out:
+    if not getattr(args, "out", None):
         return None
     from .provenance import save_json
 
     return str(save_json(Path(args.out) / name, payload, prov))
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """An --out folder that cannot be written is refused before any work."""
+    out = getattr(args, "out", None)
+    if not out:
+        return
+    p = Path(out)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output folder {p}: {exc.strerror or exc}") from None
+    if not os.access(p, os.W_OK):
+        raise ConfigError(f"the output folder {p} is not writable")
+
+
+# ---------------------------------------------------------------------------------------------- commands
 def cmd_embed(args: argparse.Namespace) -> int:
+    _check_out(args)
+    _check_modes(args, [])
     exp = _experiment(args)
     models = exp.models()
-    payload = {"products": len(exp.catalog), "models": models, "store": exp.settings["store"]}
+    payload = {"products": len(exp.catalog), "models": models, "skipped_arms": exp.skipped,
+               "store": exp.settings["store"]}
     lines = [f"{len(exp.catalog)} products; store {exp.settings['store']}"]
     for arm, m in models.items():
         if m:
-            lines.append(f"  {arm}: {m['model_id']} ({m['dim']}-d, {m.get('cache')}, weights {m.get('weight_source')}, "
-                         f"{m['failures']} failed)")
+            lines.append(f"  {arm}: {m['model_id']} ({m['dim']}-d; {m.get('loaded', 0)} from the store, "
+                         f"{m.get('computed', 0)} computed; weights {m.get('weight_source')}; {m['failures']} failed)")
+    lines.extend(f"  {arm}: left out ({why})" for arm, why in exp.skipped.items())
     _save(args, "embeddings.json", payload, exp.provenance())
     _emit(args, "\n".join(lines), payload)
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    exp = _experiment(args, include_ids=(args.id,))
-    df = exp.recommender.recommend(args.id, k=args.k, mode=args.mode, alpha=args.alpha)
+    _check_out(args)
+    _check_modes(args, [args.mode])
+    exp = _experiment(args, include_ids=(args.id,), k=args.k, modes=[args.mode])
+    df = exp.recommender.recommend(args.id, k=args.k, mode=args.mode, alpha=args.alpha, weights=args.weights)
+    cols = list(dict.fromkeys([*(exp.catalog.schema.caption_columns or ()), *exp.catalog.label_columns]))
     lab = exp.labels
-    q = lab.loc[exp.catalog.row(args.id)["id"]]
-    cols = [c for c in ("productDisplayName", "articleType", "baseColour") if c in lab.columns]
+    q = lab.loc[str(args.id)]
     df = df.join(lab[cols], on="id")
-    payload = {"query": {"id": q.name, **{c: q[c] for c in cols}}, "mode": args.mode, "k": args.k,
+    payload = {"query": {"id": str(args.id), **{c: q[c] for c in cols}}, "mode": args.mode, "k": args.k,
                "recommendations": df.to_dict(orient="records")}
-    text = f"query {q.name}: " + " | ".join(str(q[c]) for c in cols) + f"\n{args.mode} top-{args.k}:\n"
+    text = f"query {args.id}: " + " | ".join(str(q[c]) for c in cols) + f"\n{args.mode} top-{args.k}:\n"
     text += df.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    _save(args, f"recommend-{args.id}-{args.mode}.json", payload, exp.provenance(query=args.id))
+    _save(args, f"recommend-{args.id}-{args.mode}.json", payload, exp.provenance(query=str(args.id)))
     _emit(args, text, payload)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, precision_table
+    from .evaluate import evaluate
+    from .report import precision_table
 
-    exp = _experiment(args)
-    modes = args.modes.split(",") if args.modes else None
-    res = evaluate(exp.recommender, exp.labels, k=args.k, modes=modes, columns=args.labels.split(","),
-                   alpha=args.alpha, n_boot=args.n_boot, seed=args.seed, progress=not args.quiet)
-    prov = exp.provenance(k=args.k, alpha=args.alpha)
-    payload = {"provenance": prov, "results": res.to_dict(orient="records")}
-    _save(args, "metrics.json", res.to_dict(orient="records"), prov)
+    _check_out(args)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else None
+    _check_modes(args, modes or [])
+    labels = [c.strip() for c in args.labels.split(",") if c.strip()] if args.labels else None
+    exp = _experiment(args, k=args.k, modes=modes)
+    res = evaluate(exp.recommender, exp.catalog, k=args.k, modes=modes, columns=labels, alpha=args.alpha,
+                   weights=args.weights, n_boot=args.n_boot, seed=args.seed, progress=not args.quiet)
+    prov = exp.provenance(k=args.k, alpha=args.alpha, weights=args.weights)
+    records = res.to_dict(orient="records")
+    _save(args, "metrics.json", records, prov)
     other = res[res.metric != "precision"].pivot(index="metric", columns="mode", values="value").round(3)
     m = exp.models()
+    arms = ", ".join(f"{a}: {s['model_id']}" for a, s in m.items() if s)
     text = (
-        f"{len(exp.recommender)} products, k={args.k}, seed={args.seed}; image: "
-        f"{(m['image'] or {}).get('model_id')}, text: {(m['text'] or {}).get('model_id')}\n"
+        f"{len(exp.recommender)} products, k={args.k}, seed={args.seed}; {arms}\n"
         f"precision@{args.k} (share of recommendations with the query's label):\n"
         f"{precision_table(res).to_string()}\n\n{other.to_string()}"
     )
-    _emit(args, text, payload)
+    _emit(args, text, {"provenance": prov, "results": records})
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .catalog import load_catalog
+    from .data import find_data_dir
+
+    _check_out(args)
+    cat = load_catalog(find_data_dir(args.data), **catalog_options(args))
+    payload = {**cat.report.to_dict(), "schema": cat.schema.to_dict()}
+    if args.out:
+        from .provenance import provenance
+
+        _save(args, "load-report.json", payload, provenance(cat))
+    _emit(args, str(cat.report), payload)
+    return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from .pipeline import open_store
+
+    st = open_store(args.store)
+    entries = st.entries()
+    lines = [f"store {st.root}: {len(entries)} model(s)"]
+    lines += [f"  {e['arm']:<6} {e['model_id']:<45} {e['dim']:>5}-d {e['products']:>8} products "
+              f"({e.get('failures', 0)} failed)" for e in entries]
+    _emit(args, "\n".join(lines), {"store": str(st.root), "entries": entries})
     return 0
 
 
@@ -180,43 +339,85 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from .catalog import load_catalog
-    from .data import find_data_dir
+def _parse_params(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in pairs:
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
 
-    cat = load_catalog(find_data_dir(args.data))
-    _emit(args, str(cat.report), cat.report.to_dict())
+
+def cmd_run_notebooks(args: argparse.Namespace) -> int:
+    from .data import find_data_dir
+    from .errors import DataNotFound
+    from .notebooks import find_notebooks, run_notebooks
+
+    params = _parse_params(args.parameter)
+    folder = Path(args.notebooks) if args.notebooks else None
+    notebooks = find_notebooks(folder, args.only)
+    try:
+        data = find_data_dir(args.data)
+    except DataNotFound as exc:
+        if not args.demo_if_missing:
+            raise
+        from .demo import write_demo_catalog
+
+        log.warning("%s\n-> using a synthetic demo catalog instead", exc)
+        data = write_demo_catalog(Path(args.out) / "demo-catalog", n=240, seed=0)
+    params.setdefault("data_dir", str(Path(data).resolve()))
+    options = catalog_options(args)
+    if options:
+        params.setdefault("catalog_options", options)
+    records = run_notebooks(args.out, params, notebooks, progress=not args.quiet)
+    for r in records:
+        print(f"{r['notebook']:<32} {r['seconds']:>8.1f} s  {r['executed']}")
+    print(f"figures: {Path(args.out) / 'figures'}  metrics: {Path(args.out) / 'metrics'}")
     return 0
 
 
-COMMANDS = {
+def cmd_kaggle_stage(args: argparse.Namespace) -> int:
+    from .notebooks import kaggle_stage
+
+    dest = kaggle_stage(args.dir, args.metadata, args.owner)
+    print(f"staged {dest}; push with: kaggle kernels push -p {dest}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "embed": cmd_embed,
     "recommend": cmd_recommend,
     "evaluate": cmd_evaluate,
+    "load-report": cmd_report,
+    "store": cmd_store,
     "demo-catalog": cmd_demo,
     "fetch-data": cmd_fetch,
-    "load-report": cmd_report,
+    "run-notebooks": cmd_run_notebooks,
+    "kaggle-stage": cmd_kaggle_stage,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on a malformed flag
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("sentence_transformers", "httpx", "urllib3", "huggingface_hub", "tensorflow", "absl"):
+    for noisy in ("sentence_transformers", "httpx", "urllib3", "huggingface_hub", "tensorflow", "absl", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from .notebooks import COMMANDS as NB_COMMANDS
-
-    handler = {**COMMANDS, **NB_COMMANDS}[args.command]
     try:
-        return handler(args)
+        return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("interrupted; finished embedding chunks are kept and the next run resumes", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `prodrec ... | head`: the reader left; end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - one clear line for users, traceback with --debug
         if args.debug:
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError's str() adds quotes
+        msg = exc.args[0] if isinstance(exc, KeyError) and not isinstance(exc, ProdrecError) and exc.args else exc
         print(f"prodrec {args.command}: error: {type(exc).__name__}: {msg}", file=sys.stderr)
         return 2
 

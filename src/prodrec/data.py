@@ -6,16 +6,13 @@ import os
 from pathlib import Path
 
 from ._net import reachable
-from .catalog import find_kaggle_root
+from .errors import DataNotFound, MissingDependency
+from .schema import find_description, kaggle_root
 
 KAGGLE_SLUG = "paramaggarwal/fashion-product-images-small"
 KAGGLE_INPUT_DIR = Path("/kaggle/input/fashion-product-images-small")
 LOCAL_DATA_DIR = Path("data/fashion-product-images-small")
 DATA_ENV = "PRODREC_DATA"
-
-
-class DataNotFound(FileNotFoundError):
-    """No catalog in any of the places searched; the message lists them and how to get one."""
 
 
 def candidate_dirs(explicit: str | os.PathLike[str] | None = None) -> list[tuple[str, Path]]:
@@ -41,7 +38,7 @@ def find_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
             if not path.exists():
                 raise DataNotFound(f"--data {path} does not exist")
             return path
-        if find_kaggle_root(path) is not None or (label.startswith("$") and path.exists()):
+        if kaggle_root(path) is not None or find_description(path) is not None or (label.startswith("$") and path.exists()):
             return path
         tried.append(f"{label}: {path}")
     raise DataNotFound(
@@ -56,7 +53,7 @@ def find_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 def fetch_data(dest: str | os.PathLike[str] = LOCAL_DATA_DIR) -> Path:
     """Download the Kaggle dataset with kagglehub and link it at ``dest``. Needs network access."""
     dest = Path(dest)
-    if find_kaggle_root(dest) is not None:
+    if kaggle_root(dest) is not None:
         return dest
     if not reachable("www.kaggle.com"):
         raise DataNotFound(
@@ -66,9 +63,9 @@ def fetch_data(dest: str | os.PathLike[str] = LOCAL_DATA_DIR) -> Path:
     try:
         import kagglehub
     except ImportError as exc:
-        raise ImportError("fetch-data needs kagglehub: pip install kagglehub") from exc
+        raise MissingDependency("fetch-data needs kagglehub: pip install 'prodrec[notebooks]' (or kagglehub)") from exc
     path = Path(kagglehub.dataset_download(KAGGLE_SLUG))
-    root = find_kaggle_root(path) or path
+    root = kaggle_root(path) or path
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_symlink():
         dest.unlink()

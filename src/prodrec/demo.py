@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from .catalog import KAGGLE_COLUMNS
+from .schema import KAGGLE_COLUMNS
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "Black": (25, 25, 28),

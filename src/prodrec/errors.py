@@ -39,7 +39,7 @@ class UnknownIdError(ProdrecError, KeyError):
         return str(self.args[0])
 
 
-class RankingError(ProdrecError, ValueError):
+class RankingError(ConfigError):
     """Invalid ranking input: k out of range, NaN or zero vectors, misaligned or missing arms."""
 
 

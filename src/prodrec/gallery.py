@@ -8,25 +8,35 @@ provenance (in the PNG's text chunk and in a JSON file beside it).
 from __future__ import annotations
 
 import functools
-import json
 import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from ._io import dumps
+from .catalog import Catalog
 from .images import ImageError, load_rgb
 from .provenance import save_json
 
-CAPTION_COLUMNS = ("productDisplayName", "baseColour", "articleType")
+if TYPE_CHECKING:
+    from .rank import Recommender
+
 MODE_TITLES = {"image": "image (ResNet/EfficientNet)", "text": "text (sentence embedding)",
                "fused": "fused", "rrf": "reciprocal-rank fusion"}
+MODE_COLOURS = {"random": "#aaaaaa", "image": "#4c72b0", "text": "#dd8452", "fused": "#55a868", "rrf": "#8172b3"}
 
 
-def _plt() -> Any:
+def show() -> None:
+    """Show the current figures (inline in a notebook; nothing on a headless run)."""
+    pyplot().show()
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot, with the headless Agg backend selected outside a notebook or display."""
     import matplotlib
 
     if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend().lower():
@@ -51,13 +61,20 @@ def thumbnail(path: str, size: int = 160) -> np.ndarray:
         return np.full((size, size, 3), 200, dtype=np.uint8)
 
 
-def caption(row: pd.Series, score: float | None = None, width: int = 22) -> str:
-    """Name (wrapped), colour | article type, and the score, for one tile."""
-    name = str(row.get("productDisplayName", row.name))
-    if name in ("nan", "<NA>", "None"):
-        name = str(row.name)
+def caption_parts(row: pd.Series, columns: Sequence[str]) -> tuple[str, str]:
+    """(name, other caption values joined by " | ") of one product; missing values are left out, a
+    product without a name is named by its id."""
+    values = [row.get(c) if c in row.index else None for c in columns]
+    text = ["" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v) for v in values]
+    name = (text[0] if text else "") or str(row.name)
+    return name, " | ".join(t for t in text[1:] if t)
+
+
+def caption(row: pd.Series, score: float | None = None, width: int = 22,
+            columns: Sequence[str] = ("productDisplayName", "baseColour", "articleType")) -> str:
+    """Name (wrapped), the other caption columns, and the score, for one tile."""
+    name, meta = caption_parts(row, columns)
     lines = textwrap.wrap(name, width)[:2]
-    meta = " | ".join(str(row.get(c, "")) for c in CAPTION_COLUMNS[1:] if c in row.index)
     lines.append(meta)
     if score is not None:
         lines.append(f"cos {score:.3f}")
@@ -74,26 +91,27 @@ def _tile(ax: Any, path: str, text: str, query: bool = False) -> None:
     ax.set_title(text, fontsize=7)
 
 
-def _grid(catalog: Any, rows: Sequence[tuple[Any, str, pd.DataFrame]], k: int, title: str) -> Any:
+def _grid(catalog: Catalog, rows: Sequence[tuple[Any, str, pd.DataFrame]], k: int, title: str) -> Any:
     """One row per (query id, label, its recommendations): the query photo (red frame, labelled) and the
-    recommended products, captioned."""
-    plt = _plt()
-    lab = catalog.df.set_index("id")
+    recommended products, captioned with the catalog's caption columns."""
+    plt = pyplot()
+    lab = catalog.labels
+    cols = catalog.schema.caption_columns or ()
     fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.9 * (k + 1), 2.6 * len(rows)), squeeze=False)
     for r, (q, label, recs) in enumerate(rows):
-        qrow = lab.loc[q]
-        _tile(axes[r, 0], qrow["image_path"], f"{label}\n" + caption(qrow), query=True)
+        qrow = lab.loc[str(q)]
+        _tile(axes[r, 0], qrow["image_path"], f"{label}\n" + caption(qrow, columns=cols), query=True)
         for c, (pid, score) in enumerate(zip(recs["id"], recs["score"]), start=1):
             row = lab.loc[pid]
-            _tile(axes[r, c], row["image_path"], caption(row, float(score)))
+            _tile(axes[r, c], row["image_path"], caption(row, float(score), columns=cols))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 
 
 def plot_topk_grid(
-    recommender: Any,
-    catalog: Any,
+    recommender: Recommender,
+    catalog: Catalog,
     query_ids: Sequence[Any],
     mode: str = "image",
     k: int = 5,
@@ -106,20 +124,22 @@ def plot_topk_grid(
 
 
 def plot_mode_comparison(
-    recommender: Any, catalog: Any, query_id: Any, modes: Sequence[str] = ("image", "text", "fused"),
+    recommender: Recommender, catalog: Catalog, query_id: Any, modes: Sequence[str] | None = None,
     k: int = 5, alpha: float | None = None,
 ) -> Any:
-    """The paper's comparison made explicit: one query, one row per mode (one scoring pass for all modes)."""
+    """The paper's comparison made explicit: one query, one row per mode (default: every arm, then
+    ``fused``), from one scoring pass for all modes."""
+    modes = list(modes or [m for m in recommender.modes if m != "rrf"])
     recs = recommender.recommend_modes(query_id, k, modes, alpha)
     rows = [(query_id, m.upper(), recs[m]) for m in modes]
-    return _grid(catalog, rows, k, f"query {query_id}: image vs text vs fused top-{k}")
+    return _grid(catalog, rows, k, f"query {query_id}: " + " vs ".join(modes) + f" top-{k}")
 
 
 def plot_distribution(df: pd.DataFrame, column: str, top: int = 20, ax: Any = None) -> Any:
     """Horizontal bar chart of the ``top`` most frequent values of ``column`` (missing shown as <missing>)."""
     import seaborn as sns
 
-    plt = _plt()
+    plt = pyplot()
     counts = df[column].astype("object").where(df[column].notna(), "<missing>").value_counts().head(top)
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 0.28 * len(counts) + 1.2))
@@ -132,13 +152,30 @@ def plot_distribution(df: pd.DataFrame, column: str, top: int = 20, ax: Any = No
     return ax.figure
 
 
+def plot_distributions(df: pd.DataFrame, columns: Sequence[str], top: int = 15, ncols: int = 3,
+                       title: str | None = None) -> Any:
+    """:func:`plot_distribution` for several columns in a grid of ``ncols`` panels a row."""
+    plt = pyplot()
+    columns = list(columns)
+    nrows = max(1, -(-len(columns) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.7 * ncols, 0.3 * top * nrows + 1.5 * nrows), squeeze=False)
+    for ax, col in zip(axes.flat, columns):
+        plot_distribution(df, col, top=top, ax=ax)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_precision_bars(results: pd.DataFrame, modes: Sequence[str] | None = None) -> Any:
     """precision@k per label and mode with bootstrap 95% CIs, the random baseline as a grey bar."""
-    plt = _plt()
+    plt = pyplot()
     p = results[results.metric == "precision"]
-    modes = list(modes or [m for m in ("random", "image", "text", "fused", "rrf") if m in set(p["mode"])])
+    modes = list(modes or dict.fromkeys(p["mode"]))
     labels = list(dict.fromkeys(p["label"]))
-    colours = {"random": "#aaaaaa", "image": "#4c72b0", "text": "#dd8452", "fused": "#55a868", "rrf": "#8172b3"}
+    colours = MODE_COLOURS
     fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 3.6))
     w = 0.8 / len(modes)
     for i, m in enumerate(modes):
@@ -157,7 +194,7 @@ def plot_precision_bars(results: pd.DataFrame, modes: Sequence[str] | None = Non
 
 def plot_alpha_sweep(sweep: pd.DataFrame) -> Any:
     """precision@k against the image weight alpha (0 = text only, 1 = image only), one line per label."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for label, sub in sweep.groupby("label", sort=False):
         ax.plot(sub["alpha"], sub["precision"], marker="o", label=label)
@@ -175,7 +212,7 @@ def save_figure(fig: Any, out_dir: str | os.PathLike[str], name: str, prov: dict
     folder = Path(out_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    fig.savefig(path, dpi=dpi, metadata={"Software": "prodrec", "Description": json.dumps(prov, default=str)})
+    fig.savefig(path, dpi=dpi, metadata={"Software": "prodrec", "Description": dumps(prov, indent=None)})
     save_json(folder / f"{name}.json", {"figure": path.name}, prov)
     return path
 

@@ -1,4 +1,5 @@
-"""Headless notebook runs with papermill, and staging the Kaggle kernel.
+"""Headless notebook runs with papermill, and staging the Kaggle kernel (library code; the CLI is in
+:mod:`prodrec.cli`).
 
 ``prodrec run-notebooks --out outputs/NAME`` executes ``notebooks/NN_*.ipynb`` in order with the same
 parameters, writes the executed copies under ``--out`` (figures and metrics land in ``--out/figures`` and
@@ -7,18 +8,19 @@ parameters, writes the executed copies under ``--out`` (figures and metrics land
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._io import write_json
+from .errors import ConfigError, MissingDependency, ProdrecError
 from .provenance import provenance
-from .store import write_json
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ KAGGLE_REQUIRED = {
 }
 
 
-class NotebookFailed(RuntimeError):
+class NotebookFailed(ProdrecError, RuntimeError):
     """A notebook cell raised; the executed copy (with the error in it) is kept at ``path``."""
 
     def __init__(self, message: str, path: Path) -> None:
@@ -49,7 +51,7 @@ def find_notebooks(folder: str | os.PathLike[str] | None = None, only: Sequence[
     if only:
         nbs = [p for p in nbs if any(p.name.startswith(o) or p.stem == o for o in only)]
     if not nbs:
-        raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) in {folder}" + (f" matching {only}" if only else ""))
+        raise ConfigError(f"no numbered notebooks (NN_*.ipynb) in {folder}" + (f" matching {only}" if only else ""))
     return nbs
 
 
@@ -69,7 +71,7 @@ def run_notebooks(
         import papermill as pm
         from papermill.exceptions import PapermillExecutionError
     except ImportError as exc:
-        raise ImportError("run-notebooks needs papermill: pip install papermill ipykernel") from exc
+        raise MissingDependency("run-notebooks needs papermill: pip install 'prodrec[notebooks]'") from exc
     out = Path(out_dir).resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -103,18 +105,15 @@ def run_notebooks(
     return records
 
 
-def _parse_params(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, raw in pairs:
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw
-    return out
+def kaggle_slug(title: str) -> str:
+    """The slug Kaggle derives from a kernel title (lower case, runs of other characters -> one hyphen);
+    ``kaggle kernels push`` warns when the id's slug differs from it."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
 def validate_kaggle_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Check ``kaggle-metadata.json``: required fields and types, code file present, dataset slugs."""
+    """Check ``kaggle-metadata.json``: required fields and types, code file present, dataset slugs, and
+    that the title resolves to the id's slug."""
     path = Path(path)
     meta = json.loads(path.read_text())
     problems = []
@@ -132,11 +131,14 @@ def validate_kaggle_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             problems.append("kernel_type should be 'notebook' or 'script'")
         if not (path.parent / meta["code_file"]).is_file():
             problems.append(f"code_file {meta['code_file']} does not exist next to {path.name}")
+        if "/" in meta["id"] and kaggle_slug(meta["title"]) != meta["id"].split("/", 1)[1]:
+            problems.append(f"title {meta['title']!r} resolves to the slug {kaggle_slug(meta['title'])!r}, "
+                            f"not the id's {meta['id'].split('/', 1)[1]!r}")
         for slug in meta["dataset_sources"]:
             if not isinstance(slug, str) or len(slug.split("/")) != 2:
                 problems.append(f"dataset source {slug!r} should be 'owner/dataset'")
     if problems:
-        raise ValueError(f"{path}: " + "; ".join(problems))
+        raise ConfigError(f"{path}: " + "; ".join(problems))
     return meta
 
 
@@ -158,52 +160,3 @@ def kaggle_stage(
     shutil.copy2(code, dest / code.name)
     write_json(dest / "kernel-metadata.json", staged)
     return dest
-
-
-def add_cli(sub: Any) -> None:
-    p = sub.add_parser("run-notebooks", help="execute the notebooks headless with papermill")
-    p.add_argument("--data", default=None, help="catalog folder; default: first found, else a demo catalog")
-    p.add_argument("--out", required=True, help="folder for executed notebooks, figures and metrics")
-    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                   help="notebook parameter (VALUE parsed as JSON when it can be)")
-    p.add_argument("--notebooks", default=None, help="folder of NN_*.ipynb (default: the repo's notebooks/)")
-    p.add_argument("--only", action="append", default=None, help="run only notebooks starting with this")
-    p.add_argument("--demo-if-missing", action="store_true",
-                   help="when no catalog is found, write and use a synthetic demo catalog under --out")
-    p.add_argument("--quiet", action="store_true")
-
-    p = sub.add_parser("kaggle-stage", help="stage a folder ready for `kaggle kernels push -p DIR`")
-    p.add_argument("dir")
-    p.add_argument("--metadata", default=None, help=f"default: the repo's {KAGGLE_METADATA}")
-    p.add_argument("--owner", default=None, help="your Kaggle user name (replaces the id's owner)")
-
-
-def cmd_run_notebooks(args: argparse.Namespace) -> int:
-    from .data import DataNotFound, find_data_dir
-
-    params = _parse_params(args.parameter)
-    try:
-        data = find_data_dir(args.data)
-    except DataNotFound as exc:
-        if not args.demo_if_missing:
-            raise
-        from .demo import write_demo_catalog
-
-        log.warning("%s\n-> using a synthetic demo catalog instead", exc)
-        data = write_demo_catalog(Path(args.out) / "demo-catalog", n=240, seed=0)
-    params.setdefault("data_dir", str(Path(data).resolve()))
-    folder = Path(args.notebooks) if args.notebooks else None
-    records = run_notebooks(args.out, params, find_notebooks(folder, args.only), progress=not args.quiet)
-    for r in records:
-        print(f"{r['notebook']:<32} {r['seconds']:>8.1f} s  {r['executed']}")
-    print(f"figures: {Path(args.out) / 'figures'}  metrics: {Path(args.out) / 'metrics'}")
-    return 0
-
-
-def cmd_kaggle_stage(args: argparse.Namespace) -> int:
-    dest = kaggle_stage(args.dir, args.metadata, args.owner)
-    print(f"staged {dest}; push with: kaggle kernels push -p {dest}")
-    return 0
-
-
-COMMANDS = {"run-notebooks": cmd_run_notebooks, "kaggle-stage": cmd_kaggle_stage}

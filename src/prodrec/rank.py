@@ -1,29 +1,31 @@
-"""Exact cosine top-k, and fusion of the image and text arms.
+"""Exact cosine top-k, and fusion of any number of named arms.
 
 * :class:`CosineIndex` - one embedding space: top-k for a query, for many queries, and all-vs-all. The
-  query itself is excluded; ties are broken by id (smaller id first), so results are deterministic.
-  All-vs-all works in blocks of queries (one BLAS matrix product per block, bounded memory: never an
-  N x N matrix).
-* :class:`Recommender` - the image and text arms aligned by product id, ranked by ``mode``:
-  ``image``, ``text``, ``fused`` (weighted late fusion ``alpha * image + (1 - alpha) * text`` of cosine
-  scores) or ``rrf`` (reciprocal-rank fusion of the two ranked lists).
+  query itself is excluded; ties are broken by id (smaller id first, ids compared as strings), so
+  results are deterministic. All-vs-all works in blocks of queries (one BLAS matrix product per block,
+  bounded memory: never an N x N matrix).
+* :class:`Recommender` - named arms (``image``, ``text``, ...) aligned by product id, ranked by ``mode``:
+  one arm's cosine, ``fused`` (weighted late fusion ``sum_a w_a * cos_a``; with the paper's two arms
+  ``alpha * image + (1 - alpha) * text``) or ``rrf`` (weighted reciprocal-rank fusion of the arms' lists).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from . import params
+from .errors import RankingError, UnknownIdError
+from .schema import FUSION_MODES, MODES, Mode
 from .store import Embeddings
 
-log = logging.getLogger(__name__)
+__all__ = ["MODES", "CosineIndex", "Mode", "RankingError", "Recommender", "align", "select_topk"]
 
-Mode = Literal["image", "text", "fused", "rrf"]
-MODES: tuple[str, ...] = ("image", "text", "fused", "rrf")
+log = logging.getLogger(__name__)
 #: Memory budget of one block of scores in all-vs-all ranking.
 BLOCK_BYTES = 128 * 2**20
 RRF_K = 60
@@ -31,20 +33,8 @@ RRF_K = 60
 SELECT_CHUNK = 1 << 22
 
 
-class RankingError(ValueError):
-    """Invalid ranking input: k out of range, NaN or zero vectors, misaligned arms."""
-
-
 def _validate_k(k: int, n: int) -> int:
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
-        raise RankingError(f"k must be an integer, got {k!r}")
-    if k <= 0:
-        raise RankingError(f"k must be at least 1, got {k}")
-    if k > n - 1:
-        raise RankingError(
-            f"k={k} but the catalog has {n} products, so a query has only {n - 1} other products to recommend"
-        )
-    return int(k)
+    return params.check_k(k, n)
 
 
 def select_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +72,7 @@ class CosineIndex:
     """
 
     def __init__(self, ids: Sequence[Any], vectors: np.ndarray, normalize: bool = True) -> None:
-        ids = np.asarray(ids)
+        ids = np.asarray([str(i) for i in ids], dtype=object)
         x = np.asarray(vectors, dtype=np.float32)
         if x.ndim != 2 or len(ids) != len(x):
             raise RankingError(f"need ids [n] and vectors [n, dim]; got {ids.shape} and {x.shape}")
@@ -111,18 +101,11 @@ class CosineIndex:
         return len(self.ids)
 
     def positions(self, query_ids: Sequence[Any]) -> np.ndarray:
-        qids = list(query_ids)
-        if self.ids.dtype.kind in "iu":
-            try:
-                qids = [int(q) for q in qids]
-            except (TypeError, ValueError):
-                pass
-        else:
-            qids = [str(q) for q in qids]
+        """Row positions of ``query_ids`` (compared as strings); unknown ids raise :class:`UnknownIdError`."""
+        qids = [str(q) for q in query_ids]
         pos = self._index.get_indexer(qids)
         if (pos < 0).any():
-            unknown = [q for q, p in zip(qids, pos) if p < 0]
-            raise KeyError(f"unknown product id(s) {unknown[:10]}: not among the {len(self)} indexed products")
+            raise UnknownIdError([q for q, p in zip(qids, pos) if p < 0], f"the {len(self)} ranked products")
         return pos
 
     def scores(self, query_id: Any) -> np.ndarray:
@@ -156,86 +139,118 @@ class CosineIndex:
         return out_pos, out_val
 
 
-def align(image: Embeddings | None, text: Embeddings | None) -> tuple[np.ndarray, Embeddings | None, Embeddings | None]:
-    """Restrict both arms to the ids they share, in the same sorted order; never pair rows by position."""
-    arms = [a.valid() for a in (image, text) if a is not None]
-    if not arms:
-        raise RankingError("need at least one of image or text embeddings")
-    common = arms[0].ids
-    for a in arms[1:]:
-        common = np.intersect1d(common, a.ids)
-    common = np.sort(common)
-    for a in arms:
-        dropped = len(a) - len(common)
-        if dropped:
-            log.warning("aligning arms by id: %d product(s) of %s kept out (not in both arms)", dropped, a.meta.get("kind"))
+def align(arms: Mapping[str, Embeddings]) -> tuple[np.ndarray, dict[str, Embeddings]]:
+    """Restrict every arm to the ids they all share (failed items dropped), in one sorted order; rows are
+    never paired by position."""
+    valid = {name: emb.valid() for name, emb in arms.items() if emb is not None}
+    if not valid:
+        raise RankingError("need at least one arm of embeddings")
+    common: np.ndarray | None = None
+    for emb in valid.values():
+        ids = np.asarray([str(i) for i in emb.ids], dtype=object)
+        common = ids if common is None else np.intersect1d(common, ids)
+    assert common is not None
+    common = np.sort(np.asarray(common, dtype=object))
     if len(common) == 0:
-        raise RankingError("the image and text embeddings share no product ids; they cannot be fused")
-
-    def take(a: Embeddings | None) -> Embeddings | None:
-        if a is None:
-            return None
-        a = a.valid()
-        pos = pd.Index(a.ids).get_indexer(common)
-        return Embeddings(common, a.vectors[pos], a.meta, a.failures)
-
-    return common, take(image), take(text)
+        raise RankingError(f"the arms {list(valid)} share no product ids; they cannot be fused")
+    out = {}
+    for name, emb in valid.items():
+        dropped = len(emb) - len(common)
+        if dropped:
+            log.warning("aligning arms by id: %d product(s) of the %s arm kept out (not in every arm)", dropped, name)
+        pos = pd.Index([str(i) for i in emb.ids]).get_indexer(common)
+        out[name] = Embeddings(common, emb.vectors[pos], emb.meta, emb.failures)
+    return common, out
 
 
 class Recommender:
-    """Top-k recommendations from image, text, or both arms fused, over the ids both arms share."""
+    """Top-k recommendations from any named arm, or from several fused, over the ids all arms share.
 
-    def __init__(self, image: Embeddings | None = None, text: Embeddings | None = None, alpha: float = 0.5) -> None:
-        self.ids, img, txt = align(image, text)
-        self.image = CosineIndex(img.ids, img.vectors) if img is not None else None
-        self.text = CosineIndex(txt.ids, txt.vectors) if txt is not None else None
-        self.alpha = self._check_alpha(alpha)
+    >>> rec = Recommender({"image": image_emb, "text": text_emb}, alpha=0.5)
+    >>> rec.recommend("15970", k=5, mode="fused")
+
+    ``weights`` (arm -> weight, normalised to sum 1) set the fusion; ``alpha`` is the paper's shorthand
+    for two arms: ``{"image": alpha, "text": 1 - alpha}``. Both can be overridden per call.
+    """
+
+    def __init__(
+        self,
+        arms: Mapping[str, Embeddings] | None = None,
+        *,
+        alpha: float = 0.5,
+        weights: Mapping[str, float] | None = None,
+        image: Embeddings | None = None,
+        text: Embeddings | None = None,
+    ) -> None:
+        given = dict(arms or {})
+        for name, emb in (("image", image), ("text", text)):
+            if emb is not None:
+                given[name] = emb
+        self.ids, aligned = align(given)
+        self.arms: dict[str, CosineIndex] = {name: CosineIndex(e.ids, e.vectors) for name, e in aligned.items()}
+        self.alpha = params.check_alpha(alpha)
+        self.weights = self.fusion_weights(weights=weights) if len(self.arms) > 1 else {n: 1.0 for n in self.arms}
         self._index = pd.Index(self.ids)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    @staticmethod
-    def _check_alpha(alpha: float) -> float:
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise RankingError(f"alpha must be within [0, 1], got {alpha}")
-        return float(alpha)
+    def __repr__(self) -> str:
+        return f"Recommender({len(self)} products, arms {list(self.arms)}, weights {self.weights})"
+
+    @property
+    def image(self) -> CosineIndex | None:
+        return self.arms.get("image")
+
+    @property
+    def text(self) -> CosineIndex | None:
+        return self.arms.get("text")
 
     @property
     def modes(self) -> list[str]:
-        if self.image is not None and self.text is not None:
-            return list(MODES)
-        return ["image"] if self.image is not None else ["text"]
+        """The arms' names, plus ``fused`` and ``rrf`` when there are at least two arms."""
+        return list(self.arms) + (list(FUSION_MODES) if len(self.arms) > 1 else [])
 
-    def _arm(self, mode: str) -> CosineIndex:
-        arm = {"image": self.image, "text": self.text}.get(mode)
-        if arm is None:
-            raise RankingError(f"mode {mode!r} is not available; this recommender has modes {self.modes}")
-        return arm
+    def arm(self, name: str) -> CosineIndex:
+        """The index of arm ``name``; a clear :class:`RankingError` when it is not here."""
+        try:
+            return self.arms[name]
+        except KeyError:
+            raise RankingError(f"mode {name!r} is not available; this recommender has modes {self.modes}") from None
 
-    def fused_index(self, alpha: float | None = None) -> CosineIndex:
-        """An index whose inner products are ``alpha * cos_image + (1 - alpha) * cos_text``.
+    def fusion_weights(self, alpha: float | None = None, weights: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Normalised per-arm weights: ``weights`` if given, else ``alpha`` for image/text, else equal."""
+        if len(self.arms) < 2:
+            raise RankingError(f"fusion needs at least two arms; this recommender has {list(self.arms)}")
+        if weights is not None:
+            w = params.check_weights(weights, self.arms)
+            return {name: w.get(name, 0.0) for name in self.arms}
+        if alpha is None and getattr(self, "weights", None) is not None:
+            return self.weights
+        a = self.alpha if alpha is None else params.check_alpha(alpha)
+        if set(self.arms) == {"image", "text"}:
+            return {"image": a, "text": 1.0 - a}
+        return {name: 1.0 / len(self.arms) for name in self.arms}
 
-        Concatenating ``sqrt(alpha) * image`` and ``sqrt(1 - alpha) * text`` (both unit rows) gives unit
-        rows whose dot products are exactly the fused score, so fused all-vs-all is one more exact search.
+    def fused_index(self, alpha: float | None = None, weights: Mapping[str, float] | None = None) -> CosineIndex:
+        """An index whose inner products are ``sum_a w_a * cos_a``.
+
+        Concatenating ``sqrt(w_a) * arm_a`` (unit rows) gives unit rows whose dot products are exactly the
+        fused score, so fused all-vs-all is one more exact search.
         """
-        a = self.alpha if alpha is None else self._check_alpha(alpha)
-        img, txt = self._arm("image"), self._arm("text")
-        x = np.hstack([np.sqrt(a) * img.vectors, np.sqrt(1.0 - a) * txt.vectors]).astype(np.float32)
+        w = self.fusion_weights(alpha, weights)
+        x = np.hstack([np.sqrt(w[name]) * index.vectors for name, index in self.arms.items()]).astype(np.float32)
         return CosineIndex(self.ids, x, normalize=False)
 
-    def scores(self, query_id: Any, mode: str = "fused", alpha: float | None = None) -> dict[str, np.ndarray]:
-        """Per-arm cosine scores of one query against every product, plus the score of ``mode``."""
-        out: dict[str, np.ndarray] = {}
-        if self.image is not None:
-            out["image"] = self.image.scores(query_id)
-        if self.text is not None:
-            out["text"] = self.text.scores(query_id)
-        if mode in ("fused", "rrf"):
-            self._arm("image")
-            self._arm("text")  # both arms are needed: a clear error when one is missing
-            a = self.alpha if alpha is None else self._check_alpha(alpha)
-            out["fused"] = a * out["image"] + (1.0 - a) * out["text"]
+    def scores(
+        self, query_id: Any, mode: str = "fused", alpha: float | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Per-arm cosine scores of one query against every product, plus ``fused`` for a fusion mode."""
+        out = {name: index.scores(query_id) for name, index in self.arms.items()}
+        if mode in FUSION_MODES:
+            w = self.fusion_weights(alpha, weights)
+            out["fused"] = sum(w[name] * out[name] for name in self.arms)
         return out
 
     def recommend(
@@ -245,13 +260,14 @@ class Recommender:
         mode: str = "fused",
         alpha: float | None = None,
         allowed: np.ndarray | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> pd.DataFrame:
         """The k recommendations for one query: rank, id, score of ``mode`` and each arm's cosine.
 
         ``allowed`` is an optional boolean mask over :attr:`ids` (e.g. same gender as the query).
         Costs one matrix-vector product per arm.
         """
-        return self.recommend_modes(query_id, k, (mode,), alpha, allowed)[mode]
+        return self.recommend_modes(query_id, k, (mode,), alpha, allowed, weights)[mode]
 
     def recommend_modes(
         self,
@@ -260,91 +276,102 @@ class Recommender:
         modes: Sequence[str] = ("image", "text", "fused"),
         alpha: float | None = None,
         allowed: np.ndarray | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> dict[str, pd.DataFrame]:
         """:meth:`recommend` for several modes at once, from one matrix-vector product per arm
         (what an interactive browser needs per click)."""
         for mode in modes:
-            if mode not in MODES:
-                raise RankingError(f"unknown mode {mode!r}; choose one of {MODES}")
-        qpos = int(self._arm_any().positions([query_id])[0])
-        need_both = any(m in ("fused", "rrf") for m in modes)
-        sc = self.scores(query_id, "fused" if need_both else modes[0], alpha)
+            params.check_mode(mode, self.arms)
+        qpos = int(self._any_arm().positions([query_id])[0])
+        fusing = any(m in FUSION_MODES for m in modes)
+        sc = self.scores(query_id, "fused" if fusing else modes[0], alpha, weights)
         mask = None if allowed is None else np.asarray(allowed, dtype=bool)
-        n_ok = len(self) - 1 if mask is None else int(mask.sum() - bool(mask[qpos]))
         if mask is None:
             k = _validate_k(k, len(self))
-        elif k > n_ok:
-            raise RankingError(f"k={k} but only {n_ok} products pass the filter")
+        else:
+            params.check_k(k)
+            n_ok = int(mask.sum() - bool(mask[qpos]))
+            if k > n_ok:
+                raise RankingError(f"k={k} but only {n_ok} products pass the filter")
         out = {}
         for mode in modes:
-            key = self._rrf_scores(sc["image"], sc["text"], qpos, k) if mode == "rrf" else sc[mode].copy()
+            if mode == "rrf":
+                key = self._rrf_scores({a: sc[a] for a in self.arms}, qpos, k, self.fusion_weights(alpha, weights))
+            else:
+                key = sc[mode].copy()
             key[qpos] = -np.inf
             if mask is not None:
                 key[~mask] = -np.inf
             pos, vals = select_topk(key[None, :], k)
             pos, vals = pos[0], vals[0]
             df = pd.DataFrame({"rank": np.arange(1, k + 1), "id": self.ids[pos], "score": vals})
-            for arm in ("image", "text", "fused"):
-                if arm in sc:
-                    df[f"{arm}_score"] = sc[arm][pos]
+            for name in [*self.arms, "fused"]:
+                if name in sc:
+                    df[f"{name}_score"] = sc[name][pos]
             out[mode] = df
         return out
 
-    def _arm_any(self) -> CosineIndex:
-        return self.image if self.image is not None else self.text  # type: ignore[return-value]
+    def _any_arm(self) -> CosineIndex:
+        return next(iter(self.arms.values()))
+
+    def positions(self, query_ids: Sequence[Any]) -> np.ndarray:
+        return self._any_arm().positions(query_ids)
 
     def topk_positions(
-        self, k: int = 5, mode: str = "fused", alpha: float | None = None, query_pos: np.ndarray | None = None
+        self, k: int = 5, mode: str = "fused", alpha: float | None = None, query_pos: np.ndarray | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """All-vs-all (or the given query positions) top-k positions and scores under ``mode``."""
-        if mode in ("image", "text"):
-            return self._arm(mode).topk_positions(query_pos, k)
+        params.check_mode(mode, self.arms)
         if mode == "fused":
-            return self.fused_index(alpha).topk_positions(query_pos, k)
+            return self.fused_index(alpha, weights).topk_positions(query_pos, k)
         if mode == "rrf":
-            return self._rrf_topk(k, query_pos)
-        raise RankingError(f"unknown mode {mode!r}; choose one of {MODES}")
+            return self._rrf_topk(k, query_pos, self.fusion_weights(alpha, weights))
+        return self.arm(mode).topk_positions(query_pos, k)
 
     def recommend_many(
-        self, query_ids: Sequence[Any], k: int = 5, mode: str = "fused", alpha: float | None = None
+        self, query_ids: Sequence[Any], k: int = 5, mode: str = "fused", alpha: float | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(ids [m, k], scores [m, k]) for many queries."""
-        pos, vals = self.topk_positions(k, mode, alpha, self._arm_any().positions(query_ids))
+        pos, vals = self.topk_positions(k, mode, alpha, self.positions(query_ids), weights)
         return self.ids[pos], vals
 
     # -------------------------------------------------------------- reciprocal-rank fusion
     def _rrf_depth(self, k: int) -> int:
         return min(len(self) - 1, max(50, 10 * k))
 
-    def _rrf_scores(self, s_img: np.ndarray, s_txt: np.ndarray, qpos: int, k: int) -> np.ndarray:
-        """RRF over each arm's top ``depth`` list (1 / (60 + rank) summed); others score -inf."""
+    def _rrf_scores(self, scores: Mapping[str, np.ndarray], qpos: int, k: int, w: Mapping[str, float]) -> np.ndarray:
+        """Weighted RRF over each arm's top ``depth`` list (w_a / (60 + rank) summed); others score -inf."""
         depth = self._rrf_depth(k)
         fused = np.zeros(len(self), dtype=np.float64)
         seen = np.zeros(len(self), dtype=bool)
-        for s in (s_img, s_txt):
+        for name, s in scores.items():
+            if w[name] <= 0:
+                continue
             s = s.copy()
             s[qpos] = -np.inf
             pos, _ = select_topk(s[None, :], depth)
-            fused[pos[0]] += 1.0 / (RRF_K + np.arange(1, depth + 1))
+            fused[pos[0]] += w[name] / (RRF_K + np.arange(1, depth + 1))
             seen[pos[0]] = True
         fused[~seen] = -np.inf
         return fused
 
-    def _rrf_topk(self, k: int, query_pos: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _rrf_topk(self, k: int, query_pos: np.ndarray | None, w: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
         n = len(self)
         k = _validate_k(k, n)
         depth = self._rrf_depth(k)
         qp = np.arange(n) if query_pos is None else np.asarray(query_pos)
-        pi, _ = self._arm("image").topk_positions(qp, depth)
-        pt, _ = self._arm("text").topk_positions(qp, depth)
-        weights = 1.0 / (RRF_K + np.arange(1, depth + 1))
+        used = [name for name in self.arms if w[name] > 0]
+        lists = [self.arms[name].topk_positions(qp, depth)[0] for name in used]
+        ranks = 1.0 / (RRF_K + np.arange(1, depth + 1))
+        wts = np.concatenate([w[name] * ranks for name in used])
         out_pos = np.empty((len(qp), k), dtype=np.intp)
         out_val = np.empty((len(qp), k), dtype=np.float32)
         for r in range(len(qp)):
-            cand = np.concatenate([pi[r], pt[r]])
-            w = np.concatenate([weights, weights])
+            cand = np.concatenate([lst[r] for lst in lists])
             uniq, inv = np.unique(cand, return_inverse=True)
-            score = np.bincount(inv, weights=w)
+            score = np.bincount(inv, weights=wts)
             order = np.lexsort((uniq, -score))[:k]
             out_pos[r], out_val[r] = uniq[order], score[order]
         return out_pos, out_val

