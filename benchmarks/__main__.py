@@ -4,15 +4,17 @@
     python -m benchmarks --quick      # tiny sizes: a smoke run of the harness (CI runs this)
     python -m benchmarks --only topk,latency
 
-Writes benchmarks/results.json and benchmarks/RESULTS.md. Sections: images, text, topk, latency, rerun.
+Writes benchmarks/results.json and benchmarks/RESULTS.md. Sections: images, text, topk, latency, store, rerun.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +25,7 @@ import numpy as np
 
 from ._common import SHARED, WORK, Result, repeat, run_isolated, write_results
 
-SECTIONS = ("images", "text", "topk", "latency", "rerun")
+SECTIONS = ("images", "text", "topk", "latency", "store", "rerun")
 RESNET50_GFLOP = 2 * 4.09  # multiply-adds of ResNet-50 at 224x224 (without the 1000-way head: -0.002), x2
 
 
@@ -162,7 +164,7 @@ def bench_latency(quick: bool, out: list[Result], derived: list[dict[str, Any]])
     n, q, qn = (5000, 20, 5) if quick else (44_446, 200, 10)
     ids = np.arange(n)
     xi, xt = unit_vectors(n, 2048, 1), unit_vectors(n, 384, 2)
-    rec = Recommender(Embeddings(ids, xi), Embeddings(ids, xt))
+    rec = Recommender({"image": Embeddings(ids, xi), "text": Embeddings(ids, xt)})
     queries = np.random.default_rng(0).integers(0, n, q)
     modes = ("image", "text", "fused")
     rec.recommend_modes(int(queries[0]), 5, modes)
@@ -187,6 +189,54 @@ def bench_latency(quick: bool, out: list[Result], derived: list[dict[str, Any]])
     med = float(np.median(kit))
     derived.append({"name": f"interaction latency at N={n} (median)", "value": f"{med:.1f} ms "
                     f"(naive {np.median(nv):.0f} ms)", "goal": "<= 50 ms", "met": med <= 50})
+
+
+def _cli(*args: str, env: dict[str, str]) -> dict[str, Any]:
+    """Run `prodrec ... --json` in a fresh process (Python start and imports included) and parse its output."""
+    res = subprocess.run([sys.executable, "-m", "prodrec.cli", *args, "--json", "--quiet"], capture_output=True,
+                         text=True, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"prodrec {' '.join(args)} failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout)
+
+
+def bench_store(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
+    """`prodrec embed` of the whole photo sample into an empty store (cold), then `recommend` and `evaluate`
+    on other samples and seeds (warm): each a fresh CLI process; the warm ones must load no model."""
+    if not (SHARED / "styles.csv").is_file():
+        log("store: skipped (needs the real sample catalog)")
+        return
+    store = Path(tempfile.mkdtemp(prefix="prodrec-bench-store-"))
+    env = dict(os.environ, PRODREC_STORE=str(store), PRODREC_OFFLINE="1")
+    data = ["--data", str(SHARED)] + (["--n", "300"] if quick else [])
+    try:
+        log("store: cold `prodrec embed` of the photo sample" + (" (300 products)" if quick else ""))
+        t0 = time.perf_counter()
+        info = _cli("embed", *data, env=env)
+        cold = time.perf_counter() - t0
+        samples = [("200", "1"), ("1000", "7")] if quick else [("1000", "1"), ("5000", "7"), ("2000", "42")]
+        warm_rec, warm_eval, caches = [], [], set()
+        for n, seed in samples:
+            t0 = time.perf_counter()
+            rec = _cli("recommend", "--data", str(SHARED), "--n", n, "--seed", seed, "--id", "15970", env=env)
+            warm_rec.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ev = _cli("evaluate", "--data", str(SHARED), "--n", n, "--seed", seed, "--n-boot", "200", env=env)
+            warm_eval.append(time.perf_counter() - t0)
+            caches |= {m["cache"] for r in (rec, ev) for m in r.get("provenance", {}).get("models", {}).values() if m}
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+    products = info["products"]
+    p = {"products embedded": products, "warm samples (n, seed)": samples,
+         "models": {a: m["model_id"] for a, m in info["models"].items() if m}}
+    out += [Result("store", f"cold: prodrec embed, {products} products, empty store", "s", [cold], p),
+            Result("store", "warm: prodrec recommend, another --n/--seed", "s", warm_rec, p),
+            Result("store", "warm: prodrec evaluate, another --n/--seed (n-boot 200)", "s", warm_eval, p)]
+    for name, vals in (("recommend", warm_rec), ("evaluate", warm_eval)):
+        r = float(np.median(vals) / cold)
+        derived.append({"name": f"warm {name} / cold embed (any other sample of the embedded catalog)",
+                        "value": f"{r:.1%} (models: {sorted(caches)})", "goal": "<= 10%, no model loaded",
+                        "met": r <= 0.10 and caches == {"hit"}})
 
 
 def bench_rerun(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:

@@ -110,7 +110,7 @@ def write_results(results: list[Result], derived: list[dict[str, Any]], meta: di
         "",
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['platform']}",
         f"- BLAS: {m.get('blas')}",
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- environment: {m['env'] or '-'}",
         "",
         "## Measurements (min / median / max over repeats)",

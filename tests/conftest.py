@@ -32,7 +32,6 @@ def make_generic_catalog(root: Path, n: int = 24, seed: int = 0) -> Path:
     """A catalog that is not in the Kaggle layout: ``items.csv`` separated by ``;``, string ids with leading
     zeros (``0015970``, and ``007`` beside ``7``), a ``photo`` column of paths into nested folders, PNG and
     WebP photos, columns ``sku;photo;title;colour;category``."""
-    from PIL import Image
 
     from prodrec.demo import draw_product
 

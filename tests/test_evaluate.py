@@ -7,9 +7,16 @@ import pandas as pd
 import pytest
 
 from prodrec.errors import CatalogError, ConfigError
-from prodrec.evaluate import bootstrap_ci, coverage, evaluate, intra_list_diversity, per_query_precision, random_precision
-from prodrec.report import describe_arm, precision_table
+from prodrec.evaluate import (
+    bootstrap_ci,
+    coverage,
+    evaluate,
+    intra_list_diversity,
+    per_query_precision,
+    random_precision,
+)
 from prodrec.rank import Recommender
+from prodrec.report import describe_arm, precision_table
 from prodrec.store import Embeddings
 
 

@@ -14,8 +14,15 @@ import nbformat
 import pytest
 
 from prodrec.errors import ConfigError
-from prodrec.notebooks import (NotebookFailed, find_notebooks, kaggle_slug, kaggle_stage, repo_root, run_notebooks,
-                               validate_kaggle_metadata)
+from prodrec.notebooks import (
+    NotebookFailed,
+    find_notebooks,
+    kaggle_slug,
+    kaggle_stage,
+    repo_root,
+    run_notebooks,
+    validate_kaggle_metadata,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("category_distribution", "attribute_distributions", "image_gallery", "text_gallery", "precision_bars",

@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import FakeImageEncoder
 from PIL import Image
 
 from prodrec import build_experiment, load_catalog
 from prodrec.cli import main
 from prodrec.pipeline import image_embeddings
 from prodrec.store import EmbeddingStore
-
-from conftest import FakeImageEncoder
 
 
 def strict_json(text: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import unit_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -12,8 +13,6 @@ from hypothesis.extra.numpy import arrays
 from prodrec.errors import UnknownIdError
 from prodrec.rank import CosineIndex, RankingError, Recommender, select_topk
 from prodrec.store import Embeddings
-
-from conftest import unit_rows
 
 
 def brute_force(x: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import FakeImageEncoder
 
 from prodrec import build_experiment, load_catalog
 from prodrec.errors import CatalogError, ConfigError, UnknownIdError
 from prodrec.schema import KAGGLE, CatalogSchema, locate_catalog
-
-from conftest import FakeImageEncoder
 
 
 def test_generic_catalog_ids_kept_as_written(generic_dir: Path) -> None:

@@ -13,14 +13,29 @@ from __future__ import annotations
 from ._version import __version__
 from .arms import ARMS, MODELS, ArmSpec, ModelSpec
 from .catalog import Catalog, LoadReport, load_catalog
-from .errors import (CatalogError, ConfigError, DataNotFound, MissingDependency, ModelUnavailable, ProdrecError,
-                     RankingError, StoreError, UnknownIdError)
+from .errors import (
+                     CatalogError,
+                     ConfigError,
+                     DataNotFound,
+                     MissingDependency,
+                     ModelUnavailable,
+                     ProdrecError,
+                     RankingError,
+                     StoreError,
+                     UnknownIdError,
+)
 from .evaluate import alpha_sweep, evaluate
-from .pipeline import Experiment, build_experiment, embed_arm, image_embeddings, text_embeddings
+from .pipeline import (
+                     Experiment,
+                     build_experiment,
+                     embed_arm,
+                     image_embeddings,
+                     text_embeddings,
+)
 from .rank import CosineIndex, Recommender
 from .report import describe_findings, precision_table
 from .schema import KAGGLE, MODES, CatalogSchema, Mode
-from .store import EmbeddingStore, Embeddings
+from .store import Embeddings, EmbeddingStore
 from .text import DEFAULT_FIELDS, product_sentences
 
 __all__ = [

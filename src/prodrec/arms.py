@@ -195,7 +195,7 @@ class TextArm(ArmSpec):
     def resolve(self, model: str = "auto", **_: Any) -> Resolved:
         from .encoders.text import resolve_text_model
 
-        model_id, _, source = resolve_text_model(model)
+        model_id, _path, source = resolve_text_model(model)
         spec = model_spec(model_id)
         reason = "requested" if model != "auto" else (
             "paper model available" if spec and spec.name == "bert-base-nli-mean-tokens"

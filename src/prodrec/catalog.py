@@ -29,7 +29,13 @@ import pandas as pd
 
 from .errors import CatalogError, ConfigError, DataNotFound, UnknownIdError
 from .images import ImageError, check_image_header
-from .schema import DELIMITERS, KAGGLE_COLUMNS, CatalogSchema, CatalogSpec, locate_catalog
+from .schema import (
+    DELIMITERS,
+    KAGGLE_COLUMNS,
+    CatalogSchema,
+    CatalogSpec,
+    locate_catalog,
+)
 
 __all__ = ["KAGGLE_COLUMNS", "Catalog", "CatalogError", "LoadReport", "load_catalog"]
 

@@ -15,12 +15,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._io import dumps
 from ._version import __version__
 from .errors import ConfigError, ProdrecError
 from .schema import MODES
+
+if TYPE_CHECKING:
+    from .pipeline import Experiment
 
 log = logging.getLogger("prodrec")
 
@@ -106,6 +109,11 @@ def _fusion_flags(p: argparse.ArgumentParser) -> None:
                    help="per-arm fusion weights, e.g. image=0.7,text=0.3 (overrides --alpha)")
 
 
+def _add(p: argparse.ArgumentParser, *groups: Callable[[argparse.ArgumentParser], None]) -> None:
+    for group in groups:
+        group(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="prodrec", description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--version", action="version", version=f"prodrec {__version__}")
@@ -113,17 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("embed", help="fill the per-product embedding store (computes only what is missing)")
-    _catalog_flags(p), _sample_flags(p), _model_flags(p), _output_flags(p)
+    _add(p, _catalog_flags, _sample_flags, _model_flags, _output_flags)
 
     p = sub.add_parser("recommend", help="top-k recommendations for one product")
-    _catalog_flags(p), _sample_flags(p), _model_flags(p), _output_flags(p)
+    _add(p, _catalog_flags, _sample_flags, _model_flags, _output_flags)
     p.add_argument("--id", required=True, help="query product id, as written in the catalog")
     p.add_argument("-k", type=_positive_int, default=5)
     p.add_argument("--mode", default="fused", choices=MODES)
     _fusion_flags(p)
 
     p = sub.add_parser("evaluate", help="precision@k, coverage and diversity of every mode")
-    _catalog_flags(p), _sample_flags(p), _model_flags(p), _output_flags(p)
+    _add(p, _catalog_flags, _sample_flags, _model_flags, _output_flags)
     p.add_argument("-k", type=_positive_int, default=5)
     _fusion_flags(p)
     p.add_argument("--labels", default=None, help="comma list of label columns to score (default: the "
@@ -132,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=_positive_int, default=1000, help="bootstrap resamples for the CIs")
 
     p = sub.add_parser("load-report", help="load a catalog and print what was wrong with it")
-    _catalog_flags(p), _output_flags(p)
+    _add(p, _catalog_flags, _output_flags)
 
     p = sub.add_parser("store", help="list what the embedding store holds")
     p.add_argument("--store", default=None, help="store folder (default $PRODREC_STORE or ~/.cache/prodrec/store)")
@@ -194,7 +202,7 @@ def _check_modes(args: argparse.Namespace, wanted: Sequence[str]) -> None:
 
 
 def _experiment(args: argparse.Namespace, include_ids: tuple[str, ...] = (), k: int | None = None,
-                modes: Sequence[str] | None = None) -> Any:
+                modes: Sequence[str] | None = None) -> Experiment:
     from .pipeline import build_experiment
 
     return build_experiment(
@@ -266,8 +274,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
                "recommendations": df.to_dict(orient="records")}
     text = f"query {args.id}: " + " | ".join(str(q[c]) for c in cols) + f"\n{args.mode} top-{args.k}:\n"
     text += df.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    _save(args, f"recommend-{args.id}-{args.mode}.json", payload, exp.provenance(query=str(args.id)))
-    _emit(args, text, payload)
+    prov = exp.provenance(query=str(args.id), k=args.k, mode=args.mode)
+    _save(args, f"recommend-{args.id}-{args.mode}.json", payload, prov)
+    _emit(args, text, {"provenance": prov, **payload})
     return 0
 
 

@@ -9,7 +9,7 @@ over queries. The ``random`` row is the exact expectation for k products drawn u
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd

@@ -25,7 +25,7 @@ from .encoders.base import Encoder
 from .errors import ConfigError
 from .provenance import provenance
 from .rank import Recommender
-from .store import EmbeddingStore, Embeddings
+from .store import Embeddings, EmbeddingStore
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,10 @@ def embed_arm(
     built: dict[str, Encoder | None] = {"enc": encoder}
 
     def get_encoder() -> Encoder:
-        if built["enc"] is None:
-            built["enc"] = spec.build(resolved)
-        return built["enc"]
+        enc = built["enc"]
+        if enc is None:
+            enc = built["enc"] = spec.build(resolved)
+        return enc
 
     def meta() -> dict[str, Any]:
         enc = get_encoder()

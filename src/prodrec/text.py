@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import pandas as pd
 
 from .errors import CatalogError
-
 from .schema import KAGGLE_TEXT_COLUMNS
 
 #: The paper's order: product name, gender, categories, article type, colour, season, year, usage.
