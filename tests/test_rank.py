@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import unit_rows
 from hypothesis import given, settings
@@ -177,7 +176,8 @@ def test_failed_images_left_out_of_ranking() -> None:
     emb = Embeddings(np.array([1, 2, 3, 4]), x, {"kind": "image"}, failures={"2": "cannot decode"})
     rec = Recommender({"image": emb})
     assert rec.ids.tolist() == ["1", "3", "4"]
-    assert isinstance(rec.recommend(1, k=2, mode="image"), pd.DataFrame)
+    df = rec.recommend(1, k=2, mode="image")
+    assert set(df["id"]) == {"3", "4"}  # the failed product is never recommended
 
 
 def test_chunked_selection_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,3 +208,13 @@ def test_three_named_arms_fuse_with_weights_and_rrf() -> None:
     s2 = 0.5 * x["image"] @ x["image"][4] + 0.5 * x["colour"] @ x["colour"][4]
     s2[4] = -np.inf
     np.testing.assert_allclose(pair["score"], np.sort(s2)[::-1][:3], rtol=1e-5)
+
+
+def test_fused_sweep_equals_one_search_per_weighting() -> None:
+    rec, _, _ = make_rec(n=60)
+    settings = [{"image": a, "text": 1 - a} for a in (0.0, 0.3, 1.0)]
+    swept = rec.fused_topk_sweep(settings, k=4, block=7)
+    for w, (pos, val) in zip(settings, swept):
+        ref_pos, ref_val = rec.topk_positions(4, "fused", weights=w)
+        np.testing.assert_allclose(val, ref_val, atol=1e-5)
+        assert (pos == ref_pos).mean() > 0.99  # equal up to float-rounding ties

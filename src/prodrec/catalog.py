@@ -308,16 +308,12 @@ def _read_csv(path: Path, report: LoadReport, schema: CatalogSchema) -> pd.DataF
         report.malformed_skipped += 1
         return None
 
-    df = pd.read_csv(
-        io.StringIO(text),
-        sep=delimiter,
-        dtype=str,
-        engine="python",
-        index_col=False,  # else pandas turns leading fields into an index when a row has extra fields
-        on_bad_lines=fix,
-        skipinitialspace=False,
-        keep_default_na=True,
-    )
+    options: dict[str, Any] = dict(sep=delimiter, dtype=str, skipinitialspace=False, keep_default_na=True,
+                                   index_col=False)  # else pandas makes leading fields an index on long rows
+    try:  # the C parser is ~5x faster; it stops at the first row with extra fields
+        df = pd.read_csv(io.StringIO(text), engine="c", on_bad_lines="error", **options)
+    except pd.errors.ParserError:  # repair or skip such rows, one by one, with the Python parser
+        df = pd.read_csv(io.StringIO(text), engine="python", on_bad_lines=fix, **options)
     df.columns = [str(c).strip() for c in df.columns]
     report.rows_read = len(df) + report.malformed_skipped
     return df

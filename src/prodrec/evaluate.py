@@ -170,9 +170,10 @@ def alpha_sweep(
     table, cols = label_table(labels, columns)
     columns = cols if columns is not None else cols[:2]
     lab = table.reindex(recommender.ids)
+    settings = [{"image": float(a), "text": 1.0 - float(a)} for a in alphas]
     rows = []
-    for a in tqdm(list(alphas), desc="alpha sweep", disable=not progress):
-        pos, _ = recommender.topk_positions(k, "fused", float(a))
+    results = recommender.fused_topk_sweep(settings, k)  # each arm's cosines computed once for all alphas
+    for a, (pos, _) in tqdm(list(zip(alphas, results)), desc="alpha sweep", disable=not progress):
         for col in columns:
             rows.append({"alpha": float(a), "label": col, "k": k,
                          "precision": float(np.nanmean(per_query_precision(lab[col], pos)))})

@@ -329,6 +329,25 @@ class Recommender:
             return self._rrf_topk(k, query_pos, self.fusion_weights(alpha, weights))
         return self.arm(mode).topk_positions(query_pos, k)
 
+    def fused_topk_sweep(
+        self, weight_list: Sequence[Mapping[str, float]], k: int = 5, block: int | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """All-vs-all fused top-k for several weightings at once (an ``alpha`` sweep): each arm's block of
+        cosines is computed once and re-weighted per setting, instead of one full search per setting."""
+        n = len(self)
+        k = _validate_k(k, n)
+        ws = [self.fusion_weights(weights=w) for w in weight_list]
+        block = block or max(1, min(4096, BLOCK_BYTES // (4 * n * (len(self.arms) + 1))))
+        out = [(np.empty((n, k), dtype=np.intp), np.empty((n, k), dtype=np.float32)) for _ in ws]
+        for b in range(0, n, block):
+            q = np.arange(b, min(b + block, n))
+            sims = {name: index.vectors[q] @ index.vectors.T for name, index in self.arms.items()}
+            for (pos, val), w in zip(out, ws):
+                s = sum(w[name] * sims[name] for name in self.arms)
+                s[np.arange(len(q)), q] = -np.inf
+                pos[q], val[q] = select_topk(s, k)
+        return out
+
     def recommend_many(
         self, query_ids: Sequence[Any], k: int = 5, mode: str = "fused", alpha: float | None = None,
         weights: Mapping[str, float] | None = None,
