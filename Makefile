@@ -12,10 +12,20 @@ PYTEST_ARGS ?=
 
 .PHONY: install run test test-fast bench demo kaggle-stage clean notebook-outputs
 
-$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+# torch must be the CPU build here: a wheel that pip can already reach (a local wheel folder, a mirror) is
+# used as it is; otherwise PyTorch's CPU index supplies it (PyPI's default Linux torch wheel brings
+# multi-GB CUDA libraries). TORCH_INDEX=... overrides the choice, e.g. a CUDA index on a GPU machine.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -c constraints-cpu.txt -e ".[all]"
+	@probe=$$(mktemp -d); torch_pin=$$(grep -E '^torch==' constraints-cpu.txt); \
+	if [ -n "$(TORCH_INDEX)" ]; then index="--extra-index-url $(TORCH_INDEX)"; \
+	elif $(PIP) download -q --no-deps --no-index -d $$probe "$$torch_pin" >/dev/null 2>&1; then index=""; \
+	  echo "torch: $$torch_pin found without an index (local wheel)"; \
+	else index="--extra-index-url $(TORCH_CPU_INDEX)"; echo "torch: $$torch_pin from $(TORCH_CPU_INDEX)"; fi; \
+	rm -rf $$probe; \
+	$(PIP) install $$index -c constraints-cpu.txt -e ".[all]"
 	touch $@
 
 install: $(VENV)/.installed

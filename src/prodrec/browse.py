@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .catalog import Catalog
+from .errors import MissingDependency
 from .gallery import caption_parts, thumbnail
 from .rank import Recommender
 
@@ -59,7 +60,10 @@ class Browser:
         thumb_size: int = 128,
         seed: int = 0,
     ) -> None:
-        import ipywidgets as w
+        try:
+            import ipywidgets as w
+        except ImportError as exc:
+            raise MissingDependency("the widget browser needs ipywidgets: pip install 'prodrec[notebooks]'") from exc
 
         self.rec = recommender
         self.labels = catalog.labels.reindex(recommender.ids)

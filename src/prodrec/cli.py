@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="prodrec", description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--version", action="version", version=f"prodrec {__version__}")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    ap.add_argument("--verbose", action="store_true", help="show every library's progress bars and log lines")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("embed", help="fill the per-product embedding store (computes only what is missing)")
@@ -165,10 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when no catalog is found, write and use a synthetic demo catalog under --out")
     p.add_argument("--quiet", action="store_true")
 
-    p = sub.add_parser("kaggle-stage", help="stage a folder ready for `kaggle kernels push -p DIR`")
+    p = sub.add_parser("kaggle-stage", help="stage the Kaggle kernel and the kit's wheel (as a Kaggle dataset)")
     p.add_argument("dir")
-    p.add_argument("--metadata", default=None, help="default: the repo's kaggle-metadata.json")
-    p.add_argument("--owner", default=None, help="your Kaggle user name (replaces the id's owner)")
+    p.add_argument("--metadata", default=None, help="default: the kit's kaggle-metadata.json")
+    p.add_argument("--owner", default=None, help="your Kaggle user name (owner of the kernel and the dataset)")
+    p.add_argument("--wheel", default=None, help="stage this wheel instead of building one")
+
+    p = sub.add_parser("notebooks", help="list the kit's notebooks, or copy them somewhere to edit")
+    nb = p.add_subparsers(dest="action", required=True)
+    nb.add_parser("list", help="where the notebooks run-notebooks uses are")
+    c = nb.add_parser("copy", help="put editable copies of the notebooks in DIR")
+    c.add_argument("dir")
+    c.add_argument("--force", action="store_true", help="overwrite notebooks already in DIR")
     return ap
 
 
@@ -389,9 +398,37 @@ def cmd_run_notebooks(args: argparse.Namespace) -> int:
 def cmd_kaggle_stage(args: argparse.Namespace) -> int:
     from .notebooks import kaggle_stage
 
-    dest = kaggle_stage(args.dir, args.metadata, args.owner)
-    print(f"staged {dest}; push with: kaggle kernels push -p {dest}")
+    staged = kaggle_stage(args.dir, args.metadata, args.owner, args.wheel)
+    print(f"staged the kernel in {staged['kernel']} and {staged['wheel'].name} in {staged['dataset']}; push with:\n"
+          f"  kaggle datasets create -p {staged['dataset']}   (later: kaggle datasets version -p ... -m update)\n"
+          f"  kaggle kernels push -p {staged['kernel']}")
     return 0
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from .notebooks import copy_notebooks, find_notebooks, resources_root
+
+    if args.action == "list":
+        for path in find_notebooks():
+            print(path)
+        print(resources_root() / "notebooks" / "kaggle_kernel.ipynb")
+        return 0
+    for path in copy_notebooks(args.dir, overwrite=args.force):
+        print(f"copied {path}")
+    print(f"run them with: prodrec run-notebooks --notebooks {args.dir} --out outputs/NAME")
+    return 0
+
+
+def quiet_libraries() -> None:
+    """Silence the progress bars the kit's libraries draw themselves (tqdm in Hugging Face and
+    transformers' "Loading weights", TensorFlow's C++ log); set before they are imported, and inherited by
+    notebook kernels that run-notebooks starts."""
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    if "transformers" in sys.modules:  # imported already: switch its bars off directly
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -404,6 +441,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "fetch-data": cmd_fetch,
     "run-notebooks": cmd_run_notebooks,
     "kaggle-stage": cmd_kaggle_stage,
+    "notebooks": cmd_notebooks,
 }
 
 
@@ -412,8 +450,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on a malformed flag
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("sentence_transformers", "httpx", "urllib3", "huggingface_hub", "tensorflow", "absl", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if getattr(args, "quiet", False) and not args.verbose:
+        quiet_libraries()
+    if not args.verbose:
+        for noisy in ("sentence_transformers", "httpx", "urllib3", "huggingface_hub", "tensorflow", "absl",
+                      "filelock", "transformers"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

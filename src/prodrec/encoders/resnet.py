@@ -97,7 +97,7 @@ class ResNet50Encoder(ImageEncoder):
             import tensorflow as tf
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise MissingDependency(
-                "the resnet50 encoder needs TensorFlow: pip install 'prodrec[tf]' (CPU; on a GPU install "
+                "the resnet50 encoder needs TensorFlow: pip install 'prodrec[resnet]' (CPU; on a GPU install "
                 "tensorflow[and-cuda]), or use --image-model efficientnet-lite0"
             ) from exc
         self.input_size = input_size

@@ -90,7 +90,8 @@ class SentenceEncoder:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:  # pragma: no cover
             raise MissingDependency(
-                "text encoders need sentence-transformers: pip install 'prodrec[text]' -c constraints-cpu.txt"
+                "text encoders need sentence-transformers: pip install 'prodrec[text]' "
+                "(on a CPU machine with the pins: -c constraints-cpu.txt)"
             ) from exc
         self.requested = name
         self.name, load_from, self.weight_source = resolve_text_model(name)

@@ -1,0 +1,184 @@
+"""Installed as users install it: the wheel outside the checkout, extras named in every ImportError, the
+conda environment kept in step with pyproject, the Kaggle push folders, --quiet."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from prodrec.notebooks import kaggle_slug, validate_dataset_metadata, validate_kaggle_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fresh_venv(path: Path) -> Path:
+    """A new virtual environment that sees this environment's third-party packages (so nothing is
+    downloaded) but not prodrec: the editable install's import hook lives in a .pth file that a path
+    entry does not run, and the checkout is not on its path."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    site = next(path.glob("lib/python*/site-packages"))
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return path / "bin" / "python"
+
+
+def pip_install(python: Path, wheel: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                    "--no-index", str(wheel)], check=True)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                    str(ROOT)], check=True)
+    return next(out.glob("prodrec-*.whl"))
+
+
+@pytest.mark.slow
+def test_wheel_outside_the_checkout_runs_notebooks_and_stages_kaggle(wheel: Path, tmp_path: Path) -> None:
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "prodrec/_bundled/kaggle-metadata.json" in names and "prodrec/_bundled/notebooks/01_eda.ipynb" in names
+    py = fresh_venv(tmp_path / "venv")
+    pip_install(py, wheel)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = f"{py.parent}:{env['PATH']}"
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+
+    def prodrec(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(py.parent / "prodrec"), *args], capture_output=True, text=True, cwd=work, env=env)
+
+    where = subprocess.run([str(py), "-c", "import prodrec; print(prodrec.__file__)"], capture_output=True, text=True,
+                           cwd=work, env=env)
+    assert str(tmp_path / "venv") in where.stdout and str(ROOT) not in where.stdout
+    listed = prodrec("notebooks", "list")
+    assert listed.returncode == 0 and "_bundled/notebooks/01_eda.ipynb" in listed.stdout, listed.stderr
+    copied = prodrec("notebooks", "copy", "mine")
+    assert copied.returncode == 0 and (work / "mine" / "05_browse.ipynb").is_file()
+    assert prodrec("notebooks", "copy", "mine").returncode == 2  # never overwrites without --force
+    assert prodrec("demo-catalog", "demo", "--n", "40").returncode == 0
+    run = prodrec("run-notebooks", "--data", "demo", "--out", "out", "--quiet", "-p", "n_products", "40")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (work / "out" / "04_comparison_galleries.ipynb").is_file() and (work / "out" / "figures").is_dir()
+    staged = prodrec("kaggle-stage", "stage", "--owner", "someone")
+    assert staged.returncode == 0, staged.stderr
+    check_kaggle_folders(work / "stage", "someone")
+    # the kernel's own install cell, in a Kaggle-like layout, with a Python that has no prodrec
+    kaggle_input = tmp_path / "kaggle" / "input"
+    (kaggle_input / "prodrec-wheel").mkdir(parents=True)
+    staged_wheel = next((work / "stage" / "dataset").glob("prodrec-*.whl"))
+    (kaggle_input / "prodrec-wheel" / staged_wheel.name).write_bytes(staged_wheel.read_bytes())
+    kernel_py = fresh_venv(tmp_path / "kaggle-python")
+    subprocess.run([str(kernel_py), "-m", "ensurepip"], check=True, env=env)
+    nb = nbformat.read(work / "stage" / "kernel" / "kaggle_kernel.ipynb", as_version=4)
+    install_cell = next(c.source for c in nb.cells if "def ensure_prodrec" in c.source)
+    script = (f"kaggle_input = {str(kaggle_input)!r}\nrepo_spec = 'unused'\n" + install_cell
+              + "\nimport prodrec\nprint('imported', prodrec.__version__, prodrec.__file__)\n")
+    res = subprocess.run([str(kernel_py), "-c", script], capture_output=True, text=True, cwd=work, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"installed from {kaggle_input / 'prodrec-wheel' / staged_wheel.name}" in res.stdout
+    assert f"imported 0.2.0 {tmp_path / 'kaggle-python'}" in res.stdout
+
+
+def check_kaggle_folders(stage: Path, owner: str) -> None:
+    kernel = validate_kaggle_metadata(stage / "kernel" / "kernel-metadata.json")
+    dataset = validate_dataset_metadata(stage / "dataset" / "dataset-metadata.json")
+    assert kernel["id"].startswith(f"{owner}/") and dataset["id"] == f"{owner}/prodrec-wheel"
+    assert dataset["id"] in kernel["dataset_sources"]
+    assert "paramaggarwal/fashion-product-images-small" in kernel["dataset_sources"]
+    assert (stage / "kernel" / kernel["code_file"]).is_file()
+    wheels = list((stage / "dataset").glob("prodrec-*.whl"))
+    assert len(wheels) == 1 and wheels[0].stat().st_size > 20_000
+
+
+@pytest.mark.slow
+def test_kaggle_stage_from_the_checkout(tmp_path: Path) -> None:
+    from prodrec.notebooks import kaggle_stage
+
+    staged = kaggle_stage(tmp_path / "stage", owner="me")
+    check_kaggle_folders(tmp_path / "stage", "me")
+    assert staged["wheel"].name.startswith("prodrec-0.2.0-")
+
+
+def test_kaggle_titles_resolve_as_the_kaggle_cli_resolves_them() -> None:
+    """The Kaggle CLI slugifies titles with python-slugify and warns when the id's slug differs."""
+    slugify = pytest.importorskip("slugify").slugify
+    meta = json.loads((ROOT / "kaggle-metadata.json").read_text())
+    assert slugify(meta["title"]) == meta["id"].split("/")[1]
+    for title in (meta["title"], "prodrec wheel", "Kaggle's kernel: Café, v2!", "  A -- B  ", "test 3.5\""):
+        assert kaggle_slug(title) == slugify(title), title
+    # without python-slugify installed, the kit's own rule gives the same answers for these titles
+    code = ("import sys; sys.modules['slugify'] = None; from prodrec.notebooks import kaggle_slug; "
+            "print(kaggle_slug(sys.argv[1]))")
+    for title in (meta["title"], "Kaggle's kernel: Café, v2!"):
+        out = subprocess.run([sys.executable, "-c", code, title], capture_output=True, text=True)
+        assert out.stdout.strip() == slugify(title), out.stderr
+
+
+@pytest.mark.parametrize("blocked, call, extra", [
+    ("torch", "from prodrec.encoders import get_image_encoder; get_image_encoder('efficientnet-lite0')", "image"),
+    ("tensorflow", "from prodrec.encoders.resnet import ResNet50Encoder; ResNet50Encoder(weights=None)", "resnet"),
+    ("sentence_transformers", "from prodrec.encoders import get_text_encoder; get_text_encoder('all-MiniLM-L6-v2')",
+     "text"),
+    ("papermill", "from prodrec.notebooks import run_notebooks; run_notebooks('/tmp/x')", "notebooks"),
+    ("ipywidgets", "from prodrec.browse import Browser; Browser(None, None)", "notebooks"),
+])
+def test_missing_dependency_names_the_extra(blocked: str, call: str, extra: str) -> None:
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == {blocked!r}:
+            raise ImportError('blocked ' + name)
+sys.meta_path.insert(0, Block())
+from prodrec.errors import MissingDependency
+try:
+    {call}
+except MissingDependency as exc:
+    print(exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert f"pip install 'prodrec[{extra}]'" in out.stdout, out.stdout + out.stderr
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[; ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_matches_pyproject_and_the_cpu_pins() -> None:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    conda = {_name(d) for d in env["dependencies"] if isinstance(d, str)}
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    core = {_name(d) for d in project["dependencies"] if "python_version" not in d}
+    assert core <= conda, core - conda  # every core dependency comes from conda-forge
+    extras = {_name(d) for reqs in project["optional-dependencies"].values() for d in reqs}
+    assert conda - {"python", "pip"} <= core | extras, (conda - core - extras)  # nothing the project does not use
+    pins = [ln.strip() for ln in (ROOT / "constraints-cpu.txt").read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")]
+    assert all(p in pip for p in pins), (pins, pip)  # the same CPU pins as the Makefile's
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in pip and "-e .[all]" in pip
+
+
+@pytest.mark.slow
+def test_quiet_silences_every_progress_bar_and_verbose_shows_them(demo_dir: Path, tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "prodrec.cli"]
+    args = ["embed", "--data", str(demo_dir), "--image-model", "efficientnet-lite0"]
+    quiet = subprocess.run([*base, *args, "--store", str(tmp_path / "a"), "--quiet"], capture_output=True, text=True)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "%|" not in quiet.stderr and "Loading weights" not in quiet.stderr, quiet.stderr
+    loud = subprocess.run([*base, "--verbose", *args, "--store", str(tmp_path / "b"), "--quiet"], capture_output=True,
+                          text=True)
+    assert "Loading weights" in loud.stderr
