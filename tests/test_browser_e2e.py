@@ -85,7 +85,7 @@ def test_widget_renders_and_search_updates_grid(voila: str, demo_dir: Path) -> N
             names = lambda: page.eval_on_selector_all(".prodrec-tile .prodrec-name", "els => els.map(e => e.textContent)")
             before_src, before_names = srcs(), names()
             assert len(before_src) == 5
-            page.fill(".prodrec-browser .widget-text input", target)
+            page.fill(".prodrec-browser .prodrec-search input", target)
             page.wait_for_function(
                 "t => [...document.querySelectorAll('.prodrec-query .prodrec-name')].some(e => e.textContent === t)",
                 arg=target, timeout=60_000)
@@ -96,6 +96,20 @@ def test_widget_renders_and_search_updates_grid(voila: str, demo_dir: Path) -> N
             assert after_names != before_names and len(after_names) == 5
             assert "90021" in page.inner_text(".prodrec-browser")
             page.screenshot(path=str(ARTIFACTS / "browser-search.png"), full_page=True)
+            assert "Error displaying widget" not in page.content()
+            # describe a product in words: the grid shows what the description finds (text arm here)
+            before_src = srcs()
+            page.fill(".prodrec-browser .prodrec-describe input", "red handbags for women")
+            page.press(".prodrec-browser .prodrec-describe input", "Enter")
+            page.wait_for_function(
+                "t => [...document.querySelectorAll('.prodrec-query .prodrec-name')].some(e => e.textContent === t)",
+                arg="red handbags for women", timeout=60_000)
+            page.wait_for_function("old => { const n = [...document.querySelectorAll('.prodrec-tile img')]"
+                                   ".map(e => e.src); return n.length === 5 && n.join() !== old.join(); }",
+                                   arg=before_src, timeout=60_000)
+            found = names()
+            assert sum("Handbags" in n for n in found) >= 4, found
+            page.screenshot(path=str(ARTIFACTS / "browser-describe.png"), full_page=True)
             assert "Error displaying widget" not in page.content()
         finally:
             browser.close()

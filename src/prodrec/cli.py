@@ -87,6 +87,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
     g.add_argument("--image-model", default="auto", help="auto | resnet50 | efficientnet-lite0 | none")
     g.add_argument("--text-model", default="auto", help="auto | a sentence-transformers name or folder | none")
+    g.add_argument("--clip-model", default="none", help="none (default) | auto | a CLIP checkpoint (hub name, e.g. "
+                   "patrickjohncyh/fashion-clip, or folder): adds the clip arm")
     g.add_argument("--random-image-weights", action="store_true",
                    help="random image weights (timing and shape checks only; recorded in every output)")
     g.add_argument("--resnet-weights", default=None,
@@ -130,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=_positive_int, default=5)
     p.add_argument("--mode", default="fused", choices=MODES)
     _fusion_flags(p)
+
+    p = sub.add_parser("search", help="products matching a description (text arm, or CLIP: text -> photos)")
+    p.add_argument("query", help='a description, e.g. "white sports shoes for women"')
+    _add(p, _catalog_flags, _sample_flags, _model_flags, _output_flags)
+    p.add_argument("-k", type=_positive_int, default=5)
+    p.add_argument("--mode", default="text", choices=["text", "clip"],
+                   help="text: the text arm's model against product sentences; clip: CLIP's text tower "
+                   "against product photos (needs --clip-model)")
+    p.add_argument("--filter", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="keep products whose column equals the value, e.g. gender=Women (repeatable)")
 
     p = sub.add_parser("evaluate", help="precision@k, coverage and diversity of every mode")
     _add(p, _catalog_flags, _sample_flags, _model_flags, _output_flags)
@@ -201,7 +213,8 @@ def _check_modes(args: argparse.Namespace, wanted: Sequence[str]) -> None:
     """Refuse, before any work, modes that the requested arms cannot give."""
     from .params import check_mode, check_weights
 
-    arms = [a for a, m in (("image", args.image_model), ("text", args.text_model)) if _model(m)]
+    arms = [a for a, m in (("image", args.image_model), ("text", args.text_model),
+                           ("clip", getattr(args, "clip_model", "none"))) if _model(m)]
     if not arms:
         raise ConfigError("both arms are off (--image-model none --text-model none): nothing to rank with")
     for mode in wanted:
@@ -217,6 +230,7 @@ def _experiment(args: argparse.Namespace, include_ids: tuple[str, ...] = (), k: 
     return build_experiment(
         args.data, args.n, args.seed,
         image_model=_model(args.image_model), text_model=_model(args.text_model),
+        clip_model=_model(args.clip_model),
         image_weights=None if args.random_image_weights else "imagenet",
         resnet_weights=args.resnet_weights, store_dir=args.store, batch_size=args.batch_size,
         chunk_size=args.chunk_size, stratify=args.stratify, include_ids=include_ids,
@@ -286,6 +300,41 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     prov = exp.provenance(query=str(args.id), k=args.k, mode=args.mode)
     _save(args, f"recommend-{args.id}-{args.mode}.json", payload, prov)
     _emit(args, text, {"provenance": prov, **payload})
+    return 0
+
+
+def _filters(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        col, sep, value = pair.partition("=")
+        if not sep or not col.strip():
+            raise ConfigError(f"--filter looks like COLUMN=VALUE (e.g. gender=Women); got {pair!r}")
+        out[col.strip()] = value.strip()
+    return out
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    _check_out(args)
+    if not args.query.strip():
+        raise ConfigError("search needs a non-empty description, e.g. \"white sports shoes for women\"")
+    filters = _filters(args.filter)
+    if args.mode == "clip" and not _model(args.clip_model):
+        raise ConfigError("--mode clip needs a CLIP checkpoint: --clip-model NAME|PATH|auto")
+    # only the arm the search needs is embedded
+    args.image_model = "none"
+    if args.mode == "clip":
+        args.text_model = "none"
+    else:
+        args.clip_model = "none"
+    exp = _experiment(args, k=args.k, modes=[args.mode])
+    df = exp.searcher().search(args.query, k=args.k, mode=args.mode, filters=filters)
+    prov = exp.provenance(query=args.query, k=args.k, mode=args.mode, filters=filters)
+    records = df.to_dict(orient="records")
+    _save(args, "search.json", records, prov)
+    text = (f"{args.mode} search over {len(exp.recommender)} products: {args.query!r}"
+            + (f" (filters {filters})" if filters else "") + "\n"
+            + df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _emit(args, text, {"provenance": prov, "results": records})
     return 0
 
 
@@ -434,6 +483,7 @@ def quiet_libraries() -> None:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "embed": cmd_embed,
     "recommend": cmd_recommend,
+    "search": cmd_search,
     "evaluate": cmd_evaluate,
     "load-report": cmd_report,
     "store": cmd_store,

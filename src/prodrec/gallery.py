@@ -24,6 +24,7 @@ from .provenance import save_json
 
 if TYPE_CHECKING:
     from .rank import Recommender
+    from .search import Searcher
 
 MODE_TITLES = {"image": "image (ResNet/EfficientNet)", "text": "text (sentence embedding)",
                "fused": "fused", "rrf": "reciprocal-rank fusion"}
@@ -133,6 +134,32 @@ def plot_mode_comparison(
     recs = recommender.recommend_modes(query_id, k, modes, alpha)
     rows = [(query_id, m.upper(), recs[m]) for m in modes]
     return _grid(catalog, rows, k, f"query {query_id}: " + " vs ".join(modes) + f" top-{k}")
+
+
+def plot_search_grid(searcher: Searcher, descriptions: Sequence[str], k: int = 5, mode: str | None = None,
+                     title: str | None = None) -> Any:
+    """One row per description: the description (red frame) and the top-k products it finds, captioned."""
+    plt = pyplot()
+    mode = mode or searcher.default_mode()
+    cols = searcher.catalog.schema.caption_columns or ()
+    lab = searcher.labels
+    fig, axes = plt.subplots(len(descriptions), k + 1, figsize=(1.9 * (k + 1), 2.6 * len(descriptions)),
+                             squeeze=False)
+    for r, text in enumerate(descriptions):
+        ax = axes[r, 0]
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_edgecolor("#d62728")
+            side.set_linewidth(3)
+        ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 16)), ha="center", va="center", fontsize=9, wrap=True)
+        ax.set_title(f"DESCRIBED ({mode})", fontsize=7)
+        for c, rec in enumerate(searcher.search(text, k, mode).to_dict(orient="records"), start=1):
+            row = lab.loc[rec["id"]]
+            _tile(axes[r, c], row["image_path"], caption(row, float(rec["score"]), columns=cols))
+    fig.suptitle(title or f"search by description: top-{k} by the {mode} arm", fontsize=11)
+    fig.tight_layout()
+    return fig
 
 
 def plot_distribution(df: pd.DataFrame, column: str, top: int = 20, ax: Any = None) -> Any:

@@ -13,16 +13,16 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from . import params
-from .arms import ArmSpec, ImageArm, Resolved, TextArm, arm_spec, model_spec
+from .arms import ArmSpec, ClipArm, ImageArm, Resolved, TextArm, arm_spec, model_spec
 from .catalog import Catalog, load_catalog
 from .data import find_data_dir
 from .encoders.base import Encoder
-from .errors import ConfigError
+from .errors import ConfigError, ModelUnavailable
 from .provenance import provenance
 from .rank import Recommender
 from .store import Embeddings, EmbeddingStore
@@ -165,6 +165,7 @@ class Experiment:
     settings: dict[str, Any] = field(default_factory=dict)
     #: Arms that were asked for but left out, with the reason (a catalog without images, say).
     skipped: dict[str, str] = field(default_factory=dict)
+    _encoders: dict[str, Encoder] = field(default_factory=dict, repr=False)
 
     @property
     def image(self) -> Embeddings | None:
@@ -186,6 +187,23 @@ class Experiment:
     def provenance(self, **extra: Any) -> dict[str, Any]:
         return provenance(self.catalog, self.models(), settings=self.settings, skipped_arms=self.skipped, **extra)
 
+    def encoder(self, arm: str) -> Encoder:
+        """The model of ``arm``, built once per experiment (to embed queries: free-text search)."""
+        if arm not in self.embeddings:
+            raise ConfigError(f"this experiment has no {arm} arm (arms: {list(self.embeddings)})")
+        if arm not in self._encoders:
+            spec = arm_spec(arm)
+            model = self.settings.get(f"{arm}_model") or "auto"
+            options = {"weights": self.settings.get("image_weights")} if arm == "image" else {}
+            self._encoders[arm] = spec.build(spec.resolve(model, **options))
+        return self._encoders[arm]
+
+    def searcher(self) -> Searcher:
+        """A :class:`~prodrec.search.Searcher` over this experiment's text-capable arms."""
+        from .search import Searcher
+
+        return Searcher(self.recommender, self.catalog, self.encoder)
+
 
 def build_experiment(
     data_dir: str | os.PathLike[str] | None = None,
@@ -194,6 +212,7 @@ def build_experiment(
     image_model: str | None = "auto",
     text_model: str | None = "auto",
     *,
+    clip_model: str | None = None,
     image_weights: str | None = "imagenet",
     resnet_weights: str | os.PathLike[str] | None = None,
     store_dir: EmbeddingStore | str | os.PathLike[str] | None = None,
@@ -212,8 +231,9 @@ def build_experiment(
 ) -> Experiment:
     """Load (or take) a catalog, sample ``n_products`` with ``seed``, embed each arm, build a recommender.
 
-    ``image_model`` / ``text_model`` set to None leave that arm out; an arm the catalog cannot feed (no
-    images, no text columns) is left out with the reason in ``exp.skipped`` and a warning. ``include_ids``
+    ``image_model`` / ``text_model`` set to None leave that arm out; ``clip_model`` (a CLIP checkpoint name
+    or folder, or ``auto``) adds the CLIP arm. An arm the catalog cannot feed (no images, no text columns),
+    or an ``auto`` CLIP that cannot be loaded, is left out with the reason in ``exp.skipped`` and a warning. ``include_ids``
     are added to the sample when chance left them out (query products of a gallery, say).
     ``catalog_options`` are :func:`~prodrec.catalog.load_catalog` settings (``id_column``,
     ``image_pattern``, ``text_columns``...). ``k`` and ``modes``, when given, are checked against the
@@ -247,11 +267,20 @@ def build_experiment(
         (TextArm(fields), text_model, lambda s, m: embed_arm(
             catalog, s, m, store=store, batch_size=max(batch_size, 64), chunk_size=max(chunk_size, 64),
             progress=progress)),
+        (ClipArm(), clip_model, lambda s, m: embed_arm(
+            catalog, s, m, store=store, batch_size=batch_size, chunk_size=chunk_size, progress=progress)),
     ]
     skipped: dict[str, str] = {}
     plan = []
     for spec, model, _ in requested:
+        if not model and isinstance(spec, ClipArm):
+            continue  # CLIP is opt-in: not asking for it is not worth a note
         why_not = "not requested" if not model else spec.unavailable(catalog)
+        if not why_not and model == "auto" and isinstance(spec, ClipArm):
+            try:
+                spec.resolve("auto")
+            except ModelUnavailable as exc:  # auto never fails for want of CLIP weights
+                why_not = f"auto: no CLIP checkpoint could be loaded ({str(exc).splitlines()[0]})"
         if why_not:
             skipped[spec.name] = why_not
             if model:
@@ -268,7 +297,7 @@ def build_experiment(
     rec = Recommender(embeddings, alpha=alpha, weights=weights)
     settings = {
         "n_products": n_products, "seed": seed, "stratify": stratify, "image_model": image_model,
-        "text_model": text_model, "image_weights": image_weights, "alpha": alpha,
+        "text_model": text_model, "clip_model": clip_model, "image_weights": image_weights, "alpha": alpha,
         "weights": dict(weights) if weights else None, "batch_size": batch_size, "store": str(store.root), "arms": plan,
     }
     return Experiment(catalog, embeddings, rec, settings, skipped)

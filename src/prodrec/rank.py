@@ -311,6 +311,29 @@ class Recommender:
             out[mode] = df
         return out
 
+    def rank_vector(
+        self, vector: np.ndarray, arm: str, k: int = 5, allowed: np.ndarray | None = None
+    ) -> pd.DataFrame:
+        """Top-k products of one arm for an outside query vector (a described product, say): rank, id and
+        cosine ``score``. ``allowed`` is an optional boolean mask over :attr:`ids`."""
+        index = self.arm(arm)
+        v = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if v.shape[0] != index.vectors.shape[1] or not np.isfinite(v).all() or not np.linalg.norm(v) > 0:
+            raise RankingError(f"a query vector for the {arm} arm must be finite, non-zero and "
+                               f"{index.vectors.shape[1]}-d; got shape {v.shape}")
+        scores = index.vectors @ (v / np.linalg.norm(v))
+        if allowed is not None:
+            mask = np.asarray(allowed, dtype=bool)
+            n_ok = int(mask.sum())
+            params.check_k(k)
+            if k > n_ok:
+                raise RankingError(f"k={k} but only {n_ok} products pass the filter")
+            scores = np.where(mask, scores, -np.inf)
+        else:
+            params.check_k(k, len(self) + 1)
+        pos, vals = select_topk(scores[None, :], k)
+        return pd.DataFrame({"rank": np.arange(1, k + 1), "id": self.ids[pos[0]], "score": vals[0]})
+
     def _any_arm(self) -> CosineIndex:
         return next(iter(self.arms.values()))
 

@@ -30,11 +30,13 @@ from typing import Any, Literal, get_args
 
 from .errors import CatalogError, ConfigError, DataNotFound
 
-#: The arms a recommender can hold (image and text are the paper's).
-ArmName = Literal["image", "text"]
+#: The arms a recommender can hold (image and text are the paper's; clip its future scope).
+ArmName = Literal["image", "text", "clip"]
 ARMS: tuple[str, ...] = get_args(ArmName)
+#: Arms whose model also embeds free text, so a description can be searched against them.
+TEXT_QUERY_ARMS: tuple[str, ...] = ("text", "clip")
 #: Ranking modes: one arm alone, a weighted fusion of arm scores, or reciprocal-rank fusion.
-Mode = Literal["image", "text", "fused", "rrf"]
+Mode = Literal["image", "text", "clip", "fused", "rrf"]
 MODES: tuple[str, ...] = get_args(Mode)
 FUSION_MODES: tuple[str, ...] = ("fused", "rrf")
 
