@@ -27,6 +27,9 @@ from .provenance import provenance
 from .rank import Recommender
 from .store import Embeddings, EmbeddingStore
 
+if TYPE_CHECKING:
+    from .search import Searcher
+
 log = logging.getLogger(__name__)
 
 STORE_ENV = "PRODREC_STORE"
