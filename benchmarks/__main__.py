@@ -323,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="folder for results.json and RESULTS.md (default: benchmarks/, "
                     "or benchmarks/_work/quick with --quick)")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
+    ap.add_argument("--merge", action="store_true", help="keep the other sections' results from the existing "
+                    "results.json in the output folder (each row keeps the date it was measured on)")
     args = ap.parse_args(argv)
     os.environ.setdefault("PRODREC_OFFLINE", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -337,11 +339,23 @@ def main(argv: list[str] | None = None) -> int:
     for sec in SECTIONS:
         if sec in only:
             log(f"section {sec}")
+            before = len(derived)
             globals()[f"bench_{sec}"](args.quick, results, derived)
+            for d in derived[before:]:
+                d["section"] = sec
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
             "sections": only, "seconds": round(time.perf_counter() - t0, 1), "data": str(SHARED)}
     folder = Path(args.out) if args.out else (WORK / "quick" if args.quick else Path(__file__).parent)
-    write_results(results, derived, meta, folder)
+    carried = None
+    if args.merge and (folder / "results.json").is_file():
+        old = json.loads((folder / "results.json").read_text())
+        date = old["meta"].get("date")
+        carried = {"rows": [dict(r, measured=r.get("measured", date)) for r in old["results"]
+                            if r["section"] not in only],
+                   "derived": [dict(d, measured=d.get("measured", date)) for d in old["derived"]
+                               if d.get("section") not in only]}
+        meta["merged"] = f"sections {sorted({r['section'] for r in carried['rows']})} carried over from {date}"
+    write_results(results, derived, meta, folder, carried)
     width = max(len(r.name) for r in results) if results else 10
     for r in results:
         print(f"{r.section:<8} {r.name:<{width}} {r.median:>10.4g} {r.unit}" if r.values else

@@ -98,8 +98,14 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def write_results(results: list[Result], derived: list[dict[str, Any]], meta: dict[str, Any], folder: Path = HERE) -> None:
-    payload = {"machine": machine(), "meta": meta, "results": [r.row() for r in results], "derived": derived}
+def write_results(results: list[Result], derived: list[dict[str, Any]], meta: dict[str, Any], folder: Path = HERE,
+                  carried: dict[str, list[dict[str, Any]]] | None = None) -> None:
+    """results.json and RESULTS.md; ``carried`` rows and targets (from an earlier run) are kept, each with
+    the date it was measured on, before the new ones."""
+    carried = carried or {"rows": [], "derived": []}
+    rows = carried["rows"] + [dict(r.row(), measured=meta["date"]) for r in results]
+    derived = carried["derived"] + [dict(d, measured=meta["date"]) for d in derived]
+    payload = {"machine": machine(), "meta": meta, "results": rows, "derived": derived}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(payload, indent=2, default=str))
     m = payload["machine"]
@@ -115,14 +121,16 @@ def write_results(results: list[Result], derived: list[dict[str, Any]], meta: di
         "",
         "## Measurements (min / median / max over repeats)",
         "",
-        "| section | measurement | unit | min | median | max | repeats | notes |",
+        "| section | measurement | unit | min | median | max | repeats | notes, measured |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in results:
-        row = r.row()
+    if meta.get("merged"):
+        lines.insert(lines.index("## Measurements (min / median / max over repeats)"),
+                     f"Merged run: {meta['merged']}; the column *measured* says when each row was.\n")
+    for row in rows:
         f = (lambda x: "-" if x is None else f"{x:.4g}")
-        lines.append(f"| {r.section} | {r.name} | {r.unit} | {f(row['min'])} | {f(row['median'])} | {f(row['max'])} "
-                     f"| {row['repeats']} | {r.note} |")
+        lines.append(f"| {row['section']} | {row['name']} | {row['unit']} | {f(row['min'])} | {f(row['median'])} "
+                     f"| {f(row['max'])} | {row['repeats']} | {row.get('note', '')} {row.get('measured', '')[:10]} |")
     lines += ["", "## Targets", "", "| target | measured | goal | met |", "| --- | --- | --- | --- |"]
     for d in derived:
         met = {True: "yes", False: "**no**", None: "n/a"}[d.get("met")]

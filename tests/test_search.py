@@ -158,3 +158,20 @@ def test_clip_through_the_cli_and_offline_messages(tiny_clip: Path, generic_dir:
     assert json.loads(auto.stdout)["skipped_arms"]["clip"].startswith("auto: no CLIP checkpoint could be loaded")
     need = cli("search", "red bag", *flags, "--mode", "clip")
     assert need.returncode == 2 and "--mode clip needs a CLIP checkpoint" in need.stderr
+
+
+@pytest.mark.slow
+def test_a_kept_description_is_searched_again_without_a_model(generic_dir: Path, store_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    cat = load_catalog(generic_dir / "items.csv", id_column="sku", text_columns="title,colour,category")
+    exp = build_experiment(catalog=cat, store_dir=store_dir, progress=False)
+    first = exp.searcher().search("blue watch", k=3, persist=True)
+
+    def no_model(*_: object, **__: object) -> None:
+        raise AssertionError("a model was built for a kept description")
+
+    monkeypatch.setattr("prodrec.arms.TextArm.build", no_model)
+    again = build_experiment(catalog=cat, store_dir=store_dir, progress=False).searcher()
+    assert again.search("blue  watch", k=3)["id"].tolist() == first["id"].tolist()  # whitespace-normalised
+    with pytest.raises(AssertionError, match="kept description"):
+        again.search("a new description", k=3)

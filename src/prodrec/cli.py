@@ -327,7 +327,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         args.clip_model = "none"
     exp = _experiment(args, k=args.k, modes=[args.mode])
-    df = exp.searcher().search(args.query, k=args.k, mode=args.mode, filters=filters)
+    df = exp.searcher().search(args.query, k=args.k, mode=args.mode, filters=filters, persist=True)
     prov = exp.provenance(query=args.query, k=args.k, mode=args.mode, filters=filters)
     records = df.to_dict(orient="records")
     _save(args, "search.json", records, prov)

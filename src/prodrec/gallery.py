@@ -138,7 +138,8 @@ def plot_mode_comparison(
 
 def plot_search_grid(searcher: Searcher, descriptions: Sequence[str], k: int = 5, mode: str | None = None,
                      title: str | None = None) -> Any:
-    """One row per description: the description (red frame) and the top-k products it finds, captioned."""
+    """One row per description: the description (red frame) and the top-k products it finds, captioned.
+    The descriptions' vectors are kept in the store, so a re-run draws the figure without a model."""
     plt = pyplot()
     mode = mode or searcher.default_mode()
     cols = searcher.catalog.schema.caption_columns or ()
@@ -154,7 +155,7 @@ def plot_search_grid(searcher: Searcher, descriptions: Sequence[str], k: int = 5
             side.set_linewidth(3)
         ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 16)), ha="center", va="center", fontsize=9, wrap=True)
         ax.set_title(f"DESCRIBED ({mode})", fontsize=7)
-        for c, rec in enumerate(searcher.search(text, k, mode).to_dict(orient="records"), start=1):
+        for c, rec in enumerate(searcher.search(text, k, mode, persist=True).to_dict(orient="records"), start=1):
             row = lab.loc[rec["id"]]
             _tile(axes[r, c], row["image_path"], caption(row, float(rec["score"]), columns=cols))
     fig.suptitle(title or f"search by description: top-{k} by the {mode} arm", fontsize=11)

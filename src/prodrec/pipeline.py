@@ -205,7 +205,9 @@ class Experiment:
         """A :class:`~prodrec.search.Searcher` over this experiment's text-capable arms."""
         from .search import Searcher
 
-        return Searcher(self.recommender, self.catalog, self.encoder)
+        store = open_store(self.settings["store"]) if self.settings.get("store") else None
+        ids = {arm: str(emb.meta["model_id"]) for arm, emb in self.embeddings.items() if emb.meta.get("model_id")}
+        return Searcher(self.recommender, self.catalog, self.encoder, store).remember_models(ids)
 
 
 def build_experiment(

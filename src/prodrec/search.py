@@ -27,6 +27,7 @@ from .encoders.base import Encoder, TextEncoderLike
 from .errors import CatalogError, ConfigError
 from .rank import Recommender
 from .schema import TEXT_QUERY_ARMS
+from .store import EmbeddingStore, text_key
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,15 +47,26 @@ def _one_blas_thread() -> Any:
 class Searcher:
     """Free-text search over the text-capable arms of ``recommender``.
 
-    ``encoder(arm)`` returns that arm's model (built lazily, once); queries are embedded once and cached.
+    ``encoder(arm)`` returns that arm's model (built lazily, only when a description is new). Query vectors
+    are cached in the process and, with a ``store``, read from the embedding store (arm ``<arm>-query``,
+    keyed by the description's hash) where ``search(..., persist=True)`` kept them, so a re-run of the same
+    descriptions (a notebook's gallery, a repeated CLI query) loads no model.
     """
 
-    def __init__(self, recommender: Recommender, catalog: Catalog, encoder: Callable[[str], Encoder]) -> None:
+    def __init__(self, recommender: Recommender, catalog: Catalog, encoder: Callable[[str], Encoder],
+                 store: EmbeddingStore | None = None) -> None:
         self.rec = recommender
         self.catalog = catalog
         self._encoder = encoder
+        self.store = store
         self.labels = catalog.labels.reindex(recommender.ids)
+        self._model_ids: dict[str, str] = {}
         self._embed = functools.lru_cache(maxsize=256)(self._embed_uncached)
+
+    def remember_models(self, model_ids: Mapping[str, str]) -> Searcher:
+        """The store ids of the arms' models (needed to keep query vectors in the store)."""
+        self._model_ids.update(model_ids)
+        return self
 
     @property
     def modes(self) -> list[str]:
@@ -66,9 +78,23 @@ class Searcher:
             raise ConfigError(f"search needs a text or clip arm; this recommender has {list(self.rec.arms)}")
         return self.modes[0] if "clip" in self.modes else "text"
 
-    def _embed_uncached(self, mode: str, text: str) -> np.ndarray:
-        enc = cast(TextEncoderLike, self._encoder(mode))
-        return enc.encode([text], batch_size=1, progress=False)[0]
+    def _embed_uncached(self, mode: str, text: str, persist: bool) -> np.ndarray:
+        """The description's vector: from the store when it was kept there, else computed (and kept when
+        ``persist``)."""
+        model_id, dim = self._model_ids.get(mode), self.rec.arms[mode].vectors.shape[1]
+        key = text_key(text)
+        if self.store is not None and model_id:
+            found, vectors, _ = self.store.lookup(f"{mode}-query", model_id, [key], [key], dim)
+            if found[0]:
+                return vectors[0]
+
+        def compute(_: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+            enc = cast(TextEncoderLike, self._encoder(mode))
+            return enc.encode([text], batch_size=1, progress=False), {}
+
+        if persist and self.store is not None and model_id:
+            return self.store.embed(f"{mode}-query", model_id, dim, [key], [key], compute, progress=False).vectors[0]
+        return compute(np.zeros(1))[0][0]
 
     def mask(self, filters: Mapping[str, Any] | None) -> np.ndarray | None:
         """Products whose label columns equal ``filters`` (compared as text), as a mask over the ids."""
@@ -82,17 +108,19 @@ class Searcher:
         return mask
 
     def search(
-        self, text: str, k: int = 5, mode: str | None = None, filters: Mapping[str, Any] | None = None
+        self, text: str, k: int = 5, mode: str | None = None, filters: Mapping[str, Any] | None = None,
+        persist: bool = False,
     ) -> pd.DataFrame:
         """The ``k`` products closest to the description ``text``: rank, id, score and the catalog's
-        caption and label columns. ``filters`` keep products whose columns equal the given values."""
+        caption and label columns. ``filters`` keep products whose columns equal the given values.
+        ``persist`` keeps the description's vector in the store (figures and CLI calls that are re-run)."""
         if not isinstance(text, str) or not text.strip():
             raise ConfigError("search needs a non-empty description, e.g. 'white sports shoes for women'")
         mode = mode or self.default_mode()
         if mode not in self.modes:
             raise ConfigError(f"cannot search with mode {mode!r}: searchable arms here are {self.modes} "
                               "(the image arm's model cannot read text; add --clip-model for photo search)")
-        vec = self._embed(mode, " ".join(text.split()))
+        vec = self._embed(mode, " ".join(text.split()), persist)
         with _one_blas_thread():
             df = self.rec.rank_vector(vec, mode, k, allowed=self.mask(filters))
         cols = list(dict.fromkeys([*(self.catalog.schema.caption_columns or ()), *self.catalog.label_columns]))
