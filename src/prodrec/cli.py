@@ -117,7 +117,9 @@ def _add(p: argparse.ArgumentParser, *groups: Callable[[argparse.ArgumentParser]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="prodrec", description=(__doc__ or "").splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="prodrec", description="Image- and text-based product recommendation: embed a catalog, recommend, "
+        "search by description, evaluate, and run the notebooks. Any catalog: see the catalog flags.")
     ap.add_argument("--version", action="version", version=f"prodrec {__version__}")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     ap.add_argument("--verbose", action="store_true", help="show every library's progress bars and log lines")

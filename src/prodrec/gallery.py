@@ -192,8 +192,8 @@ def plot_distributions(df: pd.DataFrame, columns: Sequence[str], top: int = 15, 
     for ax in list(axes.flat)[len(columns):]:
         ax.axis("off")
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=13)
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if title else 1))  # leave the title its own band
     return fig
 
 
