@@ -9,14 +9,18 @@ import re
 import subprocess
 import sys
 import sysconfig
-import tomllib
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 import yaml
 
-from prodrec.notebooks import kaggle_slug, validate_dataset_metadata, validate_kaggle_metadata
+from prodrec.notebooks import (
+    kaggle_slug,
+    validate_dataset_metadata,
+    validate_kaggle_metadata,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,6 +21,7 @@ from ._io import dumps
 from .catalog import Catalog
 from .images import ImageError, load_rgb
 from .provenance import save_json
+from .schema import KAGGLE
 
 if TYPE_CHECKING:
     from .rank import Recommender
@@ -72,7 +73,7 @@ def caption_parts(row: pd.Series, columns: Sequence[str]) -> tuple[str, str]:
 
 
 def caption(row: pd.Series, score: float | None = None, width: int = 22,
-            columns: Sequence[str] = ("productDisplayName", "baseColour", "articleType")) -> str:
+            columns: Sequence[str] = KAGGLE.caption_columns or ()) -> str:
     """Name (wrapped), the other caption columns, and the score, for one tile."""
     name, meta = caption_parts(row, columns)
     lines = textwrap.wrap(name, width)[:2]

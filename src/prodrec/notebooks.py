@@ -15,14 +15,14 @@ import importlib.resources
 import json
 import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unicodedata
 import zipfile
-import re
-import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any

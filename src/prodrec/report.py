@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .catalog import Catalog
+from .schema import COLOUR_LABEL, STYLE_LABEL
 
 
 def precision_table(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
@@ -27,7 +28,7 @@ def _fmt(results: pd.DataFrame, mode: str, label: str) -> str:
 
 
 def describe_findings(
-    results: pd.DataFrame, sweep: pd.DataFrame | None = None, style: str = "articleType", colour: str = "baseColour",
+    results: pd.DataFrame, sweep: pd.DataFrame | None = None, style: str = STYLE_LABEL, colour: str = COLOUR_LABEL,
     alpha: float = 0.5,
 ) -> str:
     """The paper's claims checked against the measured table, as Markdown sentences built from the numbers.
@@ -95,7 +96,7 @@ def value_counts(catalog: Catalog, columns: Sequence[str], top: int = 20) -> pd.
     return pd.DataFrame(rows, columns=["column", "value", "count"])
 
 
-def describe_arm(results: pd.DataFrame, arm: str, style: str = "articleType", colour: str = "baseColour") -> str:
+def describe_arm(results: pd.DataFrame, arm: str, style: str = STYLE_LABEL, colour: str = COLOUR_LABEL) -> str:
     """One paragraph on one arm, built from the measured table: for the paper's labels, whether the arm
     finds the same style more than the same colour; for any catalog, each label's share against random."""
     p = precision_table(results, digits=6)

@@ -162,6 +162,8 @@ KAGGLE = CatalogSchema(
     csv="styles.csv",
     layout="kaggle",
 )
+#: The labels the paper's claims are about: style (image neighbours share it) and colour (text neighbours do).
+STYLE_LABEL, COLOUR_LABEL = "articleType", "baseColour"
 KAGGLE_COLUMNS: tuple[str, ...] = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                                    "season", "year", "usage", "productDisplayName")
 
