@@ -45,8 +45,8 @@ bench: install
 demo: install
 	$(VENV)/bin/prodrec demo-catalog outputs/demo-catalog
 
-kaggle-stage: install
-	$(VENV)/bin/prodrec kaggle-stage build/kaggle
+kaggle-stage: install   # make kaggle-stage OWNER=your_kaggle_name
+	$(VENV)/bin/prodrec kaggle-stage build/kaggle $(if $(OWNER),--owner $(OWNER))
 
 clean:
 	rm -rf outputs build test-artifacts .pytest_cache

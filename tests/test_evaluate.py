@@ -64,6 +64,8 @@ def test_evaluate_tidy_table_and_fusion_on_planted_structure() -> None:
     res = evaluate(rec, labels, k=5, columns=["articleType", "baseColour"], n_boot=200, progress=False)
     assert set(res.columns) >= {"mode", "metric", "label", "value", "ci_low", "ci_high", "n_queries", "k"}
     p = precision_table(res)
+    assert list(p.columns) == ["random", "image", "text", "fused", "rrf"]
+    assert list(p.index) == ["articleType", "baseColour"]
     assert p.loc["articleType", "image"] > 0.9 and p.loc["baseColour", "text"] > 0.9
     assert p.loc["articleType", "text"] < 0.4 and p.loc["baseColour", "image"] < 0.4
     assert p.loc["articleType", "fused"] > p.loc["articleType", "text"]

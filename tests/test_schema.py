@@ -38,6 +38,13 @@ def test_description_file_beside_the_csv_and_flags_override(generic_dir: Path, t
         assert any("settings read from" in n for n in by_csv.report.notes)
         flagged = load_catalog(generic_dir / "items.csv", label_columns=["colour"])
         assert flagged.label_columns == ("colour",)
+        by_folder = load_catalog(generic_dir)  # the folder's only *.prodrec.toml
+        assert by_folder.ids.tolist() == by_csv.ids.tolist()
+        with pytest.raises(UnknownIdError, match=r"'15970'.*did you mean '0015970'"):
+            by_csv.row("15970")  # compared as written, with a pointer to the near miss
+        with pytest.raises(UnknownIdError, match="did you mean '0015970'"):  # refused before any embedding
+            build_experiment(catalog=by_csv, include_ids=["15970"], require_ids=True, store_dir=generic_dir / "no")
+        assert not (generic_dir / "no").exists() or not any((generic_dir / "no").iterdir())
     finally:
         (generic_dir / "items.prodrec.toml").unlink()
     bad = tmp_path / "prodrec.json"

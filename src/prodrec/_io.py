@@ -123,11 +123,12 @@ def file_lock(path: str | os.PathLike[str], timeout: float = -1, what: str = "th
     except Timeout:
         import logging
 
-        logging.getLogger(__name__).warning("%s is locked by another run (%s); waiting for it", what, path)
+        logging.getLogger(__name__).warning("another run holds the lock on %s (%s); waiting for it to finish",
+                                            what, path)
         try:
             lock.acquire(timeout=timeout)
         except Timeout as exc:
-            raise StoreError(f"{what} stayed locked by another run for {timeout} s ({path})") from exc
+            raise StoreError(f"another run held the lock on {what} for {timeout} s ({path})") from exc
     try:
         yield
     finally:

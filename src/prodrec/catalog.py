@@ -154,7 +154,8 @@ class Catalog:
         keys = [str(i) for i in ids]
         pos = self._pos.get_indexer(keys)
         if (pos < 0).any():
-            raise UnknownIdError([k for k, p in zip(keys, pos) if p < 0], f"this catalog of {len(self)} products")
+            raise UnknownIdError([k for k, p in zip(keys, pos) if p < 0], f"this catalog of {len(self)} products",
+                                 known=self.ids)
         return pos
 
     def row(self, product_id: Any) -> pd.Series:

@@ -226,7 +226,7 @@ def _check_modes(args: argparse.Namespace, wanted: Sequence[str]) -> None:
 
 
 def _experiment(args: argparse.Namespace, include_ids: tuple[str, ...] = (), k: int | None = None,
-                modes: Sequence[str] | None = None) -> Experiment:
+                modes: Sequence[str] | None = None, require_ids: bool = False) -> Experiment:
     from .pipeline import build_experiment
 
     return build_experiment(
@@ -237,7 +237,7 @@ def _experiment(args: argparse.Namespace, include_ids: tuple[str, ...] = (), k: 
         resnet_weights=args.resnet_weights, store_dir=args.store, batch_size=args.batch_size,
         chunk_size=args.chunk_size, stratify=args.stratify, include_ids=include_ids,
         alpha=getattr(args, "alpha", 0.5), weights=getattr(args, "weights", None),
-        catalog_options=catalog_options(args), k=k, modes=modes, progress=not args.quiet,
+        catalog_options=catalog_options(args), k=k, modes=modes, require_ids=require_ids, progress=not args.quiet,
     )
 
 
@@ -289,7 +289,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     _check_out(args)
     _check_modes(args, [args.mode])
-    exp = _experiment(args, include_ids=(args.id,), k=args.k, modes=[args.mode])
+    exp = _experiment(args, include_ids=(args.id,), k=args.k, modes=[args.mode], require_ids=True)
     df = exp.recommender.recommend(args.id, k=args.k, mode=args.mode, alpha=args.alpha, weights=args.weights)
     cols = list(dict.fromkeys([*(exp.catalog.schema.caption_columns or ()), *exp.catalog.label_columns]))
     lab = exp.labels
@@ -450,6 +450,10 @@ def cmd_kaggle_stage(args: argparse.Namespace) -> int:
     from .notebooks import kaggle_stage
 
     staged = kaggle_stage(args.dir, args.metadata, args.owner, args.wheel)
+    owner = json.loads((staged["kernel"] / "kernel-metadata.json").read_text())["id"].split("/")[0]
+    if not args.owner and owner == "prodrec":
+        log.warning("the staged ids belong to %r, the kit's placeholder: pass --owner YOUR_KAGGLE_NAME "
+                    "before pushing", owner)
     print(f"staged the kernel in {staged['kernel']} and {staged['wheel'].name} in {staged['dataset']}; push with:\n"
           f"  kaggle datasets create -p {staged['dataset']}   (later: kaggle datasets version -p ... -m update)\n"
           f"  kaggle kernels push -p {staged['kernel']}")

@@ -30,10 +30,16 @@ class DataNotFound(ProdrecError, FileNotFoundError):
 class UnknownIdError(ProdrecError, KeyError):
     """Product ids that are not in the catalog (or not in the ranked set); ``ids`` lists them."""
 
-    def __init__(self, ids: Sequence[Any], where: str = "the catalog") -> None:
+    def __init__(self, ids: Sequence[Any], where: str = "the catalog", known: Sequence[Any] = ()) -> None:
         self.ids = [str(i) for i in ids]
         shown = ", ".join(repr(i) for i in self.ids[:10]) + (" ..." if len(self.ids) > 10 else "")
-        super().__init__(f"unknown product id(s) {shown}: not in {where}")
+        message = f"unknown product id(s) {shown}: not in {where}"
+        if len(known):  # ids are compared as written: point at one that differs only in leading zeros or case
+            norm = {str(k).lstrip("0").lower(): str(k) for k in known}
+            near = [norm[i.lstrip("0").lower()] for i in self.ids if i.lstrip("0").lower() in norm]
+            if near:
+                message += f" (ids are compared as written; did you mean {', '.join(map(repr, near[:5]))}?)"
+        super().__init__(message)
 
     def __str__(self) -> str:  # KeyError's str() would wrap the message in quotes
         return str(self.args[0])

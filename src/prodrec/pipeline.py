@@ -22,7 +22,7 @@ from .arms import ArmSpec, ClipArm, ImageArm, Resolved, TextArm, arm_spec, model
 from .catalog import Catalog, load_catalog
 from .data import find_data_dir
 from .encoders.base import Encoder
-from .errors import ConfigError, ModelUnavailable
+from .errors import ConfigError, ModelUnavailable, UnknownIdError
 from .provenance import provenance
 from .rank import Recommender
 from .store import Embeddings, EmbeddingStore
@@ -232,6 +232,7 @@ def build_experiment(
     catalog_options: Mapping[str, Any] | None = None,
     k: int | None = None,
     modes: Sequence[str] | None = None,
+    require_ids: bool = False,
     progress: bool = True,
 ) -> Experiment:
     """Load (or take) a catalog, sample ``n_products`` with ``seed``, embed each arm, build a recommender.
@@ -242,7 +243,8 @@ def build_experiment(
     are added to the sample when chance left them out (query products of a gallery, say).
     ``catalog_options`` are :func:`~prodrec.catalog.load_catalog` settings (``id_column``,
     ``image_pattern``, ``text_columns``...). ``k`` and ``modes``, when given, are checked against the
-    sample size and the arms the catalog can have before anything is embedded.
+    sample size and the arms the catalog can have before anything is embedded; with ``require_ids`` an
+    unknown ``include_ids`` entry is an error before anything is embedded (else a warning).
     """
     params.check_sample_size(n_products)
     params.check_positive_int("batch_size", batch_size)
@@ -259,6 +261,8 @@ def build_experiment(
     catalog = catalog.sample(n_products, seed=seed, stratify=stratify)
     if include_ids:
         _, unknown = full.split_known(include_ids)
+        if unknown and require_ids:  # refused before anything is embedded
+            raise UnknownIdError(unknown, f"the catalog of {len(full)} products", known=full.ids)
         if unknown:
             log.warning("query id(s) not in the catalog, left out: %s", unknown)
         catalog = catalog.with_ids(include_ids, full)

@@ -306,7 +306,7 @@ class Recommender:
             pos, vals = pos[0], vals[0]
             df = pd.DataFrame({"rank": np.arange(1, k + 1), "id": self.ids[pos], "score": vals})
             for name in [*self.arms, "fused"]:
-                if name in sc:
+                if name in sc and name != mode:  # the mode's own score is `score`
                     df[f"{name}_score"] = sc[name][pos]
             out[mode] = df
         return out

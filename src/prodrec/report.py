@@ -13,9 +13,14 @@ from .schema import COLOUR_LABEL, STYLE_LABEL
 
 
 def precision_table(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """precision@k as a label x mode table (values rounded), for display."""
+    """precision@k as a label x mode table (values rounded), for display: labels in the order evaluated,
+    modes as random, the arms, then fused and rrf."""
     p = results[results.metric == "precision"]
-    return p.pivot(index="label", columns="mode", values="value").round(digits)
+    table = p.pivot(index="label", columns="mode", values="value").round(digits)
+    modes = list(dict.fromkeys(p["mode"]))
+    order = ["random"] + [m for m in modes if m not in ("random", "fused", "rrf")] + [m for m in ("fused", "rrf")
+                                                                                       if m in modes]
+    return table.reindex(index=list(dict.fromkeys(p["label"])), columns=[m for m in order if m in table.columns])
 
 
 def _fmt(results: pd.DataFrame, mode: str, label: str) -> str:

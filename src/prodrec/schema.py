@@ -192,7 +192,7 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def find_description(path: Path) -> Path | None:
     """The description file for a catalog folder or CSV: ``<stem>.prodrec.toml|json`` beside a CSV, else
-    ``prodrec.toml|json`` in the folder."""
+    ``prodrec.toml|json`` in the folder, else (for a folder) its only ``*.prodrec.toml|json``."""
     if not path.exists():
         return None
     if path.is_file() and path.suffix in (".toml", ".json"):
@@ -202,6 +202,10 @@ def find_description(path: Path) -> Path | None:
     for name in [*names, *DESCRIPTION_FILES]:
         if (folder / name).is_file():
             return folder / name
+    if path.is_dir():  # a folder holding exactly one <stem>.prodrec.toml / .json
+        found = sorted(p for n in DESCRIPTION_FILES for p in folder.glob(f"*.{n}"))
+        if len(found) == 1:
+            return found[0]
     return None
 
 
