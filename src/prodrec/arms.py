@@ -192,9 +192,14 @@ class TextArm(ArmSpec):
 
     def __init__(self, fields: Sequence[str] | None = None) -> None:
         self.fields = None if fields is None else tuple(fields)
+        self._sentences: tuple[Catalog, list[str]] | None = None
 
     def sentences(self, catalog: Catalog) -> list[str]:
-        return product_sentences(catalog.df, self.fields if self.fields is not None else catalog.text_columns)
+        """The product sentences of ``catalog`` (built once per catalog: keys and compute both read them)."""
+        if self._sentences is None or self._sentences[0] is not catalog:
+            fields = self.fields if self.fields is not None else catalog.text_columns
+            self._sentences = (catalog, product_sentences(catalog.df, fields))
+        return self._sentences[1]
 
     def unavailable(self, catalog: Catalog) -> str | None:
         fields = self.fields if self.fields is not None else catalog.text_columns

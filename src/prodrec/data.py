@@ -38,7 +38,8 @@ def find_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
             if not path.exists():
                 raise DataNotFound(f"--data {path} does not exist")
             return path
-        if kaggle_root(path) is not None or find_description(path) is not None or (label.startswith("$") and path.exists()):
+        described = kaggle_root(path) is not None or find_description(path) is not None
+        if described or (label.startswith("$") and path.exists()):
             return path
         tried.append(f"{label}: {path}")
     raise DataNotFound(

@@ -83,13 +83,18 @@ def caption(row: pd.Series, score: float | None = None, width: int = 22,
     return "\n".join(lines)
 
 
-def _tile(ax: Any, path: str, text: str, query: bool = False) -> None:
-    ax.imshow(thumbnail(path))
+def _frame(ax: Any, query: bool = False) -> None:
+    """No ticks; a red frame for the query, a grey one otherwise."""
     ax.set_xticks([])
     ax.set_yticks([])
     for side in ax.spines.values():
         side.set_edgecolor("#d62728" if query else "#bbbbbb")
         side.set_linewidth(3 if query else 1)
+
+
+def _tile(ax: Any, path: str, text: str, query: bool = False) -> None:
+    ax.imshow(thumbnail(path))
+    _frame(ax, query)
     ax.set_title(text, fontsize=7)
 
 
@@ -149,11 +154,7 @@ def plot_search_grid(searcher: Searcher, descriptions: Sequence[str], k: int = 5
                              squeeze=False)
     for r, text in enumerate(descriptions):
         ax = axes[r, 0]
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for side in ax.spines.values():
-            side.set_edgecolor("#d62728")
-            side.set_linewidth(3)
+        _frame(ax, query=True)
         ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 16)), ha="center", va="center", fontsize=9, wrap=True)
         ax.set_title(f"DESCRIBED ({mode})", fontsize=7)
         for c, rec in enumerate(searcher.search(text, k, mode, persist=True).to_dict(orient="records"), start=1):

@@ -93,7 +93,7 @@ def embed_arm(
         extra = {"preprocessing": reg.preprocessing, "why": reg.why} if reg else {}
         return {**enc.describe(), "input": spec.input, **extra}
 
-    if spec.name == "image":  # chunks of whole batches
+    if isinstance(spec, ImageArm):  # chunks of whole batches (the clip arm is an image arm too)
         chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
     dim = resolved.dim or get_encoder().dim
     keys = spec.keys(catalog, st, progress=progress)
@@ -183,9 +183,8 @@ class Experiment:
         return self.catalog.labels
 
     def models(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: model_summary(self.embeddings.get(name)) for name in ("image", "text")}
-        out.update({name: model_summary(emb) for name, emb in self.embeddings.items()})
-        return out
+        names = dict.fromkeys(["image", "text", *self.embeddings])  # the paper's arms always listed
+        return {name: model_summary(self.embeddings.get(name)) for name in names}
 
     def provenance(self, **extra: Any) -> dict[str, Any]:
         return provenance(self.catalog, self.models(), settings=self.settings, skipped_arms=self.skipped, **extra)
@@ -239,12 +238,12 @@ def build_experiment(
 
     ``image_model`` / ``text_model`` set to None leave that arm out; ``clip_model`` (a CLIP checkpoint name
     or folder, or ``auto``) adds the CLIP arm. An arm the catalog cannot feed (no images, no text columns),
-    or an ``auto`` CLIP that cannot be loaded, is left out with the reason in ``exp.skipped`` and a warning. ``include_ids``
-    are added to the sample when chance left them out (query products of a gallery, say).
-    ``catalog_options`` are :func:`~prodrec.catalog.load_catalog` settings (``id_column``,
-    ``image_pattern``, ``text_columns``...). ``k`` and ``modes``, when given, are checked against the
-    sample size and the arms the catalog can have before anything is embedded; with ``require_ids`` an
-    unknown ``include_ids`` entry is an error before anything is embedded (else a warning).
+    or an ``auto`` CLIP that cannot be loaded, is left out with the reason in ``exp.skipped`` and a warning.
+    ``include_ids`` are added to the sample when chance left them out (query products of a gallery, say).
+    ``catalog_options`` are :func:`~prodrec.catalog.load_catalog` settings (``id_column``, ``image_pattern``,
+    ``text_columns``...). ``k`` and ``modes``, when given, are checked against the sample size and the arms the
+    catalog can have before anything is embedded; with ``require_ids`` an unknown ``include_ids`` entry is an
+    error before anything is embedded (else a warning).
     """
     params.check_sample_size(n_products)
     params.check_positive_int("batch_size", batch_size)

@@ -33,10 +33,6 @@ RRF_K = 60
 SELECT_CHUNK = 1 << 22
 
 
-def _validate_k(k: int, n: int) -> int:
-    return params.check_k(k, n)
-
-
 def select_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-k of ``scores`` [m, n]: positions sorted by score descending, then position ascending.
 
@@ -126,7 +122,7 @@ class CosineIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k positions and scores for query positions (all products when None), block by block."""
         n = len(self)
-        k = _validate_k(k, n)
+        k = params.check_k(k, n)
         query_pos = np.arange(n) if query_pos is None else np.asarray(query_pos, dtype=np.intp)
         block = block or max(1, min(4096, BLOCK_BYTES // (4 * n)))
         out_pos = np.empty((len(query_pos), k), dtype=np.intp)
@@ -189,7 +185,11 @@ class Recommender:
         self.ids, aligned = align(given)
         self.arms: dict[str, CosineIndex] = {name: CosineIndex(e.ids, e.vectors) for name, e in aligned.items()}
         self.alpha = params.check_alpha(alpha)
-        self.weights = self.fusion_weights(weights=weights) if len(self.arms) > 1 else {n: 1.0 for n in self.arms}
+        if len(self.arms) < 2:
+            self.weights = {n: 1.0 for n in self.arms}
+        else:
+            self.weights = (self.fusion_weights(weights=weights) if weights is not None
+                            else self._alpha_weights(self.alpha))
         self._index = pd.Index(self.ids)
 
     def __len__(self) -> int:
@@ -225,9 +225,12 @@ class Recommender:
         if weights is not None:
             w = params.check_weights(weights, self.arms)
             return {name: w.get(name, 0.0) for name in self.arms}
-        if alpha is None and getattr(self, "weights", None) is not None:
+        if alpha is None:
             return self.weights
-        a = self.alpha if alpha is None else params.check_alpha(alpha)
+        return self._alpha_weights(params.check_alpha(alpha))
+
+    def _alpha_weights(self, a: float) -> dict[str, float]:
+        """The paper's two-arm weighting ``{image: a, text: 1 - a}``; equal weights for other arm sets."""
         if set(self.arms) == {"image", "text"}:
             return {"image": a, "text": 1.0 - a}
         return {name: 1.0 / len(self.arms) for name in self.arms}
@@ -287,7 +290,7 @@ class Recommender:
         sc = self.scores(query_id, "fused" if fusing else modes[0], alpha, weights)
         mask = None if allowed is None else np.asarray(allowed, dtype=bool)
         if mask is None:
-            k = _validate_k(k, len(self))
+            k = params.check_k(k, len(self))
         else:
             params.check_k(k)
             n_ok = int(mask.sum() - bool(mask[qpos]))
@@ -358,7 +361,7 @@ class Recommender:
         """All-vs-all fused top-k for several weightings at once (an ``alpha`` sweep): each arm's block of
         cosines is computed once and re-weighted per setting, instead of one full search per setting."""
         n = len(self)
-        k = _validate_k(k, n)
+        k = params.check_k(k, n)
         ws = [self.fusion_weights(weights=w) for w in weight_list]
         block = block or max(1, min(4096, BLOCK_BYTES // (4 * n * (len(self.arms) + 1))))
         out = [(np.empty((n, k), dtype=np.intp), np.empty((n, k), dtype=np.float32)) for _ in ws]
@@ -401,7 +404,7 @@ class Recommender:
 
     def _rrf_topk(self, k: int, query_pos: np.ndarray | None, w: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
         n = len(self)
-        k = _validate_k(k, n)
+        k = params.check_k(k, n)
         depth = self._rrf_depth(k)
         qp = np.arange(n) if query_pos is None else np.asarray(query_pos)
         used = [name for name in self.arms if w[name] > 0]
