@@ -5,7 +5,7 @@
     python -m benchmarks --only topk,latency
 
 Writes benchmarks/results.json and benchmarks/RESULTS.md. Sections: images, text, topk, latency, search, store,
-rerun.
+rerun, colour (benchmarks/colour.py), ann (benchmarks/ann.py), ray (benchmarks/scale.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 
 from ._common import SHARED, WORK, Result, repeat, run_isolated, write_results
 
-SECTIONS = ("images", "text", "topk", "latency", "search", "store", "rerun")
+SECTIONS = ("images", "text", "topk", "latency", "search", "store", "rerun", "colour", "ann", "ray")
 RESNET50_GFLOP = 2 * 4.09  # multiply-adds of ResNet-50 at 224x224 (without the 1000-way head: -0.002), x2
 
 
@@ -315,6 +315,24 @@ def bench_rerun(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -
     r = float(np.median(warm) / np.median(cold))
     derived.append({"name": "warm / cold re-run of notebooks 02-04", "value": f"{r:.0%}", "goal": "<= 10%",
                     "met": r <= 0.10})
+
+
+def bench_colour(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
+    from .colour import bench
+
+    bench(quick, out, derived)
+
+
+def bench_ann(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
+    from .ann import bench
+
+    bench(quick, out, derived)
+
+
+def bench_ray(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
+    from .scale import bench
+
+    bench(quick, out, derived)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,6 +97,15 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    "~/.cache/prodrec/store)")
     g.add_argument("--batch-size", type=_positive_int, default=32)
     g.add_argument("--chunk-size", type=_positive_int, default=1024, help="items per resumable chunk")
+    g = p.add_argument_group("engine", "where missing vectors are computed (the store is the same either way)")
+    g.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local (default): this process; ray: an actor pool on a Ray cluster (pip install "
+                   "'prodrec[scale]')")
+    g.add_argument("--address", default=None, help="Ray cluster: auto (a running `ray start` cluster), "
+                   "ray://host:10001, ... (default: start a local Ray on this machine)")
+    g.add_argument("--workers", type=_positive_int, default=None, help="Ray actors (default: one per CPU, "
+                   "or per GPU with --gpus-per-worker)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (default 0)")
 
 
 def _output_flags(p: argparse.ArgumentParser) -> None:
@@ -238,7 +247,14 @@ def _experiment(args: argparse.Namespace, include_ids: tuple[str, ...] = (), k: 
         chunk_size=args.chunk_size, stratify=args.stratify, include_ids=include_ids,
         alpha=getattr(args, "alpha", 0.5), weights=getattr(args, "weights", None),
         catalog_options=catalog_options(args), k=k, modes=modes, require_ids=require_ids, progress=not args.quiet,
+        engine=args.engine, engine_options=_engine_options(args),
     )
+
+
+def _engine_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.engine != "ray":
+        return None
+    return {"address": args.address, "workers": args.workers, "gpus_per_worker": args.gpus_per_worker}
 
 
 def _emit(args: argparse.Namespace, text: str, payload: Any) -> None:

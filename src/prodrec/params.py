@@ -104,3 +104,13 @@ def check_mode(mode: str, arms: Iterable[str]) -> str:
 
 def check_n_boot(n_boot: Any) -> int:
     return check_positive_int("n_boot (bootstrap resamples)", n_boot)
+
+
+ENGINES = ("local", "ray")
+
+
+def check_engine(engine: str) -> str:
+    """``engine`` is one of :data:`ENGINES` (where missing vectors are computed)."""
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {ENGINES}; got {engine!r}")
+    return engine

@@ -60,6 +60,8 @@ def embed_arm(
     progress: bool = True,
     encoder: Encoder | None = None,
     force: bool = False,
+    engine: str = "local",
+    engine_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Embeddings:
     """Vectors of one arm for every product of ``catalog``, from the store where it has them.
@@ -67,8 +69,11 @@ def embed_arm(
     ``model`` is ``auto`` or a model name (see :data:`prodrec.arms.MODELS`); ``encoder`` uses an already
     built encoder instead. ``options`` go to the arm's model resolution (``weights``, ``weights_path``).
     Products whose input fails (an undecodable photo) are listed in ``emb.failures``; use ``emb.valid()``.
+    ``engine="ray"`` computes the missing vectors on a Ray cluster (``engine_options``: ``address``,
+    ``workers``, ``gpus_per_worker``; see :mod:`prodrec.scale`) into the same store.
     """
     params.check_positive_int("batch_size", batch_size)
+    engine = params.check_engine(engine)
     params.check_positive_int("chunk_size", chunk_size)
     spec = arm if isinstance(arm, ArmSpec) else arm_spec(arm)
     why_not = spec.unavailable(catalog)
@@ -97,11 +102,20 @@ def embed_arm(
         chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
     dim = resolved.dim or get_encoder().dim
     keys = spec.keys(catalog, st, progress=progress)
-    emb = st.embed(
-        spec.name, resolved.model_id, dim, [str(i) for i in catalog.ids], keys,
-        spec.compute(catalog, get_encoder, batch_size), meta=meta, chunk_size=chunk_size, progress=progress,
-        force=force, desc=f"{spec.name} embeddings",
-    )
+    compute = spec.compute(catalog, get_encoder, batch_size)
+    if engine == "ray":
+        from .scale import ray_compute
+
+        compute = ray_compute(spec, catalog, resolved, batch_size=batch_size, encoder=encoder,
+                              **dict(engine_options or {}))
+    try:
+        emb = st.embed(
+            spec.name, resolved.model_id, dim, [str(i) for i in catalog.ids], keys, compute, meta=meta,
+            chunk_size=chunk_size, progress=progress, force=force, desc=f"{spec.name} embeddings",
+        )
+    finally:
+        getattr(compute, "close", lambda: None)()
+    emb.meta["engine"] = engine
     emb.meta["choice_reason"] = resolved.reason
     if isinstance(spec, TextArm):
         emb.meta["fields"] = list(spec.fields if spec.fields is not None else catalog.text_columns)
@@ -146,7 +160,7 @@ def text_embeddings(
 
 
 _SUMMARY_KEYS = ("name", "model_id", "dim", "weights", "weight_source", "choice_reason", "device", "fields",
-                 "input", "preprocessing", "why", "cache", "loaded", "computed")
+                 "input", "preprocessing", "why", "cache", "loaded", "computed", "engine")
 
 
 def model_summary(emb: Embeddings | None) -> dict[str, Any] | None:
@@ -233,6 +247,8 @@ def build_experiment(
     modes: Sequence[str] | None = None,
     require_ids: bool = False,
     progress: bool = True,
+    engine: str = "local",
+    engine_options: Mapping[str, Any] | None = None,
 ) -> Experiment:
     """Load (or take) a catalog, sample ``n_products`` with ``seed``, embed each arm, build a recommender.
 
@@ -249,6 +265,8 @@ def build_experiment(
     params.check_positive_int("batch_size", batch_size)
     params.check_positive_int("chunk_size", chunk_size)
     params.check_alpha(alpha)
+    params.check_engine(engine)
+    run_on = {"engine": engine, "engine_options": engine_options}
     if k is not None:
         params.check_k(k)
     if weights is not None:
@@ -271,12 +289,13 @@ def build_experiment(
     requested: list[tuple[ArmSpec, str | None, Callable[[ArmSpec, str], Embeddings]]] = [
         (ImageArm(), image_model, lambda s, m: embed_arm(
             catalog, s, m, store=store, batch_size=batch_size, chunk_size=chunk_size, progress=progress,
-            weights=image_weights, weights_path=None if resnet_weights is None else str(resnet_weights))),
+            weights=image_weights, weights_path=None if resnet_weights is None else str(resnet_weights), **run_on)),
         (TextArm(fields), text_model, lambda s, m: embed_arm(
             catalog, s, m, store=store, batch_size=max(batch_size, 64), chunk_size=max(chunk_size, 64),
-            progress=progress)),
+            progress=progress, **run_on)),
         (ClipArm(), clip_model, lambda s, m: embed_arm(
-            catalog, s, m, store=store, batch_size=batch_size, chunk_size=chunk_size, progress=progress)),
+            catalog, s, m, store=store, batch_size=batch_size, chunk_size=chunk_size, progress=progress,
+            **run_on)),
     ]
     skipped: dict[str, str] = {}
     plan = []
@@ -307,5 +326,6 @@ def build_experiment(
         "n_products": n_products, "seed": seed, "stratify": stratify, "image_model": image_model,
         "text_model": text_model, "clip_model": clip_model, "image_weights": image_weights, "alpha": alpha,
         "weights": dict(weights) if weights else None, "batch_size": batch_size, "store": str(store.root), "arms": plan,
+        "engine": engine,
     }
     return Experiment(catalog, embeddings, rec, settings, skipped)
