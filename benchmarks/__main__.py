@@ -5,7 +5,7 @@
     python -m benchmarks --only topk,latency
 
 Writes benchmarks/results.json and benchmarks/RESULTS.md. Sections: images, text, topk, latency, search, store,
-rerun, colour (benchmarks/colour.py), ann (benchmarks/ann.py), ray (benchmarks/scale.py).
+rerun, colour (benchmarks/colour.py), learned (benchmarks/learned.py), ann (benchmarks/ann.py), ray (benchmarks/scale.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 
 from ._common import SHARED, WORK, Result, repeat, run_isolated, write_results
 
-SECTIONS = ("images", "text", "topk", "latency", "search", "store", "rerun", "colour", "ann", "ray")
+SECTIONS = ("images", "text", "topk", "latency", "search", "store", "rerun", "colour", "learned", "ann", "ray")
 RESNET50_GFLOP = 2 * 4.09  # multiply-adds of ResNet-50 at 224x224 (without the 1000-way head: -0.002), x2
 
 
@@ -319,6 +319,12 @@ def bench_rerun(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -
 
 def bench_colour(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
     from .colour import bench
+
+    bench(quick, out, derived)
+
+
+def bench_learned(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
+    from .learned import bench
 
     bench(quick, out, derived)
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from prodrec.errors import UnknownIdError
+from prodrec.errors import ConfigError, UnknownIdError
 from prodrec.rank import CosineIndex, RankingError, Recommender, select_topk
 from prodrec.store import Embeddings
 
@@ -193,7 +193,7 @@ def test_three_named_arms_fuse_with_weights_and_rrf() -> None:
     """Any number of named arms: fused scores are the weighted sum of each arm's cosine; RRF uses them all."""
     ids = np.arange(30)
     arms = {name: Embeddings(ids, unit_rows(30, 5, seed)) for seed, name in enumerate(("image", "text", "colour"))}
-    rec = Recommender(arms, weights={"image": 1, "text": 1, "colour": 2})
+    rec = Recommender(arms, weights={"image": 1, "text": 1, "colour": 2}, calibration="raw")
     assert rec.modes == ["image", "text", "colour", "fused", "rrf"]
     assert rec.weights == {"image": 0.25, "text": 0.25, "colour": 0.5}
     df = rec.recommend(4, k=3, mode="fused")
@@ -218,3 +218,38 @@ def test_fused_sweep_equals_one_search_per_weighting() -> None:
         ref_pos, ref_val = rec.topk_positions(4, "fused", weights=w)
         np.testing.assert_allclose(val, ref_val, atol=1e-5)
         assert (pos == ref_pos).mean() > 0.99  # equal up to float-rounding ties
+
+
+def test_zscore_calibration_standardises_each_arm_per_query() -> None:
+    """Under zscore, fused = sum_a w_a (cos_a - mean) / sd per query; the same ranking single and all-vs-all."""
+    ids = np.arange(40)
+    arms = {name: Embeddings(ids, unit_rows(40, 6, seed)) for seed, name in enumerate(("image", "text", "colour"))}
+    rec = Recommender(arms, weights={"image": 1, "text": 1, "colour": 2})
+    assert rec.calibration == "zscore"  # auto: another arm than the paper's two is fused
+    assert Recommender({n: arms[n] for n in ("image", "text")}).calibration == "raw"  # the paper's fusion
+    x = {n: a.vectors for n, a in arms.items()}
+    s = sum(w * ((x[n] @ x[n][4]) - (x[n] @ x[n][4]).mean()) / (x[n] @ x[n][4]).std()
+            for n, w in (("image", 0.25), ("text", 0.25), ("colour", 0.5)))
+    s[4] = -np.inf
+    df = rec.recommend(4, k=5, mode="fused")
+    np.testing.assert_allclose(df["score"], np.sort(s)[::-1][:5], rtol=1e-4)
+    assert df["id"].tolist() == rec.recommend_many([4], k=5, mode="fused")[0][0].tolist()
+    with pytest.raises(ConfigError, match="calibration"):
+        Recommender(arms, calibration="minmax")
+
+
+def test_zscore_gives_a_crowded_arm_its_weight() -> None:
+    """An arm whose cosines all sit near 1 (a large shared component, like colour histograms) barely moves a
+    raw fusion; standardised, its half of the weight decides as much as the other arm's half."""
+    rng = np.random.default_rng(0)
+    n = 200
+    a = unit_rows(n, 8, 1)
+    crowded = np.hstack([np.full((n, 1), 10.0), rng.normal(size=(n, 8))]).astype(np.float32)  # cos ~ 0.99
+    arms = {"image": Embeddings(np.arange(n), a), "colour": Embeddings(np.arange(n), crowded)}
+    w = {"image": 0.5, "colour": 0.5}
+    corr = {}
+    for mode in ("raw", "zscore"):
+        sc = Recommender(arms, weights=w, calibration=mode).scores(0, "fused")
+        corr[mode] = {arm: np.corrcoef(sc["fused"], sc[arm])[0, 1] for arm in arms}
+    assert corr["raw"]["image"] > 0.95 and corr["raw"]["colour"] < 0.3  # raw: the crowded arm hardly counts
+    assert abs(corr["zscore"]["image"] - corr["zscore"]["colour"]) < 0.1  # standardised: equal say

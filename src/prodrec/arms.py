@@ -80,6 +80,14 @@ MODELS: dict[str, ModelSpec] = {
             "text",
         ),
         ModelSpec(
+            "colour-hist", "colour", "prodrec.encoders.colour:ColourEncoder", None,
+            "photo decoded at reduced size; foreground (non-background) pixels; colour histogram, "
+            "square-rooted, unit length",
+            "beyond the paper: training-free colour features, so 'same colour' need not come from the "
+            "text's colour field",
+            "",
+        ),
+        ModelSpec(
             "clip", "clip", "prodrec.encoders.clip:ClipEncoder", None,
             "photo resized to the vision tower's input, the checkpoint's mean/std; text: CLIP BPE tokens",
             "the paper's future scope: photos and text in one space (any transformers CLIP checkpoint, e.g. "
@@ -260,8 +268,29 @@ class ClipArm(ImageArm):
         return enc
 
 
+class ColourArm(ImageArm):
+    """The colour of the product in its photo, training-free (see :mod:`prodrec.encoders.colour`)."""
+
+    name = "colour"
+    input = "product photo (foreground colours)"
+    DEFAULT = "colour-hist"
+
+    def resolve(self, model: str = "auto", **_: Any) -> Resolved:
+        if model not in ("auto", self.DEFAULT):
+            raise ConfigError(f"unknown colour model {model!r}; the colour arm has one: {self.DEFAULT!r}")
+        enc = self.build(Resolved("colour", self.DEFAULT, "", None, "", {}))  # cheap: no weights to load
+        return Resolved("colour", self.DEFAULT, enc.model_id, enc.dim, "training-free (no weights)", {})
+
+    def build(self, resolved: Resolved) -> Encoder:
+        from .encoders.colour import ColourEncoder
+
+        enc = ColourEncoder()
+        enc.choice_reason = resolved.reason or "training-free (no weights)"
+        return enc
+
+
 #: Arm name -> how to build it. The recommender's modes are these names plus the fusion modes.
-ARMS: dict[str, Callable[..., ArmSpec]] = {"image": ImageArm, "text": TextArm, "clip": ClipArm}
+ARMS: dict[str, Callable[..., ArmSpec]] = {"image": ImageArm, "text": TextArm, "clip": ClipArm, "colour": ColourArm}
 
 
 def arm_spec(name: str, **options: Any) -> ArmSpec:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ._io import dumps
 from ._version import __version__
 from .errors import ConfigError, ProdrecError
-from .schema import MODES
+from .schema import LEARNED, MODES
 
 if TYPE_CHECKING:
     from .pipeline import Experiment
@@ -89,6 +89,17 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--text-model", default="auto", help="auto | a sentence-transformers name or folder | none")
     g.add_argument("--clip-model", default="none", help="none (default) | auto | a CLIP checkpoint (hub name, e.g. "
                    "patrickjohncyh/fashion-clip, or folder): adds the clip arm")
+    g.add_argument("--colour-model", default="none", help="none (default) | auto | colour-hist: adds the "
+                   "training-free colour arm")
+    g.add_argument("--arms", default=None, help="comma list of arms to build, e.g. image,text,colour (arms "
+                   "not named are off; named ones use their --*-model or auto). Adding 'learned' trains the "
+                   "learned arm; on evaluate, --arms with two or more arms adds it by itself (--no-learned)")
+    g.add_argument("--no-learned", action="store_true", help="never add the learned arm")
+    g.add_argument("--learn-epochs", type=_positive_int, default=30, help="learned arm: training epochs")
+    g.add_argument("--learn-seed", type=int, default=0, help="learned arm: training seed")
+    g.add_argument("--protocol", default="full", choices=["full", "withheld"],
+                   help="full (default): every text column in the product sentence; withheld: the label "
+                   "columns (or --labels) removed from every sentence, so a score is not the label read back")
     g.add_argument("--random-image-weights", action="store_true",
                    help="random image weights (timing and shape checks only; recorded in every output)")
     g.add_argument("--resnet-weights", default=None,
@@ -118,6 +129,9 @@ def _fusion_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=_unit_float, default=0.5, help="image weight of two-arm fusion (0..1)")
     p.add_argument("--weights", type=_weights, default=None,
                    help="per-arm fusion weights, e.g. image=0.7,text=0.3 (overrides --alpha)")
+    p.add_argument("--calibration", default="auto", choices=["auto", "raw", "zscore"],
+                   help="score scale of fusion: raw cosines (the paper's), or each arm standardised per query; "
+                   "auto: raw for image+text, zscore when other arms are fused")
 
 
 def _add(p: argparse.ArgumentParser, *groups: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -220,14 +234,33 @@ def _model(value: str) -> str | None:
     return None if value.lower() in NONE_WORDS else value
 
 
+ARM_FLAGS = {"image": "image_model", "text": "text_model", "clip": "clip_model", "colour": "colour_model"}
+
+
+def _arm_models(args: argparse.Namespace) -> tuple[dict[str, str | None], bool]:
+    """Each arm's model (None: off) and whether the learned arm is wanted, from --arms and the --*-model flags."""
+    models = {arm: _model(getattr(args, flag, "none")) for arm, flag in ARM_FLAGS.items()}
+    if not args.arms:
+        return models, False
+    named = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in named if a not in (*ARM_FLAGS, LEARNED)]
+    if unknown:
+        raise ConfigError(f"unknown arm(s) {unknown} in --arms; choose from {[*ARM_FLAGS, LEARNED]}")
+    for arm in models:
+        models[arm] = (models[arm] or "auto") if arm in named else None
+    inputs = [a for a in named if a != LEARNED]
+    learned = not args.no_learned and (LEARNED in named or (args.command == "evaluate" and len(inputs) >= 2))
+    return models, learned
+
+
 def _check_modes(args: argparse.Namespace, wanted: Sequence[str]) -> None:
     """Refuse, before any work, modes that the requested arms cannot give."""
     from .params import check_mode, check_weights
 
-    arms = [a for a, m in (("image", args.image_model), ("text", args.text_model),
-                           ("clip", getattr(args, "clip_model", "none"))) if _model(m)]
-    if not arms:
-        raise ConfigError("both arms are off (--image-model none --text-model none): nothing to rank with")
+    models, learned = _arm_models(args)
+    arms = [a for a, m in models.items() if m] + ([LEARNED] if learned else [])
+    if not [a for a in arms if a != LEARNED]:
+        raise ConfigError("every arm is off (--arms, or --image-model none --text-model none): nothing to rank with")
     for mode in wanted:
         check_mode(mode, arms)
     if getattr(args, "weights", None):
@@ -238,10 +271,14 @@ def _experiment(args: argparse.Namespace, include_ids: tuple[str, ...] = (), k: 
                 modes: Sequence[str] | None = None, require_ids: bool = False) -> Experiment:
     from .pipeline import build_experiment
 
+    models, learned = _arm_models(args)
+    labels = [c.strip() for c in args.labels.split(",") if c.strip()] if getattr(args, "labels", None) else None
     return build_experiment(
         args.data, args.n, args.seed,
-        image_model=_model(args.image_model), text_model=_model(args.text_model),
-        clip_model=_model(args.clip_model),
+        image_model=models["image"], text_model=models["text"], clip_model=models["clip"],
+        colour_model=models["colour"], protocol=args.protocol, withheld=labels,
+        learned={"epochs": args.learn_epochs, "seed": args.learn_seed} if learned else False,
+        calibration=getattr(args, "calibration", "auto"),
         image_weights=None if args.random_image_weights else "imagenet",
         resnet_weights=args.resnet_weights, store_dir=args.store, batch_size=args.batch_size,
         chunk_size=args.chunk_size, stratify=args.stratify, include_ids=include_ids,
@@ -366,15 +403,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     labels = [c.strip() for c in args.labels.split(",") if c.strip()] if args.labels else None
     exp = _experiment(args, k=args.k, modes=modes)
     res = evaluate(exp.recommender, exp.catalog, k=args.k, modes=modes, columns=labels, alpha=args.alpha,
-                   weights=args.weights, n_boot=args.n_boot, seed=args.seed, progress=not args.quiet)
-    prov = exp.provenance(k=args.k, alpha=args.alpha, weights=args.weights)
+                   weights=args.weights, n_boot=args.n_boot, seed=args.seed, progress=not args.quiet,
+                   protocol=args.protocol)
+    prov = exp.provenance(k=args.k, alpha=args.alpha, weights=args.weights, protocol=args.protocol)
     records = res.to_dict(orient="records")
     _save(args, "metrics.json", records, prov)
     other = res[res.metric != "precision"].pivot(index="metric", columns="mode", values="value").round(3)
     m = exp.models()
     arms = ", ".join(f"{a}: {s['model_id']}" for a, s in m.items() if s)
     text = (
-        f"{len(exp.recommender)} products, k={args.k}, seed={args.seed}; {arms}\n"
+        f"{len(exp.recommender)} products, k={args.k}, seed={args.seed}, protocol {args.protocol}; {arms}\n"
         f"precision@{args.k} (share of recommendations with the query's label):\n"
         f"{precision_table(res).to_string()}\n\n{other.to_string()}"
     )

@@ -118,12 +118,15 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     weights: Mapping[str, float] | None = None,
+    protocol: str | None = None,
 ) -> pd.DataFrame:
     """All-vs-all evaluation of a :class:`~prodrec.rank.Recommender` over its products.
 
     ``labels`` is the catalog (its label columns are used) or a table indexed by product id. Returns a tidy
     table with columns ``mode, metric, label, value, ci_low, ci_high, n_queries, k``; metrics are
     ``precision`` (per label), ``coverage`` and ``ild_<arm>`` (intra-list diversity in each arm's space).
+    ``protocol`` (``full`` or ``withheld``, how the experiment's sentences were made), when given, is
+    recorded in a first column so tables of both protocols can be stacked.
     """
     modes = list(modes or recommender.modes)
     for mode in modes:
@@ -151,7 +154,10 @@ def evaluate(
             rows.append(dict(mode=mode, metric=f"ild_{arm}", label="",
                              value=intra_list_diversity(pos, index.vectors),
                              ci_low=np.nan, ci_high=np.nan, n_queries=n, k=k))
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if protocol is not None:
+        out.insert(0, "protocol", params.check_protocol(protocol))
+    return out
 
 
 def alpha_sweep(

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import ConfigError, RankingError
-from .schema import FUSION_MODES
+from .schema import FUSION_MODES, LEARNED, PROTOCOLS
 
 
 def _is_int(value: Any) -> bool:
@@ -114,3 +114,25 @@ def check_engine(engine: str) -> str:
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {ENGINES}; got {engine!r}")
     return engine
+
+
+CALIBRATIONS = ("auto", "raw", "zscore")
+#: The paper's arms: fused as raw cosines under ``auto`` calibration.
+PAPER_ARMS = frozenset({"image", "text"})
+
+
+def check_calibration(calibration: str, arms: Iterable[str] | None = None) -> str:
+    """``calibration`` is one of :data:`CALIBRATIONS`; with ``arms`` given, ``auto`` is resolved (``raw`` for
+    the paper's image/text arms, ``zscore`` when any other arm is present)."""
+    if calibration not in CALIBRATIONS:
+        raise ConfigError(f"calibration must be one of {CALIBRATIONS}; got {calibration!r}")
+    if calibration == "auto" and arms is not None:
+        return "raw" if set(arms) - {LEARNED} <= PAPER_ARMS else "zscore"
+    return calibration
+
+
+def check_protocol(protocol: str) -> str:
+    """``protocol`` is one of :data:`~prodrec.schema.PROTOCOLS` (``full`` or ``withheld``)."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
+    return protocol

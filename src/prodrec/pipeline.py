@@ -15,17 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
-from . import params
-from .arms import ArmSpec, ClipArm, ImageArm, Resolved, TextArm, arm_spec, model_spec
+from . import _io, params
+from .arms import ArmSpec, ClipArm, ColourArm, ImageArm, Resolved, TextArm, arm_spec, model_spec
 from .catalog import Catalog, load_catalog
 from .data import find_data_dir
 from .encoders.base import Encoder
-from .errors import ConfigError, ModelUnavailable, UnknownIdError
+from .errors import ConfigError, ModelUnavailable, StoreError, UnknownIdError
 from .provenance import provenance
-from .rank import Recommender
-from .store import Embeddings, EmbeddingStore
+from .rank import Recommender, align
+from .schema import COLOUR_LABEL, LEARNED, STYLE_LABEL
+from .store import Embeddings, EmbeddingStore, fingerprint
 
 if TYPE_CHECKING:
     from .search import Searcher
@@ -160,7 +162,7 @@ def text_embeddings(
 
 
 _SUMMARY_KEYS = ("name", "model_id", "dim", "weights", "weight_source", "choice_reason", "device", "fields",
-                 "input", "preprocessing", "why", "cache", "loaded", "computed", "engine")
+                 "input", "preprocessing", "why", "cache", "loaded", "computed", "engine", "training")
 
 
 def model_summary(emb: Embeddings | None) -> dict[str, Any] | None:
@@ -249,6 +251,11 @@ def build_experiment(
     progress: bool = True,
     engine: str = "local",
     engine_options: Mapping[str, Any] | None = None,
+    colour_model: str | None = None,
+    learned: bool | Mapping[str, Any] = False,
+    protocol: str = "full",
+    withheld: Sequence[str] | None = None,
+    calibration: str = "auto",
 ) -> Experiment:
     """Load (or take) a catalog, sample ``n_products`` with ``seed``, embed each arm, build a recommender.
 
@@ -260,6 +267,14 @@ def build_experiment(
     ``text_columns``...). ``k`` and ``modes``, when given, are checked against the sample size and the arms the
     catalog can have before anything is embedded; with ``require_ids`` an unknown ``include_ids`` entry is an
     error before anything is embedded (else a warning).
+
+    Beyond the paper: ``colour_model="auto"`` adds the training-free colour arm; ``learned=True`` (or a dict
+    of :func:`~prodrec.learned.train_head` options: ``epochs``, ``seed``, ``label_weights``...) adds the
+    ``learned`` arm, trained on the products of the catalog *outside* the sample (so it is never evaluated
+    on a product it was trained on) and kept in the store. ``protocol="withheld"`` removes ``withheld``
+    columns (default: the catalog's label columns) from every product sentence, for the text arm and the
+    learned arm's inputs alike. ``calibration`` is the fusion's score scale (see
+    :class:`~prodrec.rank.Recommender`).
     """
     params.check_sample_size(n_products)
     params.check_positive_int("batch_size", batch_size)
@@ -286,22 +301,28 @@ def build_experiment(
     if k is not None:
         params.check_k(k, len(catalog))
 
-    requested: list[tuple[ArmSpec, str | None, Callable[[ArmSpec, str], Embeddings]]] = [
-        (ImageArm(), image_model, lambda s, m: embed_arm(
-            catalog, s, m, store=store, batch_size=batch_size, chunk_size=chunk_size, progress=progress,
-            weights=image_weights, weights_path=None if resnet_weights is None else str(resnet_weights), **run_on)),
-        (TextArm(fields), text_model, lambda s, m: embed_arm(
-            catalog, s, m, store=store, batch_size=max(batch_size, 64), chunk_size=max(chunk_size, 64),
-            progress=progress, **run_on)),
-        (ClipArm(), clip_model, lambda s, m: embed_arm(
-            catalog, s, m, store=store, batch_size=batch_size, chunk_size=chunk_size, progress=progress,
-            **run_on)),
+    params.check_protocol(protocol)
+    withheld_cols = _withheld_columns(catalog, protocol, withheld)
+    text_fields = fields
+    if protocol == "withheld" and text_fields is None:
+        text_fields = [c for c in catalog.text_columns if c not in withheld_cols]
+    img_opts = {"weights": image_weights, "weights_path": None if resnet_weights is None else str(resnet_weights)}
+
+    def runner(batch: int, chunk: int, **opts: Any) -> Callable[[ArmSpec, str, Catalog], Embeddings]:
+        return lambda s, m, cat: embed_arm(cat, s, m, store=store, batch_size=batch, chunk_size=chunk,
+                                           progress=progress, **opts, **run_on)
+
+    requested: list[tuple[ArmSpec, str | None, Callable[[ArmSpec, str, Catalog], Embeddings]]] = [
+        (ImageArm(), image_model, runner(batch_size, chunk_size, **img_opts)),
+        (TextArm(text_fields), text_model, runner(max(batch_size, 64), max(chunk_size, 64))),
+        (ClipArm(), clip_model, runner(batch_size, chunk_size)),
+        (ColourArm(), colour_model, runner(max(batch_size, 256), max(chunk_size, 1024))),
     ]
     skipped: dict[str, str] = {}
     plan = []
     for spec, model, _ in requested:
-        if not model and isinstance(spec, ClipArm):
-            continue  # CLIP is opt-in: not asking for it is not worth a note
+        if not model and isinstance(spec, (ClipArm, ColourArm)):
+            continue  # opt-in arms: not asking for one is not worth a note
         why_not = "not requested" if not model else spec.unavailable(catalog)
         if not why_not and model == "auto" and isinstance(spec, ClipArm):
             try:
@@ -316,16 +337,126 @@ def build_experiment(
             plan.append(spec.name)
     if not plan:
         raise ConfigError("no arm can be built: " + "; ".join(f"{a}: {w}" for a, w in skipped.items()))
+    learn = _learned_options(learned)
+    if learn is not None:
+        why_not = _why_no_learning(plan, full, catalog)
+        if why_not:
+            skipped[LEARNED] = why_not
+            log.warning("leaving out the learned arm: %s", why_not)
+        else:
+            plan.append(LEARNED)
     if weights is not None:
         params.check_weights(weights, plan)
     for mode in modes or ():
         params.check_mode(mode, plan)
-    embeddings = {spec.name: run(spec, model) for spec, model, run in requested if spec.name in plan and model}
-    rec = Recommender(embeddings, alpha=alpha, weights=weights)
+    embeddings = {spec.name: run(spec, model, catalog) for spec, model, run in requested
+                  if spec.name in plan and model}
+    if LEARNED in plan:
+        assert learn is not None
+        inputs = [(spec, model, run) for spec, model, run in requested if spec.name in embeddings]
+        embeddings[LEARNED] = learned_embeddings(full, catalog, embeddings, inputs, store, progress=progress, **learn)
+    rec = Recommender(embeddings, alpha=alpha, weights=weights, calibration=calibration)
     settings = {
         "n_products": n_products, "seed": seed, "stratify": stratify, "image_model": image_model,
-        "text_model": text_model, "clip_model": clip_model, "image_weights": image_weights, "alpha": alpha,
-        "weights": dict(weights) if weights else None, "batch_size": batch_size, "store": str(store.root), "arms": plan,
-        "engine": engine,
+        "text_model": text_model, "clip_model": clip_model, "colour_model": colour_model,
+        "image_weights": image_weights, "alpha": alpha, "weights": dict(weights) if weights else None,
+        "fusion_weights": rec.weights, "calibration": rec.calibration, "batch_size": batch_size,
+        "store": str(store.root), "arms": plan, "engine": engine, "protocol": protocol,
+        "withheld_fields": withheld_cols if protocol == "withheld" else [],
+        "text_fields": list(text_fields) if text_fields is not None else list(catalog.text_columns),
+        "learned": learn,
     }
     return Experiment(catalog, embeddings, rec, settings, skipped)
+
+
+#: Fewest labelled training products the learned arm is trained on.
+MIN_TRAIN = 200
+
+
+def _withheld_columns(catalog: Catalog, protocol: str, withheld: Sequence[str] | None) -> list[str]:
+    if protocol != "withheld":
+        return []
+    cols = list(withheld) if withheld is not None else list(catalog.label_columns)
+    unknown = [c for c in cols if c not in catalog.df.columns]
+    if unknown:
+        raise ConfigError(f"cannot withhold {unknown}: not columns of the catalog ({list(catalog.df.columns)})")
+    if not cols:
+        raise ConfigError("the withheld protocol needs label columns to withhold (--label-columns or --labels)")
+    return cols
+
+
+def _learned_options(learned: bool | Mapping[str, Any]) -> dict[str, Any] | None:
+    if learned is False or learned is None:
+        return None
+    return {} if learned is True else dict(learned)
+
+
+def _why_no_learning(plan: Sequence[str], full: Catalog, sample: Catalog) -> str | None:
+    if len(plan) < 2:
+        return f"it combines at least two arms; this run has {list(plan)}"
+    if not full.label_columns:
+        return "the catalog has no label columns to learn from"
+    n_train = len(full) - len(set(map(str, sample.ids)) & set(map(str, full.ids)))
+    if n_train < MIN_TRAIN:
+        return (f"only {n_train} products lie outside the evaluated sample (need {MIN_TRAIN}); it is never "
+                "trained on products it is evaluated on: pass a smaller --n")
+    return None
+
+
+def learned_embeddings(
+    full: Catalog,
+    sample: Catalog,
+    inputs_of_sample: Mapping[str, Embeddings],
+    inputs: Sequence[tuple[ArmSpec, str | None, Callable[[ArmSpec, str, Catalog], Embeddings]]],
+    store: EmbeddingStore,
+    *,
+    progress: bool = True,
+    label_weights: Mapping[str, float] | None = None,
+    **train_options: Any,
+) -> Embeddings:
+    """The ``learned`` arm's vectors of ``sample``: a head trained on the input arms' vectors of the products
+    of ``full`` outside ``sample`` (weak labels: the catalog's label columns), kept in the store.
+
+    The head is found again in ``<store>/learned/<fingerprint>/`` when its inputs (models, fields, training
+    ids), labels and options are the same, so a re-run trains nothing.
+    """
+    from .learned import LearnedHead, train_head
+
+    sample_ids = set(map(str, sample.ids))
+    train_cat = full.subset([i for i in map(str, full.ids) if i not in sample_ids])
+    train_emb = {spec.name: run(spec, model or "auto", train_cat) for spec, model, run in inputs}
+    ids, aligned = align(train_emb)
+    ids = [str(i) for i in ids]
+    assert not sample_ids & set(ids), "the learned arm must never train on an evaluated product"
+    label_cols = [c for c in (STYLE_LABEL, COLOUR_LABEL) if c in full.label_columns] or list(full.label_columns)
+    if label_weights is not None:
+        label_cols = list(label_weights)
+    labels = full.labels.reindex(ids)[label_cols]
+    models = {name: str(e.meta.get("model_id")) for name, e in aligned.items()}
+    fields = {name: e.meta.get("fields") for name, e in aligned.items() if e.meta.get("fields")}
+    key = fingerprint([_io.dumps({"models": models, "fields": fields, "labels": label_cols,
+                                  "label_weights": dict(label_weights or {}), "options": train_options}),
+                       *ids])
+    folder = store.root / LEARNED / key
+    head: LearnedHead | None = None
+    cache = "hit"
+    if (folder / "head.json").is_file():
+        try:
+            head = LearnedHead.load(folder)
+        except StoreError as exc:
+            log.warning("learned head in %s is damaged (%s); training it again", folder, exc)
+    if head is None:
+        cache = "miss"
+        head = train_head({n: e.vectors for n, e in aligned.items()}, labels, ids=ids,
+                          label_weights=label_weights, input_models=models, progress=progress, **train_options)
+        head.save(folder)
+    s_ids, s_aligned = align({name: inputs_of_sample[name] for name in head.arms})
+    vectors = head.transform({name: e.vectors for name, e in s_aligned.items()})
+    meta = {
+        "name": "learned-head", "arm": LEARNED, "model_id": f"learned/{key[:16]}", "dim": int(vectors.shape[1]),
+        "weights": "trained", "weight_source": f"store:{folder}", "cache": cache, "computed": len(s_ids),
+        "loaded": 0, "input": f"the {', '.join(head.arms)} arms' vectors",
+        "choice_reason": f"trained on {len(ids)} products outside the evaluated sample",
+        "training": head.provenance(), "device": "cpu",
+    }
+    return Embeddings(np.asarray(s_ids, dtype=str), vectors, meta, {})

@@ -5,8 +5,9 @@
   results are deterministic. All-vs-all works in blocks of queries (one BLAS matrix product per block,
   bounded memory: never an N x N matrix).
 * :class:`Recommender` - named arms (``image``, ``text``, ...) aligned by product id, ranked by ``mode``:
-  one arm's cosine, ``fused`` (weighted late fusion ``sum_a w_a * cos_a``; with the paper's two arms
-  ``alpha * image + (1 - alpha) * text``) or ``rrf`` (weighted reciprocal-rank fusion of the arms' lists).
+  one arm's cosine, ``fused`` (weighted late fusion ``sum_a w_a * cal(cos_a)``; with the paper's two arms
+  ``alpha * image + (1 - alpha) * text``; ``cal`` puts arms on one scale, see :class:`Recommender`) or
+  ``rrf`` (weighted reciprocal-rank fusion of the arms' lists).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 
 from . import params
 from .errors import RankingError, UnknownIdError
-from .schema import FUSION_MODES, MODES, Mode
+from .schema import FUSION_MODES, LEARNED, MODES, Mode
 from .store import Embeddings
 
 __all__ = ["MODES", "CosineIndex", "Mode", "RankingError", "Recommender", "align", "select_topk"]
@@ -167,6 +168,13 @@ class Recommender:
 
     ``weights`` (arm -> weight, normalised to sum 1) set the fusion; ``alpha`` is the paper's shorthand
     for two arms: ``{"image": alpha, "text": 1 - alpha}``. Both can be overridden per call.
+
+    ``calibration`` says how arms' scores are put on one scale before they are weighted: ``raw`` adds the
+    cosines as they are (the paper's fusion); ``zscore`` standardises each arm's cosines per query (minus
+    their mean over the catalog, divided by their standard deviation), so an arm whose cosines crowd near 1
+    (colour histograms) weighs what its weight says, not what its spread happens to be. ``auto`` (default)
+    is ``raw`` for the paper's two arms (image, text) and ``zscore`` as soon as any other arm is fused.
+    Reciprocal-rank fusion needs neither (it reads ranks).
     """
 
     def __init__(
@@ -177,6 +185,7 @@ class Recommender:
         weights: Mapping[str, float] | None = None,
         image: Embeddings | None = None,
         text: Embeddings | None = None,
+        calibration: str = "auto",
     ) -> None:
         given = dict(arms or {})
         for name, emb in (("image", image), ("text", text)):
@@ -184,6 +193,7 @@ class Recommender:
                 given[name] = emb
         self.ids, aligned = align(given)
         self.arms: dict[str, CosineIndex] = {name: CosineIndex(e.ids, e.vectors) for name, e in aligned.items()}
+        self.calibration = params.check_calibration(calibration, self.arms)
         self.alpha = params.check_alpha(alpha)
         if len(self.arms) < 2:
             self.weights = {n: 1.0 for n in self.arms}
@@ -196,7 +206,8 @@ class Recommender:
         return len(self.ids)
 
     def __repr__(self) -> str:
-        return f"Recommender({len(self)} products, arms {list(self.arms)}, weights {self.weights})"
+        return (f"Recommender({len(self)} products, arms {list(self.arms)}, weights {self.weights}, "
+                f"calibration {self.calibration})")
 
     @property
     def image(self) -> CosineIndex | None:
@@ -230,10 +241,155 @@ class Recommender:
         return self._alpha_weights(params.check_alpha(alpha))
 
     def _alpha_weights(self, a: float) -> dict[str, float]:
-        """The paper's two-arm weighting ``{image: a, text: 1 - a}``; equal weights for other arm sets."""
-        if set(self.arms) == {"image", "text"}:
-            return {"image": a, "text": 1.0 - a}
-        return {name: 1.0 / len(self.arms) for name in self.arms}
+        """The paper's two-arm weighting ``{image: a, text: 1 - a}``; equal weights for other arm sets. The
+        learned arm (trained on the others' vectors) is left out of fixed-weight fusion unless weighted."""
+        fixed = [name for name in self.arms if name != LEARNED] or list(self.arms)
+        if set(fixed) == {"image", "text"}:
+            return {name: {"image": a, "text": 1.0 - a}.get(name, 0.0) for name in self.arms}
+        return {name: 1.0 / len(fixed) if name in fixed else 0.0 for name in self.arms}
+
+    def scores(self, query_id: Any) -> np.ndarray:
+        """Cosine of one query with every product (one matrix-vector product)."""
+        return self.vectors @ self.vectors[self.positions([query_id])[0]]
+
+    def topk(self, query_id: Any, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [k], scores [k]) of the query's k nearest other products."""
+        ids, scores = self.topk_many([query_id], k)
+        return ids[0], scores[0]
+
+    def topk_many(self, query_ids: Sequence[Any], k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        pos, scores = self.topk_positions(self.positions(query_ids), k)
+        return self.ids[pos], scores
+
+    def topk_positions(
+        self, query_pos: np.ndarray | None = None, k: int = 5, block: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k positions and scores for query positions (all products when None), block by block."""
+        n = len(self)
+        k = params.check_k(k, n)
+        query_pos = np.arange(n) if query_pos is None else np.asarray(query_pos, dtype=np.intp)
+        block = block or max(1, min(4096, BLOCK_BYTES // (4 * n)))
+        out_pos = np.empty((len(query_pos), k), dtype=np.intp)
+        out_val = np.empty((len(query_pos), k), dtype=np.float32)
+        for b in range(0, len(query_pos), block):
+            q = query_pos[b : b + block]
+            s = self.vectors[q] @ self.vectors.T
+            s[np.arange(len(q)), q] = -np.inf  # the query is not its own recommendation
+            out_pos[b : b + block], out_val[b : b + block] = select_topk(s, k)
+        return out_pos, out_val
+
+
+def align(arms: Mapping[str, Embeddings]) -> tuple[np.ndarray, dict[str, Embeddings]]:
+    """Restrict every arm to the ids they all share (failed items dropped), in one sorted order; rows are
+    never paired by position."""
+    valid = {name: emb.valid() for name, emb in arms.items() if emb is not None}
+    if not valid:
+        raise RankingError("need at least one arm of embeddings")
+    common: np.ndarray | None = None
+    for emb in valid.values():
+        ids = np.asarray([str(i) for i in emb.ids], dtype=object)
+        common = ids if common is None else np.intersect1d(common, ids)
+    assert common is not None
+    common = np.sort(np.asarray(common, dtype=object))
+    if len(common) == 0:
+        raise RankingError(f"the arms {list(valid)} share no product ids; they cannot be fused")
+    out = {}
+    for name, emb in valid.items():
+        dropped = len(emb) - len(common)
+        if dropped:
+            log.warning("aligning arms by id: %d product(s) of the %s arm kept out (not in every arm)", dropped, name)
+        pos = pd.Index([str(i) for i in emb.ids]).get_indexer(common)
+        out[name] = Embeddings(common, emb.vectors[pos], emb.meta, emb.failures)
+    return common, out
+
+
+class Recommender:
+    """Top-k recommendations from any named arm, or from several fused, over the ids all arms share.
+
+    >>> rec = Recommender({"image": image_emb, "text": text_emb}, alpha=0.5)
+    >>> rec.recommend("15970", k=5, mode="fused")
+
+    ``weights`` (arm -> weight, normalised to sum 1) set the fusion; ``alpha`` is the paper's shorthand
+    for two arms: ``{"image": alpha, "text": 1 - alpha}``. Both can be overridden per call.
+
+    ``calibration`` says how arms' scores are put on one scale before they are weighted: ``raw`` adds the
+    cosines as they are (the paper's fusion); ``zscore`` standardises each arm's cosines per query (minus
+    their mean over the catalog, divided by their standard deviation), so an arm whose cosines crowd near 1
+    (colour histograms) weighs what its weight says, not what its spread happens to be. ``auto`` (default)
+    is ``raw`` for the paper's two arms (image, text) and ``zscore`` as soon as any other arm is fused.
+    Reciprocal-rank fusion needs neither (it reads ranks).
+    """
+
+    def __init__(
+        self,
+        arms: Mapping[str, Embeddings] | None = None,
+        *,
+        alpha: float = 0.5,
+        weights: Mapping[str, float] | None = None,
+        image: Embeddings | None = None,
+        text: Embeddings | None = None,
+        calibration: str = "auto",
+    ) -> None:
+        given = dict(arms or {})
+        for name, emb in (("image", image), ("text", text)):
+            if emb is not None:
+                given[name] = emb
+        self.ids, aligned = align(given)
+        self.arms: dict[str, CosineIndex] = {name: CosineIndex(e.ids, e.vectors) for name, e in aligned.items()}
+        self.calibration = params.check_calibration(calibration, self.arms)
+        self.alpha = params.check_alpha(alpha)
+        if len(self.arms) < 2:
+            self.weights = {n: 1.0 for n in self.arms}
+        else:
+            self.weights = (self.fusion_weights(weights=weights) if weights is not None
+                            else self._alpha_weights(self.alpha))
+        self._index = pd.Index(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return (f"Recommender({len(self)} products, arms {list(self.arms)}, weights {self.weights}, "
+                f"calibration {self.calibration})")
+
+    @property
+    def image(self) -> CosineIndex | None:
+        return self.arms.get("image")
+
+    @property
+    def text(self) -> CosineIndex | None:
+        return self.arms.get("text")
+
+    @property
+    def modes(self) -> list[str]:
+        """The arms' names, plus ``fused`` and ``rrf`` when there are at least two arms."""
+        return list(self.arms) + (list(FUSION_MODES) if len(self.arms) > 1 else [])
+
+    def arm(self, name: str) -> CosineIndex:
+        """The index of arm ``name``; a clear :class:`RankingError` when it is not here."""
+        try:
+            return self.arms[name]
+        except KeyError:
+            raise RankingError(f"mode {name!r} is not available; this recommender has modes {self.modes}") from None
+
+    def fusion_weights(self, alpha: float | None = None, weights: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Normalised per-arm weights: ``weights`` if given, else ``alpha`` for image/text, else equal."""
+        if len(self.arms) < 2:
+            raise RankingError(f"fusion needs at least two arms; this recommender has {list(self.arms)}")
+        if weights is not None:
+            w = params.check_weights(weights, self.arms)
+            return {name: w.get(name, 0.0) for name in self.arms}
+        if alpha is None:
+            return self.weights
+        return self._alpha_weights(params.check_alpha(alpha))
+
+    def _alpha_weights(self, a: float) -> dict[str, float]:
+        """The paper's two-arm weighting ``{image: a, text: 1 - a}``; equal weights for other arm sets. The
+        learned arm (trained on the others' vectors) is left out of fixed-weight fusion unless weighted."""
+        fixed = [name for name in self.arms if name != LEARNED] or list(self.arms)
+        if set(fixed) == {"image", "text"}:
+            return {name: {"image": a, "text": 1.0 - a}.get(name, 0.0) for name in self.arms}
+        return {name: 1.0 / len(fixed) if name in fixed else 0.0 for name in self.arms}
 
     def fused_index(self, alpha: float | None = None, weights: Mapping[str, float] | None = None) -> CosineIndex:
         """An index whose inner products are ``sum_a w_a * cos_a``.
@@ -253,8 +409,17 @@ class Recommender:
         out = {name: index.scores(query_id) for name, index in self.arms.items()}
         if mode in FUSION_MODES:
             w = self.fusion_weights(alpha, weights)
-            out["fused"] = sum(w[name] * out[name] for name in self.arms)
+            out["fused"] = sum(w[name] * self._calibrated(out[name][None, :])[0] for name in self.arms)
         return out
+
+    def _calibrated(self, sims: np.ndarray) -> np.ndarray:
+        """Rows of one arm's cosines on the scale fusion adds them on: as they are (``raw``), or each row
+        standardised to mean 0 and standard deviation 1 over the catalog (``zscore``)."""
+        if self.calibration == "raw":
+            return sims
+        mu = sims.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+        sd = sims.std(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+        return (sims - mu) / np.maximum(sd, 1e-6)
 
     def recommend(
         self,
@@ -350,28 +515,34 @@ class Recommender:
         """All-vs-all (or the given query positions) top-k positions and scores under ``mode``."""
         params.check_mode(mode, self.arms)
         if mode == "fused":
-            return self.fused_index(alpha, weights).topk_positions(query_pos, k)
+            return self.fused_topk_sweep([self.fusion_weights(alpha, weights)], k, query_pos=query_pos)[0]
         if mode == "rrf":
             return self._rrf_topk(k, query_pos, self.fusion_weights(alpha, weights))
         return self.arm(mode).topk_positions(query_pos, k)
 
     def fused_topk_sweep(
-        self, weight_list: Sequence[Mapping[str, float]], k: int = 5, block: int | None = None
+        self, weight_list: Sequence[Mapping[str, float]], k: int = 5, block: int | None = None,
+        query_pos: np.ndarray | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """All-vs-all fused top-k for several weightings at once (an ``alpha`` sweep): each arm's block of
-        cosines is computed once and re-weighted per setting, instead of one full search per setting."""
+        """All-vs-all (or ``query_pos``) fused top-k for several weightings at once (a weight sweep): each
+        arm's block of calibrated cosines is computed once and re-weighted per setting, instead of one full
+        search per setting. Memory stays bounded: blocks of queries, never an N x N matrix."""
         n = len(self)
         k = params.check_k(k, n)
         ws = [self.fusion_weights(weights=w) for w in weight_list]
+        qp = np.arange(n) if query_pos is None else np.asarray(query_pos, dtype=np.intp)
         block = block or max(1, min(4096, BLOCK_BYTES // (4 * n * (len(self.arms) + 1))))
-        out = [(np.empty((n, k), dtype=np.intp), np.empty((n, k), dtype=np.float32)) for _ in ws]
-        for b in range(0, n, block):
-            q = np.arange(b, min(b + block, n))
-            sims = {name: index.vectors[q] @ index.vectors.T for name, index in self.arms.items()}
+        out = [(np.empty((len(qp), k), dtype=np.intp), np.empty((len(qp), k), dtype=np.float32)) for _ in ws]
+        for b in range(0, len(qp), block):
+            q = qp[b : b + block]
+            rows = slice(b, b + len(q))
+            sims = {name: self._calibrated(index.vectors[q] @ index.vectors.T) for name, index in self.arms.items()}
             for (pos, val), w in zip(out, ws):
-                s = sum(w[name] * sims[name] for name in self.arms)
+                s = sum(w[name] * sims[name] for name in self.arms if w[name])
+                if not isinstance(s, np.ndarray):  # every weight zero: no arm counts
+                    s = np.zeros((len(q), n), dtype=np.float32)
                 s[np.arange(len(q)), q] = -np.inf
-                pos[q], val[q] = select_topk(s, k)
+                pos[rows], val[rows] = select_topk(s, k)
         return out
 
     def recommend_many(

@@ -9,17 +9,17 @@ import numpy as np
 import pandas as pd
 
 from .catalog import Catalog
-from .schema import COLOUR_LABEL, STYLE_LABEL
+from .schema import COLOUR_LABEL, LEARNED, STYLE_LABEL
 
 
 def precision_table(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """precision@k as a label x mode table (values rounded), for display: labels in the order evaluated,
-    modes as random, the arms, then fused and rrf."""
+    modes as random, the fixed arms, fused and rrf, then the learned arm."""
     p = results[results.metric == "precision"]
     table = p.pivot(index="label", columns="mode", values="value").round(digits)
     modes = list(dict.fromkeys(p["mode"]))
-    order = ["random"] + [m for m in modes if m not in ("random", "fused", "rrf")] + [m for m in ("fused", "rrf")
-                                                                                       if m in modes]
+    late = ("fused", "rrf", LEARNED)
+    order = ["random"] + [m for m in modes if m not in ("random", *late)] + [m for m in late if m in modes]
     return table.reindex(index=list(dict.fromkeys(p["label"])), columns=[m for m in order if m in table.columns])
 
 

@@ -30,15 +30,23 @@ from typing import Any, Literal, get_args
 
 from .errors import CatalogError, ConfigError, DataNotFound
 
-#: The arms a recommender can hold (image and text are the paper's; clip its future scope).
-ArmName = Literal["image", "text", "clip"]
+#: The arms a recommender can hold: image and text are the paper's; clip and learned its future scope
+#: (photos and text in one space; a combination learned from the catalog), colour a training-free arm.
+ArmName = Literal["image", "text", "clip", "colour", "learned"]
 ARMS: tuple[str, ...] = get_args(ArmName)
 #: Arms whose model also embeds free text, so a description can be searched against them.
 TEXT_QUERY_ARMS: tuple[str, ...] = ("text", "clip")
 #: Ranking modes: one arm alone, a weighted fusion of arm scores, or reciprocal-rank fusion.
-Mode = Literal["image", "text", "clip", "fused", "rrf"]
+Mode = Literal["image", "text", "clip", "colour", "learned", "fused", "rrf"]
 MODES: tuple[str, ...] = get_args(Mode)
 FUSION_MODES: tuple[str, ...] = ("fused", "rrf")
+#: The arm trained on the other arms' vectors: ranked on its own, left out of fixed-weight fusion by default.
+LEARNED = "learned"
+#: Evaluation protocols: ``full`` puts every text column in the product sentence (a deployment's view);
+#: ``withheld`` removes the evaluated label columns from every sentence, so a score says what an arm
+#: learned beyond reading the label back.
+Protocol = Literal["full", "withheld"]
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 
 #: File names looked for beside a catalog, in this order (``<csv stem>.prodrec.toml`` comes first).
 DESCRIPTION_FILES = ("prodrec.toml", "prodrec.json")
