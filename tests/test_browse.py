@@ -76,3 +76,18 @@ def test_generic_catalog_ids_with_upper_case_and_captions(generic_dir: Path) -> 
     assert "Red shoe no. 1 | shoe | Red" in b.status.value  # captions from the catalog's own columns
     first = b.rec.recommend("007", 3, "image")["id"].iloc[0]
     assert f">{cat.row(first)['title']}<" in captions(b)[0]
+
+
+def test_three_arms_get_a_weight_slider_each(demo_dir: Path) -> None:
+    """Beyond the paper's two arms the alpha slider gives way to per-arm weights, and they move the ranking."""
+    cat = load_catalog(demo_dir)
+    rng = np.random.default_rng(1)
+    arms = {a: Embeddings(cat.ids, rng.normal(size=(len(cat), 8))) for a in ("image", "text", "colour")}
+    b = Browser(Recommender(arms), cat, k=5, mode="fused")
+    assert set(b.arm_weights) == {"image", "text", "colour"} and b.alpha.layout.display == "none"
+    assert "colour" in b.mode.options
+    b.arm_weights["image"].value, b.arm_weights["text"].value, b.arm_weights["colour"].value = 0.0, 0.0, 1.0
+    only_colour = b.compute()["fused"]["id"].tolist()
+    assert only_colour == b.rec.recommend(b.query_id, k=5, mode="colour")["id"].tolist()
+    b.arm_weights["colour"].value, b.arm_weights["image"].value = 0.0, 1.0
+    assert b.compute()["fused"]["id"].tolist() == b.rec.recommend(b.query_id, k=5, mode="image")["id"].tolist()

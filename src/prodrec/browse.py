@@ -29,6 +29,7 @@ from .catalog import Catalog
 from .errors import MissingDependency
 from .gallery import caption_parts, thumbnail
 from .rank import Recommender
+from .schema import LEARNED
 from .search import Searcher
 
 #: The choice that shows every arm and the fused ranking as rows (the paper's comparison figure, live).
@@ -99,6 +100,14 @@ class Browser:
                                    description="alpha (image weight)", continuous_update=False,
                                    style={"description_width": "initial"},
                                    disabled="fused" not in recommender.modes)
+        # more arms than the paper's two: one weight slider per arm instead of alpha (normalised when ranking)
+        paper = set(recommender.arms) - {LEARNED} <= {"image", "text"}
+        self.arm_weights = {} if paper or "fused" not in recommender.modes else {
+            arm: w.FloatSlider(value=round(recommender.weights[arm], 2), min=0.0, max=1.0, step=0.05,
+                               description=f"{arm} weight", continuous_update=False,
+                               style={"description_width": "initial"}) for arm in recommender.arms}
+        if self.arm_weights:
+            self.alpha.layout.display = "none"
         self.k = w.BoundedIntText(value=k, min=1, max=min(50, len(recommender) - 1), description="k",
                                   layout=w.Layout(width="140px"))
         self.filter = w.Dropdown(options=["none"] + [c for c in filter_columns if c in self.labels.columns],
@@ -112,11 +121,12 @@ class Browser:
         self.describe_box.observe(lambda ch: self.describe(ch["new"]), names="value")
         self.matches.observe(self._on_match, names="value")
         self.random_button.on_click(lambda _: self.show_query(self.rec.ids[self._rng.integers(len(self.rec))]))
-        for ctl in (self.mode, self.alpha, self.k, self.filter):
+        for ctl in (self.mode, self.alpha, self.k, self.filter, *self.arm_weights.values()):
             ctl.observe(lambda _: self.refresh(), names="value")
         controls = w.VBox([
             w.HBox([self.search_box, self.random_button]), self.matches, self.describe_box,
-            w.HBox([self.mode, self.k]), w.HBox([self.alpha, self.filter]), self.status,
+            w.HBox([self.mode, self.k]), w.HBox([self.alpha, self.filter]),
+            w.HBox(list(self.arm_weights.values())), self.status,
         ])
         self.widget = w.VBox([controls, self.grid])
         self.widget.add_class("prodrec-browser")
@@ -205,9 +215,10 @@ class Browser:
     def compute(self) -> dict[str, pd.DataFrame]:
         """Top-k per shown mode for the current query (timed into :attr:`last_ms`)."""
         modes = [*self.rec.arms, "fused"] if self.mode.value == ALL_MODES else [self.mode.value]
+        weights = {arm: float(s.value) for arm, s in self.arm_weights.items()}
         t0 = time.perf_counter()
         out = self.rec.recommend_modes(self.query_id, int(self.k.value), modes, float(self.alpha.value),
-                                       self._allowed())
+                                       self._allowed(), weights if sum(weights.values()) > 0 else None)
         self.last_ms = (time.perf_counter() - t0) * 1e3
         return out
 

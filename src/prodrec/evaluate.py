@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import params
 from .catalog import Catalog
-from .errors import CatalogError
+from .errors import CatalogError, ConfigError
 from .schema import KAGGLE
 
 if TYPE_CHECKING:
@@ -157,6 +157,49 @@ def evaluate(
     out = pd.DataFrame(rows)
     if protocol is not None:
         out.insert(0, "protocol", params.check_protocol(protocol))
+    return out
+
+
+def weight_sweep(
+    recommender: Recommender,
+    labels: Catalog | pd.DataFrame,
+    weight_list: Sequence[Mapping[str, float]],
+    k: int = 5,
+    columns: Sequence[str] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """precision@k of fused ranking under each weighting in ``weight_list`` (arm -> weight), one row per
+    weighting and label, with a ``w_<arm>`` column per arm (normalised weights). Each arm's cosines are
+    computed once for all weightings."""
+    params.check_k(k, len(recommender))
+    table, cols = label_table(labels, columns)
+    columns = cols if columns is not None else cols[:2]
+    lab = table.reindex(recommender.ids)
+    ws = [recommender.fusion_weights(weights=w) for w in weight_list]
+    results = recommender.fused_topk_sweep(ws, k)
+    rows = []
+    for w, (pos, _) in tqdm(list(zip(ws, results)), desc="weight sweep", disable=not progress):
+        for col in columns:
+            rows.append({**{f"w_{a}": round(float(v), 6) for a, v in w.items()}, "label": col, "k": k,
+                         "precision": float(np.nanmean(per_query_precision(lab[col], pos)))})
+    return pd.DataFrame(rows)
+
+
+def weight_grid(arms: Sequence[str], step: float = 0.1) -> list[dict[str, float]]:
+    """Every weighting of ``arms`` on a simplex grid of ``step`` (weights >= 0 summing to 1, not all zero)."""
+    n = round(1 / step)
+    if not 1 <= n <= 100 or abs(n * step - 1) > 1e-9:
+        raise ConfigError(f"step must divide 1 into 1 to 100 parts, got {step}")
+    out: list[dict[str, float]] = []
+
+    def rec(prefix: list[int], left: int) -> None:
+        if len(prefix) == len(arms) - 1:
+            out.append({a: c / n for a, c in zip(arms, [*prefix, left])})
+            return
+        for c in range(left + 1):
+            rec([*prefix, c], left - c)
+
+    rec([], n)
     return out
 
 

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
     from .search import Searcher
 
 MODE_TITLES = {"image": "image (ResNet/EfficientNet)", "text": "text (sentence embedding)",
-               "fused": "fused", "rrf": "reciprocal-rank fusion"}
-MODE_COLOURS = {"random": "#aaaaaa", "image": "#4c72b0", "text": "#dd8452", "fused": "#55a868", "rrf": "#8172b3"}
+               "fused": "fused", "rrf": "reciprocal-rank fusion", "colour": "colour (foreground histogram)",
+               "learned": "learned (trained head)"}
+MODE_COLOURS = {"random": "#aaaaaa", "image": "#4c72b0", "text": "#dd8452", "fused": "#55a868", "rrf": "#8172b3",
+                "colour": "#c44e52", "learned": "#937860", "clip": "#da8bc3"}
 
 
 def show() -> None:
@@ -231,6 +233,49 @@ def plot_alpha_sweep(sweep: pd.DataFrame) -> Any:
     ax.set_xlabel("alpha (weight of the image score)")
     ax.set_ylabel(f"precision@{int(sweep['k'].iloc[0])}")
     ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoff(sweep: pd.DataFrame, points: pd.DataFrame | None = None, x: str = "articleType",
+                  y: str = "baseColour", colour_by: str | None = None) -> Any:
+    """The type/colour trade-off: one dot per fusion weighting of ``sweep`` (:func:`~prodrec.evaluate.
+    weight_sweep`) at (precision on ``x``, precision on ``y``), its Pareto front as a line, and ``points``
+    (a table with ``name``, ``x``, ``y`` columns: single arms, the learned arm...) marked and named."""
+    from .report import pareto_front
+
+    plt = pyplot()
+    wide = sweep.pivot_table(index=[c for c in sweep.columns if c.startswith("w_")], columns="label",
+                             values="precision").reset_index()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    c = wide[colour_by] if colour_by in wide.columns else None
+    sc = ax.scatter(wide[x], wide[y], c=c, cmap="viridis", s=14, alpha=0.7, label="fixed weightings")
+    if c is not None:
+        fig.colorbar(sc, ax=ax, label=f"weight of {colour_by.removeprefix('w_')}")
+    front = pareto_front(wide, x, y)
+    ax.plot(front[x], front[y], color="black", lw=1, label="Pareto front of fixed weightings")
+    for _, r in (points if points is not None else pd.DataFrame()).iterrows():
+        ax.scatter([r["x"]], [r["y"]], marker="*", s=140, color=MODE_COLOURS.get(str(r["name"]).split()[0], "k"),
+                   edgecolor="k", zorder=3)
+        ax.annotate(str(r["name"]), (r["x"], r["y"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel(f"precision@{int(sweep['k'].iloc[0])} {x}")
+    ax.set_ylabel(f"precision@{int(sweep['k'].iloc[0])} {y}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_curves(curves: dict[str, Sequence[float]]) -> Any:
+    """Training loss per epoch, one line per run (e.g. per protocol and seed of the learned arm)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, curve in curves.items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -94,11 +94,13 @@ def embed_arm(
             enc = built["enc"] = spec.build(resolved)
         return enc
 
+    remote: Any = None  # the ray engine's compute (prodrec.scale.RayCompute): its actors build the model
+
     def meta() -> dict[str, Any]:
-        enc = get_encoder()
-        reg = model_spec(enc.model_id)
+        described = remote.describe() if remote is not None else get_encoder().describe()
+        reg = model_spec(described["model_id"])
         extra = {"preprocessing": reg.preprocessing, "why": reg.why} if reg else {}
-        return {**enc.describe(), "input": spec.input, **extra}
+        return {**described, "input": spec.input, **extra}
 
     if isinstance(spec, ImageArm):  # chunks of whole batches (the clip arm is an image arm too)
         chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
@@ -108,8 +110,8 @@ def embed_arm(
     if engine == "ray":
         from .scale import ray_compute
 
-        compute = ray_compute(spec, catalog, resolved, batch_size=batch_size, encoder=encoder,
-                              **dict(engine_options or {}))
+        compute = remote = ray_compute(spec, catalog, resolved, batch_size=batch_size, encoder=encoder,
+                                       **dict(engine_options or {}))
     try:
         emb = st.embed(
             spec.name, resolved.model_id, dim, [str(i) for i in catalog.ids], keys, compute, meta=meta,
@@ -412,6 +414,7 @@ def learned_embeddings(
     *,
     progress: bool = True,
     label_weights: Mapping[str, float] | None = None,
+    max_train: int | None = None,
     **train_options: Any,
 ) -> Embeddings:
     """The ``learned`` arm's vectors of ``sample``: a head trained on the input arms' vectors of the products
@@ -424,6 +427,9 @@ def learned_embeddings(
 
     sample_ids = set(map(str, sample.ids))
     train_cat = full.subset([i for i in map(str, full.ids) if i not in sample_ids])
+    if max_train is not None:
+        train_cat = train_cat.sample(params.check_positive_int("max_train", max_train),
+                                     seed=int(train_options.get("seed", 0)))
     train_emb = {spec.name: run(spec, model or "auto", train_cat) for spec, model, run in inputs}
     ids, aligned = align(train_emb)
     ids = [str(i) for i in ids]
@@ -457,6 +463,6 @@ def learned_embeddings(
         "weights": "trained", "weight_source": f"store:{folder}", "cache": cache, "computed": len(s_ids),
         "loaded": 0, "input": f"the {', '.join(head.arms)} arms' vectors",
         "choice_reason": f"trained on {len(ids)} products outside the evaluated sample",
-        "training": head.provenance(), "device": "cpu",
+        "training": head.provenance(), "device": "cpu", "head_path": str(folder),
     }
     return Embeddings(np.asarray(s_ids, dtype=str), vectors, meta, {})

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .catalog import Catalog
+from .errors import CatalogError
 from .schema import COLOUR_LABEL, LEARNED, STYLE_LABEL
 
 
@@ -121,3 +122,106 @@ def describe_arm(results: pd.DataFrame, arm: str, style: str = STYLE_LABEL, colo
                 f"the {arm} arm {verdict}.")
     parts = [f"**{label}** {pct(label, arm)} (random {pct(label, 'random')})" for label in p.index]
     return f"{arm.capitalize()} neighbours share the query's " + ", ".join(parts) + "."
+
+
+def pareto_front(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """The rows of ``table`` no other row beats on both ``x`` and ``y`` (higher is better), sorted by ``x``."""
+    t = table.sort_values([x, y], ascending=[False, False])
+    best_y = -np.inf
+    keep = []
+    for idx, row in t.iterrows():
+        if row[y] > best_y:
+            keep.append(idx)
+            best_y = row[y]
+    return table.loc[keep].sort_values(x)
+
+
+def protocol_table(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """precision@k of stacked :func:`~prodrec.evaluate.evaluate` results (a ``protocol`` column) as a
+    (protocol, label) x mode table, modes in :func:`precision_table` order."""
+    parts = {prot: precision_table(sub, digits) for prot, sub in results.groupby("protocol", sort=False)}
+    return pd.concat(parts, names=["protocol"])
+
+
+def seed_summary(results: pd.DataFrame, mode: str = LEARNED) -> pd.DataFrame:
+    """Mean, standard deviation, min and max of ``mode``'s precision over runs that differ by a ``run``
+    column (training seeds), per protocol and label."""
+    p = results[(results.metric == "precision") & (results["mode"] == mode)]
+    keys = [c for c in ("protocol", "label") if c in p.columns]
+    return p.groupby(keys, sort=False)["value"].agg(["mean", "std", "min", "max", "count"]).round(3)
+
+
+def describe_beyond(
+    results: pd.DataFrame, sweep: pd.DataFrame | None = None, style: str = STYLE_LABEL, colour: str = COLOUR_LABEL,
+) -> str:
+    """Findings of the beyond-the-paper comparison as Markdown sentences built from the measured numbers:
+    the colour arm against the others on colour, the best fixed weightings (per protocol when ``sweep`` has
+    a ``protocol`` column), and the learned arm (mean over training runs) against them."""
+    p = results[results.metric == "precision"]
+    k = int(p["k"].iloc[0]) if len(p) else 5
+
+    def mean(mode: str, label: str, protocol: str | None = None) -> float:
+        r = p[(p["mode"] == mode) & (p.label == label)]
+        if protocol is not None and "protocol" in r.columns:
+            r = r[r.protocol == protocol]
+        return float(r["value"].mean()) if len(r) else float("nan")
+
+    out = []
+    protocols = list(dict.fromkeys(p["protocol"])) if "protocol" in p.columns else [None]
+    first = protocols[0]
+    if "colour" in set(p["mode"]) and colour in set(p.label):
+        others = {m: mean(m, colour, first) for m in ("image", "text") if m in set(p["mode"])}
+        c = mean("colour", colour, first)
+        out.append(f"**Colour arm.** On its own, the training-free colour arm shares the query's {colour} in "
+                   f"{c:.2f} of top-{k} slots (" + ", ".join(f"{m}: {v:.2f}" for m, v in others.items())
+                   + f"; random: {mean('random', colour, first):.2f}).")
+    for prot in protocols:
+        tag = f" ({prot})" if prot else ""
+        if sweep is not None and {style, colour} <= set(sweep.label):
+            sw = sweep if prot is None or "protocol" not in sweep.columns else sweep[sweep.protocol == prot]
+            wcols = [c for c in sw.columns if c.startswith("w_")]
+            wide = sw.pivot_table(index=wcols, columns="label", values="precision").reset_index()
+            bs, bc = wide.loc[wide[style].idxmax()], wide.loc[wide[colour].idxmax()]
+
+            def w(r: pd.Series) -> str:
+                return ", ".join(f"{c[2:]} {r[c]:.1f}" for c in wcols)
+
+            out.append(f"**Fixed weights{tag}.** The best weighting for {style} ({w(bs)}) reaches {bs[style]:.2f} "
+                       f"but {bs[colour]:.2f} on {colour}; the best for {colour} ({w(bc)}) reaches {bc[colour]:.2f} "
+                       f"but {bc[style]:.2f} on {style}: no fixed weighting gets both.")
+            if LEARNED in set(p["mode"]):
+                ls, lc = mean(LEARNED, style, prot), mean(LEARNED, colour, prot)
+                beaten = bool(((wide[style] >= ls) & (wide[colour] >= lc)).any())
+                runs = p[(p["mode"] == LEARNED) & (p.label == style)]
+                n_runs = len(runs if prot is None else runs[runs.protocol == prot])
+                out.append(f"**Learned arm{tag}.** Mean over {n_runs} training run(s): {ls:.2f} on {style}, {lc:.2f} "
+                           f"on {colour}; " + ("some fixed weighting matches or beats it on both."
+                                                if beaten else "no fixed weighting reaches both values."))
+        elif LEARNED in set(p["mode"]):
+            out.append(f"**Learned arm{tag}.** {mean(LEARNED, style, prot):.2f} on {style}, "
+                       f"{mean(LEARNED, colour, prot):.2f} on {colour}.")
+    return "\n\n".join(out)
+
+
+def style_colour_labels(catalog: Catalog) -> tuple[str, str]:
+    """The two labels the trade-off is drawn on: article type and base colour when the catalog has them,
+    else its first two label columns (the first twice when it has one)."""
+    labels = list(catalog.label_columns)
+    if not labels:
+        raise CatalogError("the catalog has no label columns to evaluate (--label-columns)")
+    x = STYLE_LABEL if STYLE_LABEL in labels else labels[0]
+    y = COLOUR_LABEL if COLOUR_LABEL in labels else next((c for c in labels if c != x), x)
+    return x, y
+
+
+def mode_points(results: pd.DataFrame, x: str, y: str, protocol: str | None = None) -> pd.DataFrame:
+    """One point per mode (mean over runs): ``name``, ``x`` (precision on label ``x``), ``y`` - the marks of
+    :func:`~prodrec.gallery.plot_tradeoff`."""
+    p = results[results.metric == "precision"]
+    if protocol is not None and "protocol" in p.columns:
+        p = p[p.protocol == protocol]
+    m = p.pivot_table(index="mode", columns="label", values="value", aggfunc="mean")
+    runs = p[p.label == x].groupby("mode").size()
+    rows = [{"name": f"{mode} (mean of {runs[mode]})" if runs.get(mode, 1) > 1 else mode,
+             "x": float(m.loc[mode, x]), "y": float(m.loc[mode, y])} for mode in m.index if mode != "random"]
+    return pd.DataFrame(rows, columns=["name", "x", "y"])
