@@ -30,14 +30,20 @@ def big_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_catalog(tmp_path_factory.mktemp("demo300"), n=300, seed=3, image_size=64, progress=False)
 
 
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One store for the module: the demo's photos and sentences are embedded once."""
+    return tmp_path_factory.mktemp("beyond-store")
+
+
 def precision(res: pd.DataFrame) -> dict[tuple[str, str], float]:
     p = res[res.metric == "precision"]
     return {(m, lab): v for m, lab, v in zip(p["mode"], p["label"], p["value"])}
 
 
 @pytest.mark.slow
-def test_colour_and_learned_arms_under_both_protocols(big_demo: Path, tmp_path: Path) -> None:
-    store = tmp_path / "store"
+def test_colour_and_learned_arms_under_both_protocols(big_demo: Path, shared_store: Path) -> None:
+    store = shared_store
     exps = {prot: build_experiment(big_demo, 40, 0, colour_model="auto", learned=LEARN, protocol=prot,
                                    store_dir=store, progress=False) for prot in ("full", "withheld")}
     full, held = exps["full"], exps["withheld"]
@@ -50,7 +56,8 @@ def test_colour_and_learned_arms_under_both_protocols(big_demo: Path, tmp_path: 
     assert not set(held.text.meta["fields"]) & set(labels) and set(labels) <= set(full.text.meta["fields"])
     sentences = product_sentences(held.catalog.df, held.text.meta["fields"])
     row = held.catalog.df.iloc[0]
-    assert str(row["articleType"]) not in sentences[0] and str(row["baseColour"]) not in sentences[0]
+    # the label fields are gone (a product *name* may still spell its type or colour: the names are kept)
+    assert str(row["subCategory"]) not in sentences[0] and str(row["productDisplayName"]) in sentences[0]
     for exp in (full, held):
         head = LearnedHead.load(exp.embeddings["learned"].meta["head_path"])
         assert not set(head.train_ids) & set(exp.recommender.ids)  # never trained on an evaluated product
@@ -99,10 +106,10 @@ def test_learned_arm_is_left_out_with_a_reason_when_nothing_is_outside_the_sampl
 
 
 @pytest.mark.slow
-def test_cli_evaluate_with_three_arms_reports_every_mode(big_demo: Path, tmp_path: Path) -> None:
+def test_cli_evaluate_with_three_arms_reports_every_mode(big_demo: Path, shared_store: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "prodrec.cli", "evaluate", "--data", str(big_demo), "--n", "40", "--arms",
            "image,text,colour", "--protocol", "withheld", "--learn-epochs", "5", "-k", "5", "--n-boot", "20",
-           "--store", str(tmp_path / "store"), "--json", "--quiet", "--out", str(tmp_path / "out")]
+           "--store", str(shared_store), "--json", "--quiet", "--out", str(tmp_path / "out")]
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     payload = json.loads(out.stdout)
@@ -118,10 +125,10 @@ def test_cli_evaluate_with_three_arms_reports_every_mode(big_demo: Path, tmp_pat
 
 
 @pytest.mark.slow
-def test_cli_recommend_by_colour(big_demo: Path, tmp_path: Path) -> None:
+def test_cli_recommend_by_colour(big_demo: Path, shared_store: Path) -> None:
     qid = pd.read_csv(big_demo / "styles.csv", dtype=str)["id"].iloc[0]
     out = subprocess.run([sys.executable, "-m", "prodrec.cli", "recommend", "--data", str(big_demo), "--id", qid,
-                          "--mode", "colour", "--colour-model", "auto", "--store", str(tmp_path / "store"),
+                          "--mode", "colour", "--colour-model", "auto", "--store", str(shared_store),
                           "--json", "--quiet"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     recs = json.loads(out.stdout)["recommendations"]

@@ -81,10 +81,10 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             "colour-hist", "colour", "prodrec.encoders.colour:ColourEncoder", None,
-            "photo decoded at reduced size; foreground (non-background) pixels; colour histogram, "
-            "square-rooted, unit length",
-            "beyond the paper: training-free colour features, so 'same colour' need not come from the "
-            "text's colour field",
+            "56x56 RGB (JPEG DCT-scaled decode); background = median border colour, soft foreground mask; "
+            "soft HSV 12x3x3 + 5 grey bins; sqrt (Hellinger), L2",
+            "beyond the paper: the product's foreground colours, training-free (no weights), so 'same colour' "
+            "need not come from the text's colour field; ~1,500 images/s on 2 cores",
             "",
         ),
         ModelSpec(

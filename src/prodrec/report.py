@@ -177,8 +177,8 @@ def describe_beyond(
                    + f"; random: {mean('random', colour, first):.2f}).")
     for prot in protocols:
         tag = f" ({prot})" if prot else ""
-        if sweep is not None and {style, colour} <= set(sweep.label):
-            sw = sweep if prot is None or "protocol" not in sweep.columns else sweep[sweep.protocol == prot]
+        sw = sweep if sweep is None or prot is None or "protocol" not in sweep.columns else sweep[sweep.protocol == prot]
+        if sw is not None and {style, colour} <= set(sw.label):
             wcols = [c for c in sw.columns if c.startswith("w_")]
             wide = sw.pivot_table(index=wcols, columns="label", values="precision").reset_index()
             bs, bc = wide.loc[wide[style].idxmax()], wide.loc[wide[colour].idxmax()]

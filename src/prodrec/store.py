@@ -209,7 +209,9 @@ class EmbeddingStore:
             ``compute(positions)`` gets an int array of positions into ``ids`` (only missing products, at
             most ``chunk_size`` at a time) and returns ``(vectors float32 [len(positions), dim],
             {local index: failure reason})``. It is never called when everything is stored, so a model
-            built lazily inside it is not loaded on a warm run.
+            built lazily inside it is not loaded on a warm run. A ``compute`` with a ``prepare`` method
+            (:class:`prodrec.scale.RayCompute`) gets ``prepare(missing)`` once, before ``meta`` and the
+            first chunk: every position it will be asked for, in the order of the calls.
         meta : dict or callable, optional
             Model provenance (weight source, device...) saved with the model's entry; a callable is called
             only when something is computed.
@@ -344,6 +346,9 @@ class EmbeddingStore:
             if len(missing):
                 log.info("%s embeddings (%s): computing %d of %d products, because %s",
                          index.arm, index.model_id, len(missing), n, because)
+                prepare = getattr(compute, "prepare", None)
+                if prepare is not None:  # e.g. the ray engine: one job over every missing product
+                    prepare(missing.copy())
                 index.save_model_meta(conn, (meta() if callable(meta) else meta) or {})
                 with tqdm(total=n, initial=n - len(missing), desc=desc or f"{index.arm} embeddings",
                           unit="item", disable=not progress) as bar:
