@@ -176,11 +176,12 @@ def weight_sweep(
     columns = cols if columns is not None else cols[:2]
     lab = table.reindex(recommender.ids)
     ws = [recommender.fusion_weights(weights=w) for w in weight_list]
+    swept = list(dict.fromkeys(a for w in weight_list for a in w))  # the arms the sweep weighs
     results = recommender.fused_topk_sweep(ws, k)
     rows = []
     for w, (pos, _) in tqdm(list(zip(ws, results)), desc="weight sweep", disable=not progress):
         for col in columns:
-            rows.append({**{f"w_{a}": round(float(v), 6) for a, v in w.items()}, "label": col, "k": k,
+            rows.append({**{f"w_{a}": round(float(w[a]), 6) for a in swept}, "label": col, "k": k,
                          "precision": float(np.nanmean(per_query_precision(lab[col], pos)))})
     return pd.DataFrame(rows)
 

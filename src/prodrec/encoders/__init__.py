@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -39,8 +40,15 @@ def resolve_image_model(
             return "resnet50", f"paper model: ResNet-50 ImageNet weights from {source}"
         except WeightsUnavailable as exc:
             reason = f"resnet50 unavailable ({str(exc).splitlines()[0].split('. Supply')[0]})"
-    log.warning("image model auto: %s; using efficientnet-lite0 (ImageNet weights ship with its package)", reason)
+    _warn_once(f"image model auto: {reason}; using efficientnet-lite0 (ImageNet weights ship with its package)")
     return "efficientnet-lite0", reason
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    """A fallback is worth one warning per process, not one per experiment built (the reason is also
+    recorded in every output's provenance as ``choice_reason``)."""
+    log.warning("%s", message)
 
 
 def image_model_id(name: str, weights: str | None) -> str:
