@@ -55,6 +55,7 @@ clean:
 # nbval compares against). Run after changing a notebook or anything that changes its checked outputs.
 notebook-outputs: install
 	cd notebooks && PRODREC_DATA=../../shared/data/fashion-sample PRODREC_NB_N_PRODUCTS=200 \
+	  PRODREC_NB_MAX_TRAIN=1000 PRODREC_NB_LEARN_EPOCHS=10 \
 	  PRODREC_NB_OUT=../outputs/nbval PRODREC_OFFLINE=1 HF_HUB_OFFLINE=1 \
 	  ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace [0-9][0-9]_*.ipynb
 	$(PY) -c "import glob, nbformat as f; [(n.metadata.pop('widgets', None), [c.metadata.pop('execution', None) for c in n.cells], f.write(n, p)) for p in glob.glob('notebooks/[0-9][0-9]_*.ipynb') for n in [f.read(p, 4)]]"  # drop widget state and timestamps: large, noisy in diffs

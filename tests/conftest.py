@@ -16,6 +16,10 @@ SHARED = Path(os.environ.get("PRODREC_SHARED_DATA", ROOT.parent / "shared" / "da
 os.environ.setdefault("PRODREC_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Notebook 06 in the small CI configuration: its learned arm trains on 1,000 products outside the sample, 10 epochs
+# (the committed outputs are made with the same settings: `make notebook-outputs`).
+os.environ.setdefault("PRODREC_NB_MAX_TRAIN", "1000")
+os.environ.setdefault("PRODREC_NB_LEARN_EPOCHS", "10")
 if "PRODREC_STORE" not in os.environ:  # subprocesses (CLI, notebooks) share one store per test session
     os.environ["PRODREC_STORE"] = tempfile.mkdtemp(prefix="prodrec-test-store-")
 

@@ -25,7 +25,7 @@ from prodrec.notebooks import (
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("category_distribution", "attribute_distributions", "image_gallery", "text_gallery", "precision_bars",
-           "alpha_sweep", "browse_static")
+           "alpha_sweep", "browse_static", "tradeoff_full")
 CI_N = 200  # the small configuration whose outputs are stored in the committed notebooks
 
 
@@ -85,6 +85,23 @@ def test_notebooks_on_real_sample(shared_data: Path, tmp_path: Path) -> None:
     assert "Image → style" in findings and f"{p[('image', 'articleType')]:.2f}" in findings
     eda = json.loads((out / "metrics" / "01_eda.json").read_text())["data"]
     assert eda["products"] == 9583 and eda["report"]["rows_read"] == 44446
+    # beyond the paper (06): colour arm and learned arm against random, both protocols, three training seeds
+    beyond = strict_load(out / "metrics" / "06_beyond.json")
+    rows = [r for r in beyond["data"] if r["metric"] == "precision"]
+
+    def mean(mode: str, label: str, protocol: str) -> float:
+        vals = [r["value"] for r in rows if (r["mode"], r["label"], r["protocol"]) == (mode, label, protocol)]
+        return sum(vals) / len(vals)
+
+    for protocol in ("full", "withheld"):
+        assert mean("colour", "baseColour", protocol) > mean("random", "baseColour", protocol) + 0.15
+        assert mean("colour", "baseColour", protocol) > mean("image", "baseColour", protocol)
+        for label in ("articleType", "baseColour"):
+            assert mean("learned", label, protocol) > mean("random", label, protocol) + 0.2
+    assert sorted({r["train_seed"] for r in rows if r["mode"] == "learned"}) == [0, 1, 2]
+    assert beyond["provenance"]["models"]["learned"]["training"]["train_ids"]["count"] == 1000
+    for fig in ("tradeoff_full", "tradeoff_withheld", "learned_loss"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 5_000
 
 
 @pytest.mark.slow

@@ -251,3 +251,25 @@ def test_kill_9_during_prodrec_embed_resumes(tmp_path: Path) -> None:
     a, b = (image_embeddings(cat, "efficientnet-lite0", store=tmp_path / d, progress=False) for d in ("store", "ref"))
     assert a.meta["cache"] == b.meta["cache"] == "hit"
     np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_approximate_indexes_keep_precision_on_the_real_sample(shared_data: Path) -> None:
+    """`--index hnsw|ivf` on 2,000 products of the shared sample: precision@5 of every mode within 0.02 of
+    exact (text and colour arms: fast to embed in CI; the image arm behaves alike, see the README)."""
+    def precision(index: str) -> dict[tuple[str, str], float]:
+        out = run_cli("evaluate", "--data", str(shared_data), "--n", "2000", "--seed", "0", "-k", "5", "--arms",
+                      "text,colour", "--no-learned", "--index", index, "--labels", "articleType,baseColour",
+                      "--n-boot", "10", "--json", "--quiet")
+        assert out.returncode == 0, out.stderr[-3000:]
+        payload = strict_json(out.stdout)
+        assert payload["provenance"]["index"]["kind"] == index
+        return {(r["mode"], r["label"]): r["value"] for r in payload["results"] if r["metric"] == "precision"}
+
+    exact = precision("exact")
+    for kind in ("hnsw", "ivf"):
+        approx = precision(kind)
+        assert approx.keys() == exact.keys() and {m for m, _ in exact} >= {"text", "colour", "fused", "rrf"}
+        worst = max(abs(approx[key] - exact[key]) for key in exact)
+        assert worst <= 0.02, (kind, worst)

@@ -253,3 +253,52 @@ def test_zscore_gives_a_crowded_arm_its_weight() -> None:
         corr[mode] = {arm: np.corrcoef(sc["fused"], sc[arm])[0, 1] for arm in arms}
     assert corr["raw"]["image"] > 0.95 and corr["raw"]["colour"] < 0.3  # raw: the crowded arm hardly counts
     assert abs(corr["zscore"]["image"] - corr["zscore"]["colour"]) < 0.1  # standardised: equal say
+
+
+def clustered(n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(40, d))
+    x = centres[rng.integers(0, 40, n)] + 0.35 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_indexes_agree_with_exact_in_every_mode(kind: str, tmp_path) -> None:
+    from prodrec.index import IndexCache
+
+    ids = [f"p{i:05d}" for i in range(1500)]
+    arms = {"image": Embeddings(ids, clustered(1500, 24, 1)), "text": Embeddings(ids, clustered(1500, 12, 2)),
+            "colour": Embeddings(ids, clustered(1500, 8, 3))}
+    exact = Recommender(arms)
+    cache = IndexCache(tmp_path / "indexes")
+    approx = Recommender(arms, index=kind, index_cache=cache)
+    assert approx.index_kind == kind and exact.index_kind == "exact"
+    for mode in ("image", "colour", "fused", "rrf"):
+        ep, ev = exact.topk_positions(5, mode)
+        ap, av = approx.topk_positions(5, mode)
+        assert not (ap == np.arange(1500)[:, None]).any()  # the query is never its own neighbour
+        overlap = np.mean([len(set(a) & set(e)) / 5 for a, e in zip(ap, ep)])
+        assert overlap >= (0.85 if mode == "rrf" else 0.9), (mode, overlap)  # rrf reads 50-deep lists
+    # fused scores through the concatenated index are the exact (standardised) fused scores
+    ap, av = approx.topk_positions(5, "fused", query_pos=np.arange(20))
+    for r in range(20):
+        ref = exact.scores(ids[r], "fused")["fused"]
+        np.testing.assert_allclose(av[r], ref[ap[r]], rtol=1e-3, atol=1e-3)
+    v = arms["text"].vectors[3]
+    assert approx.rank_vector(v, "text", k=3)["id"].iloc[0] == ids[3]
+    assert set(approx.index_status) == {"image", "colour", "text", "_fused"} and all(
+        s.startswith("built") for s in approx.index_status.values())
+    again = Recommender(arms, index=kind, index_cache=cache)
+    again.topk_positions(5, "fused", query_pos=np.arange(3))
+    assert again.index_status["_fused"].startswith("loaded")  # same vectors: reloaded, not rebuilt
+    changed = Recommender({**arms, "text": Embeddings(ids, clustered(1500, 12, 9))}, index=kind, index_cache=cache)
+    changed.topk_positions(5, "text", query_pos=np.arange(3))
+    assert changed.index_status["text"].startswith("built")
+
+
+def test_auto_index_is_exact_for_small_catalogs() -> None:
+    rec, _, _ = make_rec(n=60)
+    arms = {"image": Embeddings(rec.ids, rec.arms["image"].vectors)}
+    assert Recommender(arms, index="auto").index_kind == "exact"
+    with pytest.raises(ConfigError):
+        Recommender(arms, index="annoy")

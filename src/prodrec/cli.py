@@ -108,6 +108,10 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    "~/.cache/prodrec/store)")
     g.add_argument("--batch-size", type=_positive_int, default=32)
     g.add_argument("--chunk-size", type=_positive_int, default=1024, help="items per resumable chunk")
+    g = p.add_argument_group("index", "how many-query searches find neighbours")
+    g.add_argument("--index", default="exact", choices=["exact", "ivf", "hnsw", "auto"],
+                   help="exact (default; numpy, ties by id) | ivf | hnsw (FAISS, approximate, kept beside the "
+                   "store) | auto (exact below 20,000 products, hnsw above)")
     g = p.add_argument_group("engine", "where missing vectors are computed (the store is the same either way)")
     g.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local (default): this process; ray: an actor pool on a Ray cluster (pip install "
@@ -278,7 +282,7 @@ def _experiment(args: argparse.Namespace, include_ids: tuple[str, ...] = (), k: 
         image_model=models["image"], text_model=models["text"], clip_model=models["clip"],
         colour_model=models["colour"], protocol=args.protocol, withheld=labels,
         learned={"epochs": args.learn_epochs, "seed": args.learn_seed} if learned else False,
-        calibration=getattr(args, "calibration", "auto"),
+        calibration=getattr(args, "calibration", "auto"), index=args.index,
         image_weights=None if args.random_image_weights else "imagenet",
         resnet_weights=args.resnet_weights, store_dir=args.store, batch_size=args.batch_size,
         chunk_size=args.chunk_size, stratify=args.stratify, include_ids=include_ids,

@@ -205,7 +205,10 @@ class Experiment:
         return {name: model_summary(self.embeddings.get(name)) for name in names}
 
     def provenance(self, **extra: Any) -> dict[str, Any]:
-        return provenance(self.catalog, self.models(), settings=self.settings, skipped_arms=self.skipped, **extra)
+        rec = self.recommender
+        index = {"kind": rec.index_kind, "requested": rec.index_requested, "status": dict(rec.index_status)}
+        return provenance(self.catalog, self.models(), settings=self.settings, skipped_arms=self.skipped,
+                          index=index, **extra)
 
     def encoder(self, arm: str) -> Encoder:
         """The model of ``arm``, built once per experiment (to embed queries: free-text search)."""
@@ -258,6 +261,8 @@ def build_experiment(
     protocol: str = "full",
     withheld: Sequence[str] | None = None,
     calibration: str = "auto",
+    index: str = "exact",
+    index_params: Mapping[str, Any] | None = None,
 ) -> Experiment:
     """Load (or take) a catalog, sample ``n_products`` with ``seed``, embed each arm, build a recommender.
 
@@ -276,13 +281,18 @@ def build_experiment(
     on a product it was trained on) and kept in the store. ``protocol="withheld"`` removes ``withheld``
     columns (default: the catalog's label columns) from every product sentence, for the text arm and the
     learned arm's inputs alike. ``calibration`` is the fusion's score scale (see
-    :class:`~prodrec.rank.Recommender`).
+    :class:`~prodrec.rank.Recommender`). ``index`` (``exact``, ``ivf``, ``hnsw``, ``auto``) is how
+    many-query searches find neighbours (see :mod:`prodrec.index`); approximate indexes are kept in
+    ``<store>/indexes`` and reused while the vectors are the same.
     """
     params.check_sample_size(n_products)
     params.check_positive_int("batch_size", batch_size)
     params.check_positive_int("chunk_size", chunk_size)
     params.check_alpha(alpha)
     params.check_engine(engine)
+    from .index import IndexCache, check_kind
+
+    check_kind(index)
     run_on = {"engine": engine, "engine_options": engine_options}
     if k is not None:
         params.check_k(k)
@@ -357,7 +367,8 @@ def build_experiment(
         assert learn is not None
         inputs = [(spec, model, run) for spec, model, run in requested if spec.name in embeddings]
         embeddings[LEARNED] = learned_embeddings(full, catalog, embeddings, inputs, store, progress=progress, **learn)
-    rec = Recommender(embeddings, alpha=alpha, weights=weights, calibration=calibration)
+    rec = Recommender(embeddings, alpha=alpha, weights=weights, calibration=calibration, index=index,
+                      index_cache=IndexCache(store.root / "indexes"), index_params=index_params)
     settings = {
         "n_products": n_products, "seed": seed, "stratify": stratify, "image_model": image_model,
         "text_model": text_model, "clip_model": clip_model, "colour_model": colour_model,
@@ -366,7 +377,7 @@ def build_experiment(
         "store": str(store.root), "arms": plan, "engine": engine, "protocol": protocol,
         "withheld_fields": withheld_cols if protocol == "withheld" else [],
         "text_fields": list(text_fields) if text_fields is not None else list(catalog.text_columns),
-        "learned": learn,
+        "learned": learn, "index": rec.index_requested,
     }
     return Experiment(catalog, embeddings, rec, settings, skipped)
 

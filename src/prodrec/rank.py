@@ -12,9 +12,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,9 @@ from . import params
 from .errors import RankingError, UnknownIdError
 from .schema import FUSION_MODES, LEARNED, MODES, Mode
 from .store import Embeddings
+
+if TYPE_CHECKING:
+    from .index import IndexCache, VectorIndex
 
 __all__ = ["MODES", "CosineIndex", "Mode", "RankingError", "Recommender", "align", "select_topk"]
 
@@ -175,6 +179,14 @@ class Recommender:
     (colour histograms) weighs what its weight says, not what its spread happens to be. ``auto`` (default)
     is ``raw`` for the paper's two arms (image, text) and ``zscore`` as soon as any other arm is fused.
     Reciprocal-rank fusion needs neither (it reads ranks).
+
+    ``index`` (``exact``, ``ivf``, ``hnsw`` or ``auto``, see :mod:`prodrec.index`) is how many-query searches
+    (evaluation, all-vs-all, ``recommend_many``, search by an outside vector) find neighbours:
+    ``exact`` is numpy (ties by id); the approximate kinds build one FAISS index per arm and one over the
+    concatenated arms for fused modes (queried with per-arm weights, so one index serves every weighting
+    and both calibrations), kept in ``index_cache`` when given and reused while the vectors are the same.
+    One query's recommendations (one matrix-vector product per arm, filters allowed) and weight sweeps
+    always rank exactly.
     """
 
     def __init__(
@@ -186,6 +198,9 @@ class Recommender:
         image: Embeddings | None = None,
         text: Embeddings | None = None,
         calibration: str = "auto",
+        index: str = "exact",
+        index_cache: IndexCache | None = None,
+        index_params: Mapping[str, Any] | None = None,
     ) -> None:
         given = dict(arms or {})
         for name, emb in (("image", image), ("text", text)):
@@ -194,6 +209,16 @@ class Recommender:
         self.ids, aligned = align(given)
         self.arms: dict[str, CosineIndex] = {name: CosineIndex(e.ids, e.vectors) for name, e in aligned.items()}
         self.calibration = params.check_calibration(calibration, self.arms)
+        from .index import check_kind, resolve_kind
+
+        self.index_requested = check_kind(index)
+        #: ``exact`` (numpy, ties by id) or the approximate kind every all-vs-all search goes through.
+        self.index_kind = resolve_kind(self.index_requested, len(self.ids))
+        self._index_cache, self._index_params = index_cache, dict(index_params or {})
+        self._ann: dict[str, VectorIndex] = {}
+        self.index_status: dict[str, str] = {}
+        self._models = {name: str(e.meta.get("model_id", "")) for name, e in aligned.items()}
+        self._moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.alpha = params.check_alpha(alpha)
         if len(self.arms) < 2:
             self.weights = {n: 1.0 for n in self.arms}
@@ -207,7 +232,7 @@ class Recommender:
 
     def __repr__(self) -> str:
         return (f"Recommender({len(self)} products, arms {list(self.arms)}, weights {self.weights}, "
-                f"calibration {self.calibration})")
+                f"calibration {self.calibration}, index {self.index_kind})")
 
     @property
     def image(self) -> CosineIndex | None:
@@ -318,6 +343,14 @@ class Recommender:
     (colour histograms) weighs what its weight says, not what its spread happens to be. ``auto`` (default)
     is ``raw`` for the paper's two arms (image, text) and ``zscore`` as soon as any other arm is fused.
     Reciprocal-rank fusion needs neither (it reads ranks).
+
+    ``index`` (``exact``, ``ivf``, ``hnsw`` or ``auto``, see :mod:`prodrec.index`) is how many-query searches
+    (evaluation, all-vs-all, ``recommend_many``, search by an outside vector) find neighbours:
+    ``exact`` is numpy (ties by id); the approximate kinds build one FAISS index per arm and one over the
+    concatenated arms for fused modes (queried with per-arm weights, so one index serves every weighting
+    and both calibrations), kept in ``index_cache`` when given and reused while the vectors are the same.
+    One query's recommendations (one matrix-vector product per arm, filters allowed) and weight sweeps
+    always rank exactly.
     """
 
     def __init__(
@@ -329,6 +362,9 @@ class Recommender:
         image: Embeddings | None = None,
         text: Embeddings | None = None,
         calibration: str = "auto",
+        index: str = "exact",
+        index_cache: IndexCache | None = None,
+        index_params: Mapping[str, Any] | None = None,
     ) -> None:
         given = dict(arms or {})
         for name, emb in (("image", image), ("text", text)):
@@ -337,6 +373,16 @@ class Recommender:
         self.ids, aligned = align(given)
         self.arms: dict[str, CosineIndex] = {name: CosineIndex(e.ids, e.vectors) for name, e in aligned.items()}
         self.calibration = params.check_calibration(calibration, self.arms)
+        from .index import check_kind, resolve_kind
+
+        self.index_requested = check_kind(index)
+        #: ``exact`` (numpy, ties by id) or the approximate kind every all-vs-all search goes through.
+        self.index_kind = resolve_kind(self.index_requested, len(self.ids))
+        self._index_cache, self._index_params = index_cache, dict(index_params or {})
+        self._ann: dict[str, VectorIndex] = {}
+        self.index_status: dict[str, str] = {}
+        self._models = {name: str(e.meta.get("model_id", "")) for name, e in aligned.items()}
+        self._moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.alpha = params.check_alpha(alpha)
         if len(self.arms) < 2:
             self.weights = {n: 1.0 for n in self.arms}
@@ -350,7 +396,7 @@ class Recommender:
 
     def __repr__(self) -> str:
         return (f"Recommender({len(self)} products, arms {list(self.arms)}, weights {self.weights}, "
-                f"calibration {self.calibration})")
+                f"calibration {self.calibration}, index {self.index_kind})")
 
     @property
     def image(self) -> CosineIndex | None:
@@ -489,6 +535,9 @@ class Recommender:
         if v.shape[0] != index.vectors.shape[1] or not np.isfinite(v).all() or not np.linalg.norm(v) > 0:
             raise RankingError(f"a query vector for the {arm} arm must be finite, non-zero and "
                                f"{index.vectors.shape[1]}-d; got shape {v.shape}")
+        if allowed is None and self.index_kind != "exact":
+            pos, vals = self._ann_index(arm).search((v / np.linalg.norm(v))[None, :], params.check_k(k, len(self) + 1))
+            return pd.DataFrame({"rank": np.arange(1, k + 1), "id": self.ids[pos[0]], "score": vals[0]})
         scores = index.vectors @ (v / np.linalg.norm(v))
         if allowed is not None:
             mask = np.asarray(allowed, dtype=bool)
@@ -515,10 +564,91 @@ class Recommender:
         """All-vs-all (or the given query positions) top-k positions and scores under ``mode``."""
         params.check_mode(mode, self.arms)
         if mode == "fused":
+            if self.index_kind != "exact":
+                return self._ann_fused_topk(k, query_pos, self.fusion_weights(alpha, weights))
             return self.fused_topk_sweep([self.fusion_weights(alpha, weights)], k, query_pos=query_pos)[0]
         if mode == "rrf":
             return self._rrf_topk(k, query_pos, self.fusion_weights(alpha, weights))
-        return self.arm(mode).topk_positions(query_pos, k)
+        return self._arm_topk(mode, query_pos, k)
+
+    # -------------------------------------------------------------- approximate indexes
+    def _arm_topk(self, name: str, query_pos: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One arm's top-k for query positions (all when None), the query itself left out."""
+        index = self.arm(name)
+        if self.index_kind == "exact":
+            return index.topk_positions(query_pos, k)
+        k = params.check_k(k, len(self))
+        qp = np.arange(len(self)) if query_pos is None else np.asarray(query_pos, dtype=np.intp)
+        ann = self._ann_index(name)
+        effort = {"ivf": "nprobe", "hnsw": "efSearch"}.get(ann.kind)
+        calibrated = ann.params.get(effort) if effort else None
+        if calibrated and k > 10:  # the search effort was calibrated for top-5: deeper lists (rrf) need more
+            ann.params[effort] = min(int(calibrated) * DEEP_EFFORT, int(ann.params.get("nlist") or 1 << 30))
+        try:
+            pos, val = ann.search(index.vectors[qp], k + 1)
+        finally:
+            if calibrated:
+                ann.params[effort] = calibrated
+        return _drop_queries(pos, val, qp, k)
+
+    def _ann_index(self, name: str) -> VectorIndex:
+        """The approximate index of arm ``name`` (or ``_fused``: the arms' unit vectors side by side)."""
+        if name not in self._ann:
+            from .index import build_index
+
+            if name == FUSED_INDEX:
+                x = np.hstack([index.vectors for index in self.arms.values()])
+                calib = self._fused_queries(np.arange(min(len(self), 256)), self.weights)[0]
+            else:
+                x, calib = self.arms[name].vectors, None
+            what = f"{name}: {self._models.get(name, '')}" if name != FUSED_INDEX else "fused: " + ", ".join(
+                f"{a}: {m}" for a, m in self._models.items())
+            key = _fingerprint(what, self.ids)
+            p = dict(self._index_params)
+            if name == FUSED_INDEX and self.index_kind in ("ivf", "hnsw"):
+                p.setdefault("target_recall", FUSED_TARGET_RECALL)
+            if self._index_cache is not None:
+                self._ann[name], self.index_status[name] = self._index_cache.get(
+                    f"{self.index_kind}-{name.strip('_')}-{key[:16]}", x, self.index_kind, key, p,
+                    calibration_queries=calib)
+            else:
+                self._ann[name] = build_index(x, self.index_kind, params=p, calibration_queries=calib)
+                self.index_status[name] = "built (not kept: no index cache)"
+            log.info("%s index of %s: %s", self.index_kind, name, self.index_status[name])
+        return self._ann[name]
+
+    def _moments_of(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Mean [d] and covariance [d, d] of an arm's unit vectors: the per-query mean and spread of its
+        cosines are ``q @ mean`` and ``sqrt(q @ cov @ q)`` (what zscore calibration divides by)."""
+        if name not in self._moments:
+            x = self.arms[name].vectors
+            mu = x.mean(axis=0, dtype=np.float64)
+            cov = (x.T.astype(np.float64) @ x) / len(x) - np.outer(mu, mu)
+            self._moments[name] = (mu.astype(np.float32), cov.astype(np.float32))
+        return self._moments[name]
+
+    def _fused_queries(self, query_pos: np.ndarray, w: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Query rows over the concatenated arms whose inner product with a product's row is its fused
+        score up to a per-query constant, and that constant (subtracted to give the exact fused score)."""
+        parts, offset = [], np.zeros(len(query_pos), dtype=np.float64)
+        for name, index in self.arms.items():
+            q = index.vectors[query_pos]
+            coef = np.full(len(q), w[name], dtype=np.float32)
+            if self.calibration == "zscore" and w[name]:
+                mu, cov = self._moments_of(name)
+                sd = np.sqrt(np.maximum(np.einsum("md,de,me->m", q, cov, q), 0.0))
+                coef = coef / np.maximum(sd, 1e-6)
+                offset += coef * (q @ mu)
+            parts.append(coef[:, None] * q)
+        return np.hstack(parts).astype(np.float32), offset
+
+    def _ann_fused_topk(self, k: int, query_pos: np.ndarray | None, w: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        k = params.check_k(k, len(self))
+        qp = np.arange(len(self)) if query_pos is None else np.asarray(query_pos, dtype=np.intp)
+        q, offset = self._fused_queries(qp, w)
+        pos, val = self._ann_index(FUSED_INDEX).search(q, k + 1)
+        pos, val = _drop_queries(pos, val, qp, k)
+        return pos, (val - offset[:, None]).astype(np.float32)
 
     def fused_topk_sweep(
         self, weight_list: Sequence[Mapping[str, float]], k: int = 5, block: int | None = None,
@@ -579,7 +709,7 @@ class Recommender:
         depth = self._rrf_depth(k)
         qp = np.arange(n) if query_pos is None else np.asarray(query_pos)
         used = [name for name in self.arms if w[name] > 0]
-        lists = [self.arms[name].topk_positions(qp, depth)[0] for name in used]
+        lists = [self._arm_topk(name, qp, depth)[0] for name in used]
         ranks = 1.0 / (RRF_K + np.arange(1, depth + 1))
         wts = np.concatenate([w[name] * ranks for name in used])
         out_pos = np.empty((len(qp), k), dtype=np.intp)
@@ -591,3 +721,30 @@ class Recommender:
             order = np.lexsort((uniq, -score))[:k]
             out_pos[r], out_val[r] = uniq[order], score[order]
         return out_pos, out_val
+
+
+#: Name of the index over the concatenated arms (fused modes).
+FUSED_INDEX = "_fused"
+#: Recall@5 the fused index's search effort is calibrated for: its weighted queries (standardised arms
+#: weigh a low-spread arm up) stray further from the rows it was clustered on than one arm's queries do;
+#: at the default 0.95, IVF lost 0.022 of fused precision@5 on 2,000 real products (text + colour), at 0.98
+#: less than 0.01.
+FUSED_TARGET_RECALL = 0.98
+#: Search effort multiplier for deep lists (reciprocal-rank fusion reads each arm's top 50): the calibrated
+#: nprobe / efSearch targets top-5 recall.
+DEEP_EFFORT = 4
+
+
+def _fingerprint(what: str, ids: np.ndarray) -> str:
+    h = hashlib.sha256(what.encode())
+    for i in ids:
+        h.update(str(i).encode() + b"\x00")
+    return h.hexdigest()
+
+
+def _drop_queries(pos: np.ndarray, val: np.ndarray, qp: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-(k+1) rows -> top-k without each row's own query (the last one dropped when it is absent)."""
+    keep = pos != qp[:, None]
+    extra = keep.sum(axis=1) > k
+    keep[extra, np.argmax(np.cumsum(keep[extra], axis=1) > k, axis=1)] = False  # absent: drop the (k+1)-th
+    return pos[keep].reshape(len(qp), k), val[keep].reshape(len(qp), k)

@@ -1,0 +1,297 @@
+"""prodrec.index: exact / ivf / hnsw / auto behind one interface, persistence and the on-disk cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prodrec.errors import ConfigError, MissingDependency, RankingError
+from prodrec.index import (
+    AUTO_APPROX_KIND,
+    AUTO_EXACT_MAX,
+    INDEX_KINDS,
+    ExactIndex,
+    HNSWIndex,
+    IndexCache,
+    IVFIndex,
+    VectorIndex,
+    build_index,
+    load_index,
+    recall_at_k,
+    resolve_kind,
+)
+
+N, D, CENTRES = 3000, 32, 30
+
+
+def mixture(n: int, d: int, seed: int, centres: int = CENTRES, sample_seed: int | None = None) -> np.ndarray:
+    """Unit vectors around ``centres`` seeded random centres, each cluster with its own spread."""
+    rng = np.random.default_rng(seed)
+    cen = rng.standard_normal((centres, d)).astype(np.float32)
+    cen /= np.linalg.norm(cen, axis=1, keepdims=True)
+    spread = rng.uniform(0.2, 0.6, centres).astype(np.float32)
+    r = np.random.default_rng(seed + 1 if sample_seed is None else sample_seed)
+    c = r.integers(0, centres, n)
+    x = cen[c] + spread[c, None] * r.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute_force(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Full stable sort of every score: best first, equal scores by smaller position."""
+    s = q @ x.T
+    pos = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return pos, np.take_along_axis(s, pos, axis=1)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    return mixture(N, D, seed=0), mixture(400, D, seed=0, sample_seed=99)  # held-out queries, same mixture
+
+
+@pytest.fixture(scope="module")
+def built(data: tuple[np.ndarray, np.ndarray]) -> dict[str, VectorIndex]:
+    x, _ = data
+    return {kind: build_index(x, kind, seed=0) for kind in ("exact", "ivf", "hnsw")}
+
+
+def test_exact_equals_brute_force_including_tie_order() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.integers(-1, 2, size=(300, 8)).astype(np.float32)  # small integers: many exactly equal scores
+    x = np.concatenate([base, base[::-1], base[:50]])  # and duplicated rows at other positions
+    q = rng.integers(-2, 3, size=(40, 8)).astype(np.float32)
+    idx = build_index(x, "exact")
+    assert isinstance(idx, ExactIndex) and np.shares_memory(idx.vectors, x)  # float32 input: not copied
+    for k in (1, 5, 37):
+        pos, scores = idx.search(q, k)
+        want_pos, want_scores = brute_force(x, q, k)
+        assert pos.dtype == np.intp and scores.dtype == np.float32 and pos.shape == (40, k)
+        np.testing.assert_array_equal(pos, want_pos)
+        np.testing.assert_array_equal(scores, want_scores)
+        if k > 1:
+            tied = scores[:, 1:] == scores[:, :-1]
+            assert tied.any() and (pos[:, 1:][tied] > pos[:, :-1][tied]).all()
+    one_pos, _ = idx.search(q[7], 37)  # one query (matrix-vector path), given as a 1-d vector
+    np.testing.assert_array_equal(one_pos[0], brute_force(x, q[7:8], 37)[0][0])
+
+
+def test_exact_in_blocks_equals_one_product(monkeypatch: pytest.MonkeyPatch,
+                                            data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, q = data
+    whole = ExactIndex(x).search(q, 5)
+    monkeypatch.setattr("prodrec.index.BLOCK_BYTES", 4 * N * 7)  # 7 queries per block
+    blocked = ExactIndex(x).search(q, 5)
+    np.testing.assert_array_equal(whole[0], blocked[0])
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_recall_and_scores(kind: str, data: tuple[np.ndarray, np.ndarray],
+                                       built: dict[str, VectorIndex]) -> None:
+    x, q = data
+    exact_pos, _ = built["exact"].search(q, 5)
+    idx = built[kind]
+    assert idx.kind == kind and (idx.ntotal, idx.dim) == (N, D)
+    pos, scores = idx.search(q, 5)
+    assert recall_at_k(pos, exact_pos) >= 0.9
+    np.testing.assert_allclose(scores, np.einsum("md,mkd->mk", q, x[pos]), rtol=1e-5, atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 0).all()  # best first
+    assert all(len(set(row)) == 5 for row in pos.tolist())
+    tuned = "nprobe" if kind == "ivf" else "efSearch"
+    assert isinstance(idx.params[tuned], int) and idx.params[tuned] >= 1
+    cal = idx.calibration
+    assert cal is not None and cal["param"] == tuned and cal["value"] == idx.params[tuned] and cal["recall"] >= 0.95
+
+
+def fused(n: int, sample_seed: int | None = None, w: float | None = None) -> np.ndarray:
+    """Two arms of unit vectors side by side (as fused modes index them); queries weighted ``w : 1 - w``."""
+    a = mixture(n, 16, seed=1, sample_seed=sample_seed)
+    b = mixture(n, 24, seed=2, centres=12, sample_seed=None if sample_seed is None else sample_seed + 1)
+    return np.hstack([a, b]) if w is None else np.hstack([w * a, (1 - w) * b]).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf", "hnsw"])
+def test_maximum_inner_product_with_weighted_fused_queries(kind: str) -> None:
+    """Index over two concatenated unit arms, queries weighted per arm (not unit): inner product, not cosine."""
+    x, q = fused(N), fused(300, sample_seed=7, w=0.8)
+    want_pos, want_scores = brute_force(x, q, 5)
+    idx = build_index(x, kind, seed=0, calibration_queries=fused(300, sample_seed=20, w=0.8))
+    pos, scores = idx.search(q, 5)
+    np.testing.assert_allclose(scores, np.einsum("md,mkd->mk", q, x[pos]), rtol=1e-4, atol=1e-5)
+    if kind == "exact":
+        np.testing.assert_array_equal(pos, want_pos)
+    else:
+        assert recall_at_k(pos, want_pos) >= 0.9
+        assert (scores <= want_scores + 1e-5).all()  # never better than the true k-th best
+    if kind == "ivf":  # skewed weights need more cells than the rows themselves (1 : 1) do
+        plain = build_index(x, kind, seed=0)
+        assert idx.params["nprobe"] > plain.params["nprobe"]
+        assert idx.calibration is not None and idx.calibration["queries"] == "given"
+    big_pos, big_scores = idx.search(10.0 * q, 5)  # a query's norm scales its scores, not its ranking
+    np.testing.assert_allclose(big_scores, 10.0 * scores, rtol=1e-4)
+    assert recall_at_k(big_pos, pos) >= 0.99
+
+
+def test_cache_recalibrates_for_other_queries_without_rebuilding(tmp_path: Path) -> None:
+    x, cal = fused(N), fused(300, sample_seed=20, w=0.8)
+    cache = IndexCache(tmp_path)
+    idx, status = cache.get("fused", x, "ivf", "fp")
+    assert status == "built: no saved index"
+    plain = idx.params["nprobe"]
+    idx, status = cache.get("fused", x, "ivf", "fp", calibration_queries=cal)
+    assert status.startswith(f"loaded; recalibrated with the given queries: nprobe {plain} -> ")
+    weighted = idx.params["nprobe"]
+    assert weighted > plain
+    idx, status = cache.get("fused", x, "ivf", "fp", calibration_queries=cal)
+    assert status == "loaded" and idx.params["nprobe"] == weighted  # the new calibration was saved
+    assert cache.get("fused", x, "ivf", "fp")[1] == f"loaded; recalibrated with sample rows: nprobe {weighted} -> {plain}"
+    assert cache.get("fused", x, "ivf", "fp", {"nprobe": 3}, calibration_queries=cal)[1].startswith("built: params")
+    assert cache.get("fused", x, "ivf", "fp", {"nprobe": 3})[1] == "loaded"  # nprobe given: nothing to calibrate
+
+
+def test_short_ivf_results_are_completed(data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, q = data
+    idx = IVFIndex.build(x, {"nlist": 60, "nprobe": 1})  # ~50 vectors per cell, k = 400 needs many cells
+    pos, _ = idx.search(q[:20], 400)
+    assert (pos >= 0).all() and all(len(set(row)) == 400 for row in pos.tolist())
+    exact_pos, _ = ExactIndex(x).search(q[:20], 400)
+    assert recall_at_k(pos, exact_pos) >= 0.999  # the short rows were searched over every cell
+
+
+def test_hnsw_k_above_ef_search(data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, q = data
+    idx = HNSWIndex.build(x, {"M": 8, "efConstruction": 20, "efSearch": 4})
+    pos, _ = idx.search(q[:10], 50)
+    assert (pos >= 0).all() and all(len(set(row)) == 50 for row in pos.tolist())
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf", "hnsw"])
+def test_save_load_round_trip(kind: str, tmp_path: Path, data: tuple[np.ndarray, np.ndarray],
+                              built: dict[str, VectorIndex]) -> None:
+    _, q = data
+    idx = built[kind]
+    idx.save(tmp_path / kind)
+    meta = json.loads((tmp_path / kind / "meta.json").read_text())
+    assert meta["kind"] == kind and (meta["n"], meta["dim"]) == (N, D) and meta["params"] == idx.params
+    back = load_index(tmp_path / kind)
+    assert type(back) is type(idx) and back.params == idx.params and (back.ntotal, back.dim) == (N, D)
+    for a, b in zip(idx.search(q, 5), back.search(q, 5)):
+        np.testing.assert_array_equal(a, b)
+    assert type(idx).load(tmp_path / kind).kind == kind
+    other = IVFIndex if kind != "ivf" else HNSWIndex
+    with pytest.raises(ConfigError, match=f"holds a {kind} index"):
+        other.load(tmp_path / kind)
+    assert not list((tmp_path / kind).glob(".*tmp"))  # no temporary files left
+
+
+def test_cache_loads_on_match_and_rebuilds_on_change(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, q = data
+    cache = IndexCache(tmp_path / "indexes")
+    p = {"M": 16, "efConstruction": 40}
+    first, status = cache.get("fused", x, "hnsw", "fp-1", p)
+    assert status == "built: no saved index"
+    meta = json.loads((tmp_path / "indexes" / "fused" / "meta.json").read_text())
+    for key in ("kind", "params", "fingerprint", "n", "dim", "build_seconds", "faiss_version", "created_at"):
+        assert meta.get(key) is not None, key
+    again, status = cache.get("fused", x, "hnsw", "fp-1", p)
+    assert status == "loaded" and again is not first
+    np.testing.assert_array_equal(again.search(q, 5)[0], first.search(q, 5)[0])
+    assert cache.get("fused", x, "hnsw", "fp-2", p)[1].startswith("built: fingerprint changed")
+    assert cache.get("fused", x, "hnsw", "fp-2", {**p, "M": 8})[1] == "built: params changed (M: 16 -> 8)"
+    assert cache.get("fused", x[:2500], "hnsw", "fp-2", {**p, "M": 8})[1].startswith("built: shape changed")
+    assert cache.get("fused", x[:2500], "ivf", "fp-2")[1] == "built: kind changed (hnsw -> ivf)"
+    assert cache.get("fused", x[:2500], "ivf", "fp-2")[1] == "loaded"
+    assert cache.get("fused", x[:2500], "ivf", "fp-2", seed=1)[1].startswith("built: seed changed")
+    assert cache.get("fused", x[500:3000], "ivf", "fp-2", seed=1)[1] == (
+        "built: the vectors changed under the same fingerprint")
+    (tmp_path / "indexes" / "fused" / "index.faiss").write_bytes(b"damaged")
+    status = cache.get("fused", x[500:3000], "ivf", "fp-2", seed=1)[1]
+    assert status.startswith("built: the saved index could not be read")
+    assert cache.get("fused", x[500:3000], "ivf", "fp-2", seed=1)[1] == "loaded"
+    assert cache.names() == ["fused"]
+    assert sorted(p.name for p in (tmp_path / "indexes").iterdir()) == [".fused.lock", "fused"]  # no temp folders
+
+
+def test_cache_removes_only_its_own_leftovers(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, _ = data
+    (tmp_path / ".a.tmp-0123456789ab").mkdir(parents=True)  # a crashed build of "a"
+    (tmp_path / ".a.b.tmp-0123456789ab").mkdir()  # another index's ("a.b") build in progress
+    assert IndexCache(tmp_path).get("a", x, "ivf", "fp", {"nprobe": 2})[1] == "built: no saved index"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.b.tmp-0123456789ab", ".a.lock", "a"]
+
+
+def test_cache_exact_and_auto(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, _ = data
+    cache = IndexCache(tmp_path)
+    idx, status = cache.get("small", x, "auto", "fp")
+    assert isinstance(idx, ExactIndex) and status.startswith("built: exact") and cache.names() == []
+    with pytest.raises(ConfigError, match="index name"):
+        cache.get("../escape", x, "ivf", "fp")
+    with pytest.raises(ConfigError, match="fingerprint"):
+        cache.get("ok", x, "ivf", "")
+
+
+def test_auto_kind() -> None:
+    assert len(INDEX_KINDS) == 4 and "auto" in INDEX_KINDS
+    assert resolve_kind("auto", AUTO_EXACT_MAX - 1) == "exact"
+    assert resolve_kind("auto", AUTO_EXACT_MAX) == AUTO_APPROX_KIND != "exact"
+    assert resolve_kind("ivf", 10) == "ivf"
+    x = mixture(200, 8, seed=0, centres=4)
+    assert isinstance(build_index(x, "auto", params={"M": 8}), ExactIndex)  # params of the other kinds: ignored
+    with pytest.raises(ConfigError, match="valid"):
+        build_index(x, "auto", params={"bogus": 1})
+
+
+def test_errors(data: tuple[np.ndarray, np.ndarray], built: dict[str, VectorIndex]) -> None:
+    x, q = data
+    with pytest.raises(ConfigError, match="exact, ivf, hnsw, auto"):
+        build_index(x, "annoy")
+    with pytest.raises(ConfigError, match="valid: M, efConstruction, efSearch, target_recall"):
+        build_index(x, "hnsw", params={"m": 16})
+    with pytest.raises(ConfigError, match="nlist must be a positive integer"):
+        build_index(x, "ivf", params={"nlist": 0})
+    with pytest.raises(ConfigError, match="nlist=5000"):
+        build_index(x, "ivf", params={"nlist": 5000})
+    with pytest.raises(ConfigError, match="target_recall"):
+        build_index(x, "hnsw", params={"target_recall": 1.5})
+    bad = x.copy()
+    bad[[3, 17]] = np.nan
+    bad[40, 2] = np.inf
+    with pytest.raises(RankingError, match=r"3 row\(s\) of the vectors contain NaN or inf, e.g. rows \[3, 17, 40\]"):
+        build_index(bad, "hnsw")
+    with pytest.raises(RankingError, match="2-d"):
+        build_index(x[0], "exact")
+    for idx in built.values():
+        with pytest.raises(ConfigError, match=f"only {N} vectors"):
+            idx.search(q, N + 1)
+        with pytest.raises(ConfigError, match="at least 1"):
+            idx.search(q, 0)
+        with pytest.raises(RankingError, match="NaN"):
+            idx.search(np.full((2, D), np.nan, dtype=np.float32), 5)
+        with pytest.raises(RankingError, match=f"\\[m, {D}\\]"):
+            idx.search(q[:, :10], 5)
+        assert idx.search(q[:0], 3)[0].shape == (0, 3)
+    assert built["exact"].search(q[:2], N)[0].shape == (2, N)  # k = ntotal is allowed
+
+
+def test_recall_at_k() -> None:
+    exact = np.array([[0, 1, 2], [3, 4, 5]])
+    assert recall_at_k(exact, exact) == 1.0
+    assert recall_at_k(np.array([[2, 1, 9], [-1, -1, -1]]), exact) == pytest.approx(2 / 6)
+    assert recall_at_k(np.array([[0, 1, 2, 7], [5, 4, 3, 7]]), exact) == 1.0  # extra columns are ignored
+    with pytest.raises(ConfigError):
+        recall_at_k(exact[:, :2], exact)
+
+
+def test_faiss_imported_lazily_and_missing_faiss_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    code = ("import sys, numpy as np; import prodrec, prodrec.index as ix; "
+            "ix.build_index(np.eye(4, dtype=np.float32), 'exact').search(np.eye(4, dtype=np.float32), 2); "
+            "print('faiss' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now fails as if it were not installed
+    with pytest.raises(MissingDependency, match="pip install faiss-cpu"):
+        build_index(mixture(100, 8, seed=0, centres=4), "ivf")
