@@ -262,6 +262,7 @@ def plot_tradeoff(sweep: pd.DataFrame, points: pd.DataFrame | None = None, x: st
         ax.annotate(str(r["name"]), (r["x"], r["y"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel(f"precision@{int(sweep['k'].iloc[0])} {x}")
     ax.set_ylabel(f"precision@{int(sweep['k'].iloc[0])} {y}")
+    ax.margins(x=0.18, y=0.08)  # room for the names of the marked points
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
