@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ._io import dumps
 from ._version import __version__
 from .errors import ConfigError, ProdrecError
+from .index import AUTO_APPROX_KIND, AUTO_EXACT_MAX
 from .schema import LEARNED, MODES
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("index", "how many-query searches find neighbours")
     g.add_argument("--index", default="exact", choices=["exact", "ivf", "hnsw", "auto"],
                    help="exact (default; numpy, ties by id) | ivf | hnsw (FAISS, approximate, kept beside the "
-                   "store) | auto (exact below 20,000 products, hnsw above)")
+                   f"store) | auto (exact below {AUTO_EXACT_MAX:,} products, {AUTO_APPROX_KIND} above)")
     g = p.add_argument_group("engine", "where missing vectors are computed (the store is the same either way)")
     g.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local (default): this process; ray: an actor pool on a Ray cluster (pip install "

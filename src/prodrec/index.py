@@ -5,30 +5,47 @@ any norm, so the same index serves cosine search over unit vectors and maximum-i
 concatenated per-arm unit vectors with weighted (non-unit) queries, as fused modes need. Results are
 positions into the indexed rows, best first; ties (equal scores) are ordered by smaller position.
 
-Kinds (figures: benchmarks/ann.py on 2 shared cores, clustered synthetic unit vectors; see its RESULTS):
+Kinds, with figures from ``python -m benchmarks --only ann`` (benchmarks/ann.py: 2 shared cores, seeded
+clustered unit vectors, 1,000 held-out queries, recall@5 against exact; 1M = 1,000,000 x 384 and
+200k = 200,000 x 1280):
 
 ``exact``
     Brute force with numpy BLAS (a matrix-vector product for one query, blocks of a matrix product for
-    many), exact top-k with ties broken by position. No build, no extra memory (the caller's float32
-    array is used as it is). Per query it reads every vector: about 0.2-0.3 s at 1,000,000 x 384 and
-    0.1 s at 200,000 x 1280 for one query on this machine; batches amortise to ~20-60 ms per query.
+    many), exact top-k with ties broken by position. No build, no extra memory (a float32 C-contiguous
+    array is used as it is). Every query reads every vector: 75 ms per query at 1M, 36 ms at 200k;
+    batched, 48 and 179 queries/s.
 ``ivf``
     FAISS ``IndexIVFFlat``: a seeded spherical k-means splits the rows into ``nlist`` cells
     (``nlist`` ~ ``IVF_NLIST_PER_SQRT_N * sqrt(n)``, trained on a capped seeded sample), a query scans the
-    ``nprobe`` cells whose centroids score best. Vectors are stored uncompressed (memory = raw vectors +
-    8-byte ids + centroids; no product quantisation is needed to stay within 2x the raw vectors). The
-    fastest build of the approximate kinds.
+    ``nprobe`` cells whose centroids score best. Vectors are stored uncompressed (raw vectors + 8-byte ids
+    + centroids, 1.01x the raw vectors; the process kept 1.37x as its lists grow), so no product
+    quantisation is needed. Build 24 s (1M) / 10 s (200k); 0.18 / 0.28 ms per query (420x / 128x
+    exact), recall@5 0.973 / 0.992 at the calibrated nprobe 1.
 ``hnsw``
     FAISS ``IndexHNSWFlat``: a navigable small-world graph (``M`` links per node) searched greedily with
-    a beam of ``efSearch``. The lowest latency at a given recall, the slowest build, ~``8 * M`` bytes per
-    vector of links on top of the vectors.
+    a beam of ``efSearch``; ~``8 * M`` bytes of links per vector (1.18x / 1.05x the raw vectors). Build
+    133 s (1M) / 44 s (200k); 0.19 ms per query at both, recall@5 0.947 / 0.953 at the calibrated
+    efSearch 32 / 16 (0.965 / 0.977 at twice that). Calibrating with indexed rows is optimistic for
+    queries that are not in the graph (0.963 on rows vs 0.947 held out at 1M), and on a flat mixture of
+    4,000 mutually orthogonal clusters (efConstruction 40) recall stalled at 0.93 even at efSearch
+    2048, where ivf reached 0.997.
 ``auto``
-    ``exact`` below :data:`AUTO_EXACT_MAX` vectors, :data:`AUTO_APPROX_KIND` from there up.
+    ``exact`` below :data:`AUTO_EXACT_MAX` (50,000) vectors, :data:`AUTO_APPROX_KIND` (``ivf``) from
+    there up.
+
+Which to pick: ``exact`` when results must be exact (evaluation, reproducing the paper's figures) or
+below ~50,000 vectors, where it answers in < 10 ms at up to 1280 dims; ``ivf`` for large catalogs: the
+fastest build (rebuild freely when the catalog changes), memory ~ the raw vectors, and a calibration that
+always reaches its target; ``hnsw`` when the graph build (minutes per million vectors) is paid once and
+cached and the data is not one of tightly separated clusters.
 
 Unless given, ``nprobe`` (ivf) and ``efSearch`` (hnsw) are calibrated at build time: the smallest value
-whose recall@5 reaches ``target_recall`` (default 0.95) on a seeded sample of the indexed rows used as
-queries (their own row left out), measured against :class:`ExactIndex`. The chosen value is kept in
-``index.params``.
+whose recall@5 reaches ``target_recall`` (default 0.95) against :class:`ExactIndex` on 256 seeded
+sample rows used as queries (their own row left out, as in recommending), or on ``calibration_queries``
+when given. Fused (maximum inner product) indexes should be calibrated with weighted queries: with
+arm weights 0.8 : 0.2, hnsw calibrated on rows gave recall@5 0.943, on weighted queries 0.967
+(efSearch 16 -> 24); in the tests' set of two independent arms ivf needed 4x the nprobe. The chosen
+value is kept in ``index.params`` (and can be changed there: it is read at each search).
 
 :class:`IndexCache` keeps built indexes beside the embedding store and reloads one only when its kind,
 parameters, shape and the caller's fingerprint all match. FAISS is imported only when an approximate
@@ -78,24 +95,25 @@ IndexKind = Literal["exact", "ivf", "hnsw", "auto"]
 INDEX_KINDS: tuple[str, ...] = ("exact", "ivf", "hnsw", "auto")
 
 #: Below this many vectors ``auto`` means ``exact``. From benchmarks/ann.py's size sweep (one query per
-#: call, 2 shared cores): exact takes ~0.1-0.5 ms up to 10,000 vectors (they fit in cache), then grows
-#: with the bytes it reads, ~8 ms at 50,000 x 384 and ~20 ms at 50,000 x 1280, 17 / 38 ms at 100,000;
-#: ivf and hnsw answer in ~0.1-0.3 ms at every size. Below 50,000 exact stays within the kit's
-#: interactive budget (50 ms per click for three modes), needs no build (ivf: seconds, hnsw: ~15 s at
-#: 50,000) and loses no neighbour; it also keeps the 44,446-product fashion catalog exact, so the
-#: paper's figures are reproduced as they are. From there exact's cost keeps growing linearly.
+#: call, 2 shared cores): exact takes 0.1-0.3 ms up to 10,000 vectors (they fit in cache), then grows
+#: with the bytes it reads: 1.1 / 4.8 / 8.7 ms at 20,000 / 50,000 / 100,000 x 384 and 3.6 / 9.3 / 18 ms
+#: at 1280 dims (75 ms at 1,000,000 x 384), while ivf and hnsw answer in 0.1-0.2 ms at every size.
+#: Below 50,000 exact stays under ~10 ms at up to 1280 dims, well within the kit's interactive budget
+#: (50 ms per click for three modes), needs no build (ivf 0.9 s, hnsw 4.8 s at 50,000 x 384) and loses
+#: no neighbour; it also keeps the 44,446-product fashion catalog exact, so the paper's figures are
+#: reproduced as they are. Above it, exact's cost grows linearly and an index pays for its build.
 AUTO_EXACT_MAX = 50_000
 #: The approximate kind ``auto`` picks from :data:`AUTO_EXACT_MAX` vectors up: ivf, measured the safer
-#: choice here (see the module docstring): recall@5 >= 0.95 at nprobe 1-2 on both benchmark sets with
-#: 100-500x exact's single-query throughput, a 5x faster build than hnsw, and a calibration that always
-#: reaches its target (the nprobe ladder ends at every cell), where hnsw's efSearch ladder can run out
-#: on strongly clustered data.
+#: choice here: recall@5 0.973 / 0.992 at nprobe 1 on the 1M x 384 / 200k x 1280 sets with 420x / 128x
+#: exact's single-query throughput, a 5x faster build than hnsw (24 vs 133 s at 1M x 384), and a
+#: calibration that always reaches its target (the nprobe ladder ends at every cell), where hnsw's
+#: efSearch ladder can run out on strongly clustered data.
 AUTO_APPROX_KIND = "ivf"
 #: Default ``nlist`` per sqrt(n) for ivf; see :func:`default_nlist`. A query costs ~``nlist * d`` (ranking
 #: the centroids) + ``nprobe * n / nlist * d`` (scanning cells), least at ``nlist ~ sqrt(nprobe * n)``;
-#: calibrated nprobe is ~2-8 on our sets, hence 2 sqrt(n) rather than faiss's 4-16 sqrt(n) (which suits
-#: larger nprobe). It also halves k-means and assignment time: building 1,000,000 x 384 took 129 s with
-#: nlist 2000 and 240 s with 4000 on 2 shared cores.
+#: calibrated nprobe was 1-12 on our sets, hence 2 sqrt(n) rather than faiss's 4-16 sqrt(n) (which suits
+#: larger nprobe). It also halves k-means and assignment time: building 1,000,000 x 384 (an earlier,
+#: low-rank mixture) took 129 s with nlist 2000 and 240 s with 4000 on 2 shared cores.
 IVF_NLIST_PER_SQRT_N = 2
 #: k-means trains on at most this many points per centroid (faiss warns below 39).
 IVF_TRAIN_PER_LIST = 40
@@ -373,7 +391,7 @@ class VectorIndex:
 class ExactIndex(VectorIndex):
     """Exact top-k by inner product with numpy BLAS; ties by smaller position.
 
-    numpy rather than faiss ``IndexFlatIP``: measured on this project's 2 cores (shared), one query at
+    numpy rather than faiss ``IndexFlatIP``: measured on this project's 2 cores (shared, noisy), one query at
     1,000,000 x 384 took 0.23 s with numpy's matrix-vector product vs 0.54 s with ``faiss.knn`` (0.10 vs
     0.19 s at 200,000 x 1280), and batches of 256 queries 62 vs 102 ms per query (16 vs 28 ms at
     200,000 x 1280); numpy also needs no copy of the vectors and gives the exact tie order directly
@@ -610,7 +628,9 @@ class HNSWIndex(_FaissIndex):
         index.hnsw.efConstruction = int(p["efConstruction"])
         index.hnsw.rng = faiss.RandomGenerator(int(seed))
         t0 = time.perf_counter()
-        _add_chunks(index, x, "hnsw add", progress)
+        # One add call: faiss then inserts the upper levels' nodes first, in a shuffled order. Adding in
+        # chunks made a worse graph (300,000 x 384: recall@5 0.949 vs 0.973 at efSearch 32).
+        _add_chunks(index, x, "hnsw add", progress, chunk=len(x))
         out = cls(index, p)
         if p["efSearch"] is None:
             out.calibrate(x, p["target_recall"], seed, calibration_queries)
@@ -634,12 +654,12 @@ class HNSWIndex(_FaissIndex):
 _KINDS: dict[str, type[VectorIndex]] = {"exact": ExactIndex, "ivf": IVFIndex, "hnsw": HNSWIndex}
 
 
-def _add_chunks(index: Any, x: np.ndarray, desc: str, progress: bool) -> None:
+def _add_chunks(index: Any, x: np.ndarray, desc: str, progress: bool, chunk: int = CHUNK_ROWS) -> None:
     from tqdm.auto import tqdm
 
     with tqdm(total=len(x), desc=desc, unit="vec", disable=not progress) as bar:
-        for s in range(0, len(x), CHUNK_ROWS):
-            blk = x[s : s + CHUNK_ROWS]
+        for s in range(0, len(x), chunk):
+            blk = x[s : s + chunk]
             index.add(blk)
             bar.update(len(blk))
 
