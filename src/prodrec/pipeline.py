@@ -444,7 +444,8 @@ def learned_embeddings(
     train_emb = {spec.name: run(spec, model or "auto", train_cat) for spec, model, run in inputs}
     ids, aligned = align(train_emb)
     ids = [str(i) for i in ids]
-    assert not sample_ids & set(ids), "the learned arm must never train on an evaluated product"
+    if sample_ids & set(ids):  # by construction impossible; kept as a guard, never an assert (python -O)
+        raise ConfigError("the learned arm must never train on an evaluated product")
     label_cols = [c for c in (STYLE_LABEL, COLOUR_LABEL) if c in full.label_columns] or list(full.label_columns)
     if label_weights is not None:
         label_cols = list(label_weights)
