@@ -256,13 +256,18 @@ def plot_tradeoff(sweep: pd.DataFrame, points: pd.DataFrame | None = None, x: st
         fig.colorbar(sc, ax=ax, label=f"weight of {colour_by.removeprefix('w_')}")
     front = pareto_front(wide, x, y)
     ax.plot(front[x], front[y], color="black", lw=1, label="Pareto front of fixed weightings")
-    for _, r in (points if points is not None else pd.DataFrame()).iterrows():
+    pts = points if points is not None else pd.DataFrame(columns=["name", "x", "y"])
+    for _, r in pts.iterrows():
         ax.scatter([r["x"]], [r["y"]], marker="*", s=140, color=MODE_COLOURS.get(str(r["name"]).split()[0], "k"),
                    edgecolor="k", zorder=3)
-        ax.annotate(str(r["name"]), (r["x"], r["y"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    mid = float(np.mean(ax.get_xlim()))
+    for _, r in pts.iterrows():  # names point inwards, so none runs off the axes
+        right = r["x"] > mid
+        ax.annotate(str(r["name"]), (r["x"], r["y"]), textcoords="offset points", xytext=(-6 if right else 6, 4),
+                    ha="right" if right else "left", fontsize=8)
     ax.set_xlabel(f"precision@{int(sweep['k'].iloc[0])} {x}")
     ax.set_ylabel(f"precision@{int(sweep['k'].iloc[0])} {y}")
-    ax.margins(x=0.18, y=0.08)  # room for the names of the marked points
+    ax.margins(x=0.05, y=0.08)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
