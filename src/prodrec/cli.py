@@ -98,6 +98,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-learned", action="store_true", help="never add the learned arm")
     g.add_argument("--learn-epochs", type=_positive_int, default=30, help="learned arm: training epochs")
     g.add_argument("--learn-seed", type=int, default=0, help="learned arm: training seed")
+    g.add_argument("--max-train", type=_positive_int, default=None, help="learned arm: train on at most this "
+                   "many products outside the sample (default: all of them, which embeds them all once)")
     g.add_argument("--protocol", default="full", choices=["full", "withheld"],
                    help="full (default): every text column in the product sentence; withheld: the label "
                    "columns (or --labels) removed from every sentence, so a score is not the label read back")
@@ -282,7 +284,8 @@ def _experiment(args: argparse.Namespace, include_ids: tuple[str, ...] = (), k: 
         args.data, args.n, args.seed,
         image_model=models["image"], text_model=models["text"], clip_model=models["clip"],
         colour_model=models["colour"], protocol=args.protocol, withheld=labels,
-        learned={"epochs": args.learn_epochs, "seed": args.learn_seed} if learned else False,
+        learned={"epochs": args.learn_epochs, "seed": args.learn_seed, "max_train": args.max_train} if learned
+        else False,
         calibration=getattr(args, "calibration", "auto"), index=args.index,
         image_weights=None if args.random_image_weights else "imagenet",
         resnet_weights=args.resnet_weights, store_dir=args.store, batch_size=args.batch_size,
@@ -339,8 +342,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
             lines.append(f"  {arm}: {m['model_id']} ({m['dim']}-d; {m.get('loaded', 0)} from the store, "
                          f"{m.get('computed', 0)} computed; weights {m.get('weight_source')}; {m['failures']} failed)")
     lines.extend(f"  {arm}: left out ({why})" for arm, why in exp.skipped.items())
-    _save(args, "embeddings.json", payload, exp.provenance())
-    _emit(args, "\n".join(lines), payload)
+    prov = exp.provenance()
+    _save(args, "embeddings.json", payload, prov)
+    _emit(args, "\n".join(lines), {"provenance": prov, **payload})
     return 0
 
 
@@ -569,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet_libraries()
     if not args.verbose:
         for noisy in ("sentence_transformers", "httpx", "urllib3", "huggingface_hub", "tensorflow", "absl",
-                      "filelock", "transformers"):
+                      "filelock", "transformers", "faiss", "faiss.loader"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)

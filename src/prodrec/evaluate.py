@@ -125,8 +125,9 @@ def evaluate(
     ``labels`` is the catalog (its label columns are used) or a table indexed by product id. Returns a tidy
     table with columns ``mode, metric, label, value, ci_low, ci_high, n_queries, k``; metrics are
     ``precision`` (per label), ``coverage`` and ``ild_<arm>`` (intra-list diversity in each arm's space).
-    ``protocol`` (``full`` or ``withheld``, how the experiment's sentences were made), when given, is
-    recorded in a first column so tables of both protocols can be stacked.
+    The protocol the recommender's text inputs were made under (``full`` or ``withheld``, set by
+    :func:`~prodrec.pipeline.build_experiment`) is recorded in a first column, so tables of both protocols
+    can be stacked; ``protocol`` names it for a recommender built by hand, and must match a known one.
     """
     modes = list(modes or recommender.modes)
     for mode in modes:
@@ -155,6 +156,11 @@ def evaluate(
                              value=intra_list_diversity(pos, index.vectors),
                              ci_low=np.nan, ci_high=np.nan, n_queries=n, k=k))
     out = pd.DataFrame(rows)
+    known = getattr(recommender, "protocol", None)
+    if protocol is not None and known is not None and protocol != known:
+        raise ConfigError(f"protocol={protocol!r}, but this recommender's text inputs were made under {known!r}; "
+                          f"build the experiment with protocol={protocol!r} instead")
+    protocol = protocol or known
     if protocol is not None:
         out.insert(0, "protocol", params.check_protocol(protocol))
     return out

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import ConfigError, RankingError
+from .schema import ARMS as ARM_NAMES
 from .schema import FUSION_MODES, LEARNED, PROTOCOLS
 
 
@@ -98,7 +99,8 @@ def check_mode(mode: str, arms: Iterable[str]) -> str:
     if mode not in modes:
         if mode in FUSION_MODES:
             raise RankingError(f"mode {mode!r} fuses arms, but only {arms} is present; choose one of {modes}")
-        raise RankingError(f"mode {mode!r} is not available here; choose one of {modes}")
+        hint = (f"; add the {mode} arm (CLI: --arms {','.join([*arms, mode])})" if mode in ARM_NAMES else "")
+        raise RankingError(f"mode {mode!r} is not available here; choose one of {modes}{hint}")
     return mode
 
 

@@ -164,7 +164,7 @@ def text_embeddings(
 
 
 _SUMMARY_KEYS = ("name", "model_id", "dim", "weights", "weight_source", "choice_reason", "device", "fields",
-                 "input", "preprocessing", "why", "cache", "loaded", "computed", "engine", "training")
+                 "input", "preprocessing", "why", "cache", "loaded", "computed", "engine", "ray", "training")
 
 
 def model_summary(emb: Embeddings | None) -> dict[str, Any] | None:
@@ -369,6 +369,7 @@ def build_experiment(
         embeddings[LEARNED] = learned_embeddings(full, catalog, embeddings, inputs, store, progress=progress, **learn)
     rec = Recommender(embeddings, alpha=alpha, weights=weights, calibration=calibration, index=index,
                       index_cache=IndexCache(store.root / "indexes"), index_params=index_params)
+    rec.protocol = protocol
     settings = {
         "n_products": n_products, "seed": seed, "stratify": stratify, "image_model": image_model,
         "text_model": text_model, "clip_model": clip_model, "colour_model": colour_model,
@@ -411,8 +412,8 @@ def _why_no_learning(plan: Sequence[str], full: Catalog, sample: Catalog) -> str
         return "the catalog has no label columns to learn from"
     n_train = len(full) - len(set(map(str, sample.ids)) & set(map(str, full.ids)))
     if n_train < MIN_TRAIN:
-        return (f"only {n_train} products lie outside the evaluated sample (need {MIN_TRAIN}); it is never "
-                "trained on products it is evaluated on: pass a smaller --n")
+        return (f"only {n_train} products lie outside the sample (need {MIN_TRAIN}); the learned arm trains only "
+                "on products it does not rank: pass a smaller --n")
     return None
 
 
@@ -438,6 +439,9 @@ def learned_embeddings(
 
     sample_ids = set(map(str, sample.ids))
     train_cat = full.subset([i for i in map(str, full.ids) if i not in sample_ids])
+    log.info("learned arm: embedding and training on the %d products outside the %d evaluated ones%s",
+             len(train_cat) if max_train is None else min(max_train, len(train_cat)), len(sample_ids),
+             "" if max_train is not None else " (cap with max_train / --max-train)")
     if max_train is not None:
         train_cat = train_cat.sample(params.check_positive_int("max_train", max_train),
                                      seed=int(train_options.get("seed", 0)))

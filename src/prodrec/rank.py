@@ -219,6 +219,9 @@ class Recommender:
         self.index_status: dict[str, str] = {}
         self._models = {name: str(e.meta.get("model_id", "")) for name, e in aligned.items()}
         self._moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        #: How the text inputs were made (``full`` / ``withheld``), set by whoever built the arms
+        #: (:func:`~prodrec.pipeline.build_experiment`); None when unknown.
+        self.protocol: str | None = None
         self.alpha = params.check_alpha(alpha)
         if len(self.arms) < 2:
             self.weights = {n: 1.0 for n in self.arms}
