@@ -73,6 +73,8 @@ def test_colour_and_learned_arms_under_both_protocols(big_demo: Path, shared_sto
     res = evaluate(full.recommender, full.catalog, k=5, n_boot=50, progress=False, protocol="full")
     assert set(res["mode"]) == {"random", "image", "text", "colour", "fused", "rrf", "learned"}
     assert set(res["protocol"]) == {"full"}
+    with pytest.raises(ConfigError, match="withheld"):  # the rows can never be labelled with another protocol
+        evaluate(held.recommender, held.catalog, k=5, n_boot=10, progress=False, protocol="full")
     p = precision(res)
     assert p[("colour", "baseColour")] > p[("random", "baseColour")] + 0.2  # the drawn colours are found
     assert p[("learned", "articleType")] > p[("random", "articleType")]
@@ -84,8 +86,8 @@ def test_colour_and_learned_arms_under_both_protocols(big_demo: Path, shared_sto
     wide = sweep.pivot_table(index=["w_image", "w_text", "w_colour"], columns="label", values="precision")
     front = pareto_front(wide.reset_index(), "articleType", "baseColour")
     assert 1 <= len(front) <= len(wide)
-    both = pd.concat([res, evaluate(held.recommender, held.catalog, k=5, n_boot=50, progress=False,
-                                    protocol="withheld")])
+    both = pd.concat([res, evaluate(held.recommender, held.catalog, k=5, n_boot=50, progress=False)])
+    assert set(both["protocol"]) == {"full", "withheld"}  # taken from each experiment
     table = protocol_table(both)
     assert ("withheld", "baseColour") in table.index and "learned" in table.columns
     assert set(mode_points(both, "articleType", "baseColour", "withheld")["name"]) >= {"colour", "learned"}
