@@ -36,7 +36,7 @@ def log(msg: str) -> None:
 
 def catalog(n: int) -> Any:
     from prodrec import load_catalog
-    from prodrec.demo import write_demo_catalog
+    from prodrec.data.demo import write_demo_catalog
 
     if (SHARED / "styles.csv").is_file():
         return load_catalog(SHARED).sample(n, seed=0)
@@ -59,8 +59,8 @@ def sgemm_gflops(reps: int) -> list[Result]:
 def bench_images(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
     from PIL import Image
 
-    from prodrec.encoders import get_image_encoder
-    from prodrec.images import load_rgb
+    from prodrec.embed.encoders import get_image_encoder
+    from prodrec.data.images import load_rgb
 
     n, n_naive, bs, reps = (32, 8, 8, 1) if quick else (512, 96, 32, 3)
     paths = catalog(n).image_paths[:n]
@@ -105,8 +105,8 @@ def bench_images(quick: bool, out: list[Result], derived: list[dict[str, Any]]) 
 
 
 def bench_text(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
-    from prodrec.encoders import get_text_encoder
-    from prodrec.text import product_sentences
+    from prodrec.embed.encoders import get_text_encoder
+    from prodrec.data.text import product_sentences
 
     n, n_naive, reps = (64, 16, 1) if quick else (1024, 128, 3)
     sents = product_sentences(catalog(n).df)[:n]
@@ -159,8 +159,8 @@ def bench_latency(quick: bool, out: list[Result], derived: list[dict[str, Any]])
     from sklearn.metrics.pairwise import cosine_similarity
 
     from benchmarks._topk_worker import unit_vectors
-    from prodrec.rank import Recommender
-    from prodrec.store import Embeddings
+    from prodrec.rank.recommender import Recommender
+    from prodrec.embed.vectors import Embeddings
 
     n, q, qn = (5000, 20, 5) if quick else (44_446, 200, 10)
     ids = np.arange(n)
@@ -239,7 +239,7 @@ def bench_search(quick: bool, out: list[Result], derived: list[dict[str, Any]]) 
 
 def _cli(*args: str, env: dict[str, str]) -> dict[str, Any]:
     """Run `prodrec ... --json` in a fresh process (Python start and imports included) and parse its output."""
-    res = subprocess.run([sys.executable, "-m", "prodrec.cli", *args, "--json", "--quiet"], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "prodrec.run.cli", *args, "--json", "--quiet"], capture_output=True,
                          text=True, env=env)
     if res.returncode != 0:
         raise RuntimeError(f"prodrec {' '.join(args)} failed: {res.stderr[-2000:]}")
@@ -286,7 +286,7 @@ def bench_store(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -
 
 
 def bench_rerun(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
-    from prodrec.notebooks import find_notebooks, run_notebooks
+    from prodrec.run.notebooks import find_notebooks, run_notebooks
 
     if not (SHARED / "styles.csv").is_file():
         log("rerun: skipped (needs the real sample catalog)")

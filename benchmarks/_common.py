@@ -83,7 +83,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    from prodrec.provenance import package_versions
+    from prodrec.core.provenance import package_versions
 
     info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
                             "versions": package_versions()}

@@ -32,7 +32,7 @@ def main() -> None:
     x = unit_vectors(n, d)
     ids = np.arange(n)
     if method == "kit":
-        from prodrec.rank import CosineIndex
+        from prodrec.rank.recommender import CosineIndex
 
         ids = np.array([f"{i:08d}" for i in range(n)], dtype=object)  # string ids, sorted as the rows are
         base = peak_rss_mib()  # before the index: its sorted copy of the vectors counts as extra memory

@@ -1,4 +1,4 @@
-"""Nearest-neighbour indexes (``prodrec.index``): exact vs ivf vs hnsw on clustered synthetic unit vectors.
+"""Nearest-neighbour indexes (``prodrec.rank.index``): exact vs ivf vs hnsw on clustered synthetic unit vectors.
 
 Data: a seeded Gaussian mixture (``mixture``) around ``min(4000, n / 100)`` unit centres, each cluster
 with its own isotropic spread (uniform in [0.3, 0.9] of the centre's norm), every point normalised. The
@@ -17,7 +17,7 @@ nprobe / efSearch), single-query latency (one query per call, the interactive ca
 (all 1,000 queries in one call), recall@5 on the held-out queries against the exact ranking, which the
 exact worker computes (its batched run) in the same benchmark run.
 
-Also: a size sweep that justifies ``prodrec.index.AUTO_EXACT_MAX`` (single-query latency at N = 2,000 to
+Also: a size sweep that justifies ``prodrec.rank.index.AUTO_EXACT_MAX`` (single-query latency at N = 2,000 to
 100,000, prefixes of each set: exact at 384 and 1280 dims, hnsw and ivf with their build time and recall
 at 384), and a fused check: 100,000 products as two concatenated unit arms (256 + 128 dims, sharing each
 product's cluster), queries weighted 0.5 : 0.5 and 0.8 : 0.2, nprobe / efSearch calibrated with the
@@ -123,7 +123,7 @@ def worker(kind: str, folder: Path, n_single: int) -> dict[str, Any]:
     """Build one index over ``folder``'s vectors and measure it (exact: also writes the ground truth)."""
     import faiss
 
-    from prodrec.index import build_index, recall_at_k
+    from prodrec.rank.index import build_index, recall_at_k
 
     x = np.load(folder / "base.npy")
     q = np.load(folder / "queries.npy")
@@ -165,7 +165,7 @@ def worker(kind: str, folder: Path, n_single: int) -> dict[str, Any]:
 def sweep(folder: Path, sizes: list[int], n_single: int, approx: bool) -> list[dict[str, Any]]:
     """Exact (and, with ``approx``, hnsw and ivf) at each size, prefixes of ``folder``'s vectors: one
     query per call."""
-    from prodrec.index import ExactIndex, build_index, recall_at_k
+    from prodrec.rank.index import ExactIndex, build_index, recall_at_k
 
     base = np.load(folder / "base.npy", mmap_mode="r")
     q = np.load(folder / "queries.npy")[:n_single]
@@ -195,7 +195,7 @@ def sweep(folder: Path, sizes: list[int], n_single: int, approx: bool) -> list[d
 def fused_check(n: int) -> dict[str, Any]:
     """Two unit arms side by side (256 + 128 dims), queries weighted w : 1 - w: recall of ivf / hnsw when
     calibrated with the rows (default) and with weighted queries (``calibration_queries``)."""
-    from prodrec.index import ExactIndex, build_index, recall_at_k
+    from prodrec.rank.index import ExactIndex, build_index, recall_at_k
 
     arms = [centres_of(d, n_centres(n), seed) for d, seed in ((256, 0), (128, 10))]
 
@@ -308,7 +308,7 @@ def _report_set(label: str, runs: dict[str, dict[str, Any]], out: list[Result], 
 
 def _report_sweep(rows: list[dict[str, Any]], out: list[Result], derived: list[dict[str, Any]],
                   with_approx: bool) -> None:
-    from prodrec.index import AUTO_EXACT_MAX
+    from prodrec.rank.index import AUTO_EXACT_MAX
 
     d = rows[0]["dim"]
     if not with_approx:

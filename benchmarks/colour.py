@@ -1,4 +1,4 @@
-"""The training-free colour arm (``prodrec.encoders.colour.ColourEncoder``): speed and quality.
+"""The training-free colour arm (``prodrec.embed.encoders.colour.ColourEncoder``): speed and quality.
 
 Speed: images/s of the kit's encoder on the shared photos (quick: 200, full: all 9,583), against a naive
 per-photo loop measured in the same run: full-size decode, one thread, and a plain foreground HSV
@@ -45,7 +45,7 @@ def naive_vector(path: str) -> np.ndarray:
 def _catalog(n: int | None) -> tuple[Any, bool]:
     """(catalog, real): the shared sample, or a synthetic demo catalog when it is absent."""
     from prodrec import load_catalog
-    from prodrec.demo import write_demo_catalog
+    from prodrec.data.demo import write_demo_catalog
 
     if (SHARED / "styles.csv").is_file():
         cat = load_catalog(SHARED)
@@ -62,9 +62,9 @@ def _warm_file_cache(paths: list[str]) -> None:
 
 
 def _quality(enc: Any, quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
-    from prodrec.evaluate import evaluate
-    from prodrec.rank import Recommender
-    from prodrec.store import Embeddings
+    from prodrec.evaluation.runs import evaluate
+    from prodrec.rank.recommender import Recommender
+    from prodrec.embed.vectors import Embeddings
 
     n = 300 if quick else 1000
     cat, real = _catalog(n)
@@ -111,7 +111,7 @@ def _quality(enc: Any, quick: bool, out: list[Result], derived: list[dict[str, A
 
 def bench(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
     """Colour-arm section: throughput (kit vs naive, same run) and precision@5 of the arm alone."""
-    from prodrec.encoders.colour import ColourEncoder
+    from prodrec.embed.encoders.colour import ColourEncoder
 
     enc = ColourEncoder()
     cat, real = _catalog(200 if quick else None)

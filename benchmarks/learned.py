@@ -1,11 +1,11 @@
-"""The learned fusion head (``prodrec.learned``): quality against the fixed arms, and training time.
+"""The learned fusion head (``prodrec.embed.learned``): quality against the fixed arms, and training time.
 
 Split: the evaluated products are ``load_catalog(SHARED).sample(1000, seed=0)``, the kit's usual evaluation
 sample; the head trains on every other photo product of the catalog (8,583 of the 9,583), so it is never
 evaluated on a product whose labels it learned from (a derived row checks the two id sets, and the ids the
 trained heads record, are disjoint). Inputs: the frozen image (EfficientNet-Lite0) and text
 (all-MiniLM-L6-v2) vectors from the embedding store, plus the training-free colour histogram
-(``prodrec.encoders.colour``) when that module is present. Weak labels: articleType (0.7) and baseColour
+(``prodrec.embed.encoders.colour``) when that module is present. Weak labels: articleType (0.7) and baseColour
 (0.3).
 
 Two protocols: ``full`` (the product sentences carry every text field) and ``withheld`` (articleType and
@@ -43,7 +43,7 @@ def _log(msg: str) -> None:
 def _catalog(quick: bool) -> tuple[Any, Any, bool]:
     """(all products, evaluated products, real): the shared sample, or a synthetic demo catalog."""
     from prodrec import load_catalog
-    from prodrec.demo import write_demo_catalog
+    from prodrec.data.demo import write_demo_catalog
 
     if (SHARED / "styles.csv").is_file():
         cat, real = load_catalog(SHARED), True
@@ -61,8 +61,8 @@ def _catalog(quick: bool) -> tuple[Any, Any, bool]:
 def _arm_vectors(cat: Any) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str], np.ndarray, str]:
     """Per protocol, arm -> vectors [n, dim] over ``ids`` (products every arm embedded), the arms' model
     ids, those ids, and a note on the colour arm."""
-    from prodrec.arms import TextArm
-    from prodrec.pipeline import embed_arm
+    from prodrec.embed.arms import TextArm
+    from prodrec.embed.embedding import embed_arm
 
     withheld_fields = [f for f in cat.text_columns if f not in LABELS]
     embs = {"image": embed_arm(cat, "image", progress=False), "text": embed_arm(cat, "text", progress=False),
@@ -71,9 +71,9 @@ def _arm_vectors(cat: Any) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, 
     models = {"image": embs["image"].meta.get("model_id", "?"), "text": embs["text"].meta.get("model_id", "?")}
     failed = set().union(*(e.failures for e in embs.values()))
     try:
-        from prodrec.encoders.colour import ColourEncoder
+        from prodrec.embed.encoders.colour import ColourEncoder
     except ImportError:
-        colour_note = "colour arm absent (prodrec.encoders.colour not importable): image + text only"
+        colour_note = "colour arm absent (prodrec.embed.encoders.colour not importable): image + text only"
     else:
         enc = ColourEncoder()
         t0 = time.perf_counter()
@@ -97,9 +97,9 @@ def _arm_vectors(cat: Any) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, 
 def _precision(arms: dict[str, np.ndarray], ids: np.ndarray, labels: pd.DataFrame, n_boot: int,
                modes: list[str] | None = None) -> pd.DataFrame:
     """precision@5 rows (mode, label, value, ci_low, ci_high) of a recommender over ``ids``."""
-    from prodrec.evaluate import evaluate
-    from prodrec.rank import Recommender
-    from prodrec.store import Embeddings
+    from prodrec.evaluation.runs import evaluate
+    from prodrec.rank.recommender import Recommender
+    from prodrec.embed.vectors import Embeddings
 
     rec = Recommender({a: Embeddings(ids, v) for a, v in arms.items()})
     table = evaluate(rec, labels, k=5, modes=modes or [m for m in rec.modes if m != "rrf"], columns=list(LABELS),
@@ -108,7 +108,7 @@ def _precision(arms: dict[str, np.ndarray], ids: np.ndarray, labels: pd.DataFram
 
 
 def bench(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
-    from prodrec.learned import LearnedHead, train_head
+    from prodrec.embed.learned import LearnedHead, train_head
 
     cat, ev, real = _catalog(quick)
     _log(f"embedding {len(cat)} products (from the store where it has them)")

@@ -42,7 +42,7 @@ def _log(msg: str) -> None:
 def _embed(engine: str, n: int, store: Path) -> tuple[float, dict[str, Any]]:
     """Wall seconds of one `prodrec embed --engine ENGINE` into ``store``, and its JSON output."""
     env = dict(os.environ, PRODREC_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    cmd = [sys.executable, "-m", "prodrec.cli", "embed", "--data", str(SHARED), "--n", str(n), "--seed", "0",
+    cmd = [sys.executable, "-m", "prodrec.run.cli", "embed", "--data", str(SHARED), "--n", str(n), "--seed", "0",
            "--image-model", MODEL, "--text-model", "none", "--store", str(store), "--engine", engine,
            "--json", "--quiet"]
     t0 = time.perf_counter()
@@ -56,8 +56,8 @@ def _embed(engine: str, n: int, store: Path) -> tuple[float, dict[str, Any]]:
 def _stored(store: Path, model_id: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(ids, vectors, meta) of the sample photos ``store`` holds a vector for (a store read: no model)."""
     from prodrec import load_catalog
-    from prodrec.arms import ImageArm
-    from prodrec.store import EmbeddingStore
+    from prodrec.embed.arms import ImageArm
+    from prodrec.embed.store import EmbeddingStore
 
     def never(positions: np.ndarray) -> Any:
         raise AssertionError(f"{len(positions)} vectors missing from {store}")

@@ -27,7 +27,7 @@ if "PRODREC_STORE" not in os.environ:  # subprocesses (CLI, notebooks) share one
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 48-product synthetic catalog in the Kaggle layout (drawn silhouettes, 8 article types)."""
-    from prodrec.demo import write_demo_catalog
+    from prodrec.data.demo import write_demo_catalog
 
     return write_demo_catalog(tmp_path_factory.mktemp("demo"), n=48, seed=0, image_size=96, progress=False)
 
@@ -37,7 +37,7 @@ def make_generic_catalog(root: Path, n: int = 24, seed: int = 0) -> Path:
     zeros (``0015970``, and ``007`` beside ``7``), a ``photo`` column of paths into nested folders, PNG and
     WebP photos, columns ``sku;photo;title;colour;category``."""
 
-    from prodrec.demo import draw_product
+    from prodrec.data.demo import draw_product
 
     rng = np.random.default_rng(seed)
     kinds = {"bag": "Handbags", "shoe": "Casual Shoes", "watch": "Watches", "tee": "Tshirts"}
@@ -78,7 +78,7 @@ def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-from prodrec.encoders.base import ImageEncoder  # noqa: E402
+from prodrec.embed.encoders.base import ImageEncoder  # noqa: E402
 
 
 class FakeImageEncoder(ImageEncoder):

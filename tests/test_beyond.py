@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prodrec.errors import ConfigError
-from prodrec.evaluate import evaluate, weight_grid, weight_sweep
-from prodrec.learned import LearnedHead
-from prodrec.pipeline import build_experiment
-from prodrec.report import describe_beyond, mode_points, pareto_front, protocol_table
-from prodrec.text import product_sentences
+from prodrec.core.errors import ConfigError
+from prodrec.evaluation.runs import evaluate, weight_grid, weight_sweep
+from prodrec.embed.learned import LearnedHead
+from prodrec.run.experiment import build_experiment
+from prodrec.evaluation.report import describe_beyond, mode_points, pareto_front, protocol_table
+from prodrec.data.text import product_sentences
 
 LEARN = {"epochs": 8, "seed": 0}
 
@@ -25,7 +25,7 @@ LEARN = {"epochs": 8, "seed": 0}
 @pytest.fixture(scope="module")
 def big_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 300-product synthetic catalog: enough products outside a 40-product sample to train on."""
-    from prodrec.demo import write_demo_catalog
+    from prodrec.data.demo import write_demo_catalog
 
     return write_demo_catalog(tmp_path_factory.mktemp("demo300"), n=300, seed=3, image_size=64, progress=False)
 
@@ -109,7 +109,7 @@ def test_learned_arm_is_left_out_with_a_reason_when_nothing_is_outside_the_sampl
 
 @pytest.mark.slow
 def test_cli_evaluate_with_three_arms_reports_every_mode(big_demo: Path, shared_store: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "prodrec.cli", "evaluate", "--data", str(big_demo), "--n", "40", "--arms",
+    cmd = [sys.executable, "-m", "prodrec.run.cli", "evaluate", "--data", str(big_demo), "--n", "40", "--arms",
            "image,text,colour", "--protocol", "withheld", "--learn-epochs", "5", "-k", "5", "--n-boot", "20",
            "--store", str(shared_store), "--json", "--quiet", "--out", str(tmp_path / "out")]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -129,7 +129,7 @@ def test_cli_evaluate_with_three_arms_reports_every_mode(big_demo: Path, shared_
 @pytest.mark.slow
 def test_cli_recommend_by_colour(big_demo: Path, shared_store: Path) -> None:
     qid = pd.read_csv(big_demo / "styles.csv", dtype=str)["id"].iloc[0]
-    out = subprocess.run([sys.executable, "-m", "prodrec.cli", "recommend", "--data", str(big_demo), "--id", qid,
+    out = subprocess.run([sys.executable, "-m", "prodrec.run.cli", "recommend", "--data", str(big_demo), "--id", qid,
                           "--mode", "colour", "--colour-model", "auto", "--store", str(shared_store),
                           "--json", "--quiet"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from prodrec import load_catalog
-from prodrec.browse import Browser, thumbnail_jpeg
-from prodrec.rank import Recommender
-from prodrec.store import Embeddings
+from prodrec.viz.browse import Browser, thumbnail_jpeg
+from prodrec.rank.recommender import Recommender
+from prodrec.embed.vectors import Embeddings
 
 pytest.importorskip("ipywidgets")
 

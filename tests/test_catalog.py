@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prodrec.catalog import CatalogError, load_catalog
-from prodrec.data import DataNotFound, find_data_dir
-from prodrec.errors import ConfigError, UnknownIdError
+from prodrec.data.catalog import CatalogError, load_catalog
+from prodrec.core.errors import DataNotFound
+from prodrec.data import find_data_dir
+from prodrec.core.errors import ConfigError, UnknownIdError
 
 HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n"
 
@@ -99,7 +100,7 @@ def test_unreadable_images_skipped_with_file_named(tmp_path: Path, content: byte
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(bad)
         bad.write_bytes(bad.read_bytes()[:5000])
         # the header is intact, so loading keeps it; decoding for embedding names it (see test_images)
-        from prodrec.images import ImageError, load_rgb
+        from prodrec.data.images import ImageError, load_rgb
 
         assert len(load_catalog(root)) == 2
         with pytest.raises(ImageError, match="2.jpg.*cannot decode"):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from prodrec.encoders.base import ImageEncoderLike
-from prodrec.encoders.colour import ColourEncoder, rgb_to_hsv
-from prodrec.errors import ConfigError
-from prodrec.images import ImageError
+from prodrec.embed.encoders.base import ImageEncoderLike
+from prodrec.embed.encoders.colour import ColourEncoder, rgb_to_hsv
+from prodrec.core.errors import ConfigError
+from prodrec.data.images import ImageError
 
 RED, DARK_RED, ORANGE, BLUE, GREEN = (200, 30, 30), (120, 15, 20), (235, 120, 20), (30, 60, 190), (40, 150, 60)
 WHITE = (255, 255, 255)
@@ -195,9 +195,9 @@ def test_soft_bins_are_a_distribution_and_hue_wraps_around(enc: ColourEncoder) -
 
 def test_colour_arm_finds_same_coloured_products_on_the_real_sample(shared_data: Path) -> None:
     from prodrec import load_catalog
-    from prodrec.evaluate import evaluate
-    from prodrec.rank import Recommender
-    from prodrec.store import Embeddings
+    from prodrec.evaluation.runs import evaluate
+    from prodrec.rank.recommender import Recommender
+    from prodrec.embed.vectors import Embeddings
 
     cat = load_catalog(shared_data).sample(500, seed=0)
     vecs, fails = ColourEncoder().encode_with_failures(cat.image_paths, progress=False)

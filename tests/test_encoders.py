@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prodrec.catalog import load_catalog
-from prodrec.encoders import get_image_encoder, resolve_image_model
-from prodrec.encoders.resnet import (
+from prodrec.data.catalog import load_catalog
+from prodrec.embed.encoders import get_image_encoder, resolve_image_model
+from prodrec.embed.encoders.resnet import (
     NOTOP_FILE,
     WeightsUnavailable,
     resolve_resnet50_weights,
 )
-from prodrec.encoders.text import TextModelUnavailable, resolve_text_model
+from prodrec.embed.encoders.text import TextModelUnavailable, resolve_text_model
 
 
 def test_core_imports_without_frameworks() -> None:
@@ -30,7 +30,7 @@ class Block:
 sys.meta_path.insert(0, Block())
 import numpy as np, prodrec
 from prodrec import Recommender, Embeddings, load_catalog, evaluate, product_sentences
-from prodrec.encoders import resolve_image_model
+from prodrec.embed.encoders import resolve_image_model
 rec = Recommender({'image': Embeddings(np.arange(3), np.eye(3, dtype='float32') + 0.1 * np.eye(3, k=1))})
 assert rec.recommend(0, k=1, mode='image')['id'].tolist() == ['1']
 loaded = [m for m in ('tensorflow', 'torch', 'sentence_transformers') if m in sys.modules]
@@ -46,8 +46,8 @@ def test_resnet_weights_resolution_order(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("KERAS_HOME", raising=False)
     monkeypatch.delenv("PRODREC_RESNET50_WEIGHTS", raising=False)
-    monkeypatch.setattr("prodrec.encoders.resnet.KAGGLE_INPUT", str(tmp_path / "kaggle" / "input"))
-    monkeypatch.setattr("prodrec.encoders.resnet.keras_cache_dirs",
+    monkeypatch.setattr("prodrec.embed.encoders.resnet.KAGGLE_INPUT", str(tmp_path / "kaggle" / "input"))
+    monkeypatch.setattr("prodrec.embed.encoders.resnet.keras_cache_dirs",
                         lambda: [tmp_path / "home" / ".keras" / "models"])
     with pytest.raises(WeightsUnavailable) as err:
         resolve_resnet50_weights()
@@ -76,8 +76,8 @@ def test_resnet_weights_resolution_order(tmp_path: Path, monkeypatch: pytest.Mon
 def test_auto_image_model_falls_back_with_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PRODREC_OFFLINE", "1")
     monkeypatch.delenv("PRODREC_RESNET50_WEIGHTS", raising=False)
-    monkeypatch.setattr("prodrec.encoders.resnet.keras_cache_dirs", lambda: [tmp_path])
-    monkeypatch.setattr("prodrec.encoders.resnet.KAGGLE_INPUT", str(tmp_path / "none"))
+    monkeypatch.setattr("prodrec.embed.encoders.resnet.keras_cache_dirs", lambda: [tmp_path])
+    monkeypatch.setattr("prodrec.embed.encoders.resnet.KAGGLE_INPUT", str(tmp_path / "none"))
     name, reason = resolve_image_model("auto")
     assert name == "efficientnet-lite0" and "resnet50 unavailable" in reason
     assert resolve_image_model("resnet50") == ("resnet50", "requested")
@@ -99,7 +99,7 @@ def test_efficientnet_offline_imagenet(demo_dir: Path) -> None:
 @pytest.mark.slow
 def test_resnet50_code_path_random_and_file_weights(demo_dir: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from prodrec.encoders.resnet import ResNet50Encoder
+    from prodrec.embed.encoders.resnet import ResNet50Encoder
 
     paths = load_catalog(demo_dir).image_paths[:3]
     enc = ResNet50Encoder(weights=None, input_size=96)
@@ -117,7 +117,7 @@ def test_resnet50_code_path_random_and_file_weights(demo_dir: Path, tmp_path: Pa
     cache.mkdir(parents=True)
     with h5py.File(cache / NOTOP_FILE, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, enc.model)
-    monkeypatch.setattr("prodrec.encoders.resnet.keras_cache_dirs", lambda: [cache])
+    monkeypatch.setattr("prodrec.embed.encoders.resnet.keras_cache_dirs", lambda: [cache])
     monkeypatch.delenv("PRODREC_RESNET50_WEIGHTS", raising=False)
     from_cache = ResNet50Encoder(weights="imagenet", input_size=96)
     assert from_cache.weight_source == f"keras-cache:{cache / NOTOP_FILE}" and from_cache.model_id == "resnet50/imagenet"
@@ -144,7 +144,7 @@ def test_corrupt_images_become_failures_not_crashes(tmp_path: Path, demo_dir: Pa
 
 @pytest.mark.slow
 def test_text_auto_falls_back_to_offline_minilm(monkeypatch: pytest.MonkeyPatch) -> None:
-    from prodrec.encoders import get_text_encoder
+    from prodrec.embed.encoders import get_text_encoder
 
     monkeypatch.setenv("PRODREC_OFFLINE", "1")
     enc = get_text_encoder("auto")
@@ -169,7 +169,7 @@ def test_torch_device_refuses_gpus_the_build_cannot_run(caplog: pytest.LogCaptur
     """Kaggle's P100 (sm_60) with a torch build for sm_70+ must fall back to the CPU, not crash in a kernel."""
     from types import SimpleNamespace
 
-    from prodrec.encoders.efficientnet import torch_device
+    from prodrec.embed.encoders.efficientnet import torch_device
 
     def fake(available: bool, cap: tuple[int, int], archs: list[str]) -> SimpleNamespace:
         return SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: available, get_device_capability=lambda i: cap,

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prodrec.errors import CatalogError, ConfigError
-from prodrec.evaluate import (
+from prodrec.core.errors import CatalogError, ConfigError
+from prodrec.evaluation.runs import (
     bootstrap_ci,
     coverage,
     evaluate,
@@ -15,9 +15,9 @@ from prodrec.evaluate import (
     per_query_precision,
     random_precision,
 )
-from prodrec.rank import Recommender
-from prodrec.report import describe_arm, precision_table
-from prodrec.store import Embeddings
+from prodrec.rank.recommender import Recommender
+from prodrec.evaluation.report import describe_arm, precision_table
+from prodrec.embed.vectors import Embeddings
 
 
 def test_per_query_precision_by_hand() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prodrec.images import ImageError, check_image_header, load_rgb
+from prodrec.data.images import ImageError, check_image_header, load_rgb
 
 
 def test_modes_become_rgb(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""prodrec.index: exact / ivf / hnsw / auto behind one interface, persistence and the on-disk cache."""
+"""prodrec.rank.index: exact / ivf / hnsw / auto behind one interface, persistence and the on-disk cache."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prodrec.errors import ConfigError, MissingDependency, RankingError
-from prodrec.index import (
+from prodrec.core.errors import ConfigError, MissingDependency, RankingError
+from prodrec.rank.index import (
     AUTO_APPROX_KIND,
     AUTO_EXACT_MAX,
     INDEX_KINDS,
@@ -83,7 +83,7 @@ def test_exact_in_blocks_equals_one_product(monkeypatch: pytest.MonkeyPatch,
                                             data: tuple[np.ndarray, np.ndarray]) -> None:
     x, q = data
     whole = ExactIndex(x).search(q, 5)
-    monkeypatch.setattr("prodrec.index.BLOCK_BYTES", 4 * N * 7)  # 7 queries per block
+    monkeypatch.setattr("prodrec.rank.index.BLOCK_BYTES", 4 * N * 7)  # 7 queries per block
     blocked = ExactIndex(x).search(q, 5)
     np.testing.assert_array_equal(whole[0], blocked[0])
 
@@ -287,7 +287,7 @@ def test_recall_at_k() -> None:
 
 
 def test_faiss_imported_lazily_and_missing_faiss_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    code = ("import sys, numpy as np; import prodrec, prodrec.index as ix; "
+    code = ("import sys, numpy as np; import prodrec, prodrec.rank.index as ix; "
             "ix.build_index(np.eye(4, dtype=np.float32), 'exact').search(np.eye(4, dtype=np.float32), 2); "
             "print('faiss' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

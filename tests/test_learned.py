@@ -1,4 +1,4 @@
-"""The learned fusion head (prodrec.learned) on a small synthetic problem.
+"""The learned fusion head (prodrec.embed.learned) on a small synthetic problem.
 
 600 products, two labels A (6 classes) and B (5 classes) and three arms of random vectors: arm ``a``
 carries label A's class centroid plus noise, arm ``b`` label B's, arm ``noise`` nothing. A head trained on
@@ -16,11 +16,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from prodrec.errors import ConfigError, StoreError
-from prodrec.evaluate import evaluate
-from prodrec.learned import LearnedHead, train_head
-from prodrec.rank import Recommender
-from prodrec.store import Embeddings
+from prodrec.core.errors import ConfigError, StoreError
+from prodrec.evaluation.runs import evaluate
+from prodrec.embed.learned import LearnedHead, train_head
+from prodrec.rank.recommender import Recommender
+from prodrec.embed.vectors import Embeddings
 
 N, N_TRAIN = 600, 400
 # one torch thread: the matrices are tiny, and two threads on a busy 2-core machine spin-wait for each other
@@ -216,7 +216,7 @@ def test_nan_labels_are_never_positives(problem: dict) -> None:
 def test_the_supcon_loss_ignores_missing_labels() -> None:
     import torch
 
-    from prodrec.learned import _supcon_loss
+    from prodrec.embed.learned import _supcon_loss
 
     z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
     w = torch.tensor([1.0])
@@ -270,7 +270,7 @@ def test_default_label_weights(problem: dict) -> None:
 def test_missing_torch_names_the_extra(problem: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 
-    from prodrec.errors import MissingDependency
+    from prodrec.core.errors import MissingDependency
 
     real = builtins.__import__
 

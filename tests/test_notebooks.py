@@ -13,8 +13,8 @@ from typing import Any
 import nbformat
 import pytest
 
-from prodrec.errors import ConfigError
-from prodrec.notebooks import (
+from prodrec.core.errors import ConfigError
+from prodrec.run.notebooks import (
     NotebookFailed,
     find_notebooks,
     kaggle_slug,
@@ -109,7 +109,7 @@ def test_run_notebooks_on_a_generic_catalog(generic_dir: Path, tmp_path: Path) -
     """`prodrec run-notebooks` with catalog flags: every notebook runs on a catalog outside the Kaggle layout,
     the EDA charts its label columns, and every JSON it writes is strict."""
     out = tmp_path / "generic-run"
-    res = subprocess.run([sys.executable, "-m", "prodrec.cli", "run-notebooks", "--quiet", "--data",
+    res = subprocess.run([sys.executable, "-m", "prodrec.run.cli", "run-notebooks", "--quiet", "--data",
                           str(generic_dir / "items.csv"), "--id-column", "sku", "--image-column", "photo",
                           "--text-columns", "title,colour,category", "--label-columns", "category,colour",
                           "--out", str(out)], capture_output=True, text=True)
@@ -210,7 +210,7 @@ def test_kaggle_kernel_runs_in_a_kaggle_like_layout(tmp_path: Path) -> None:
     """The kernel notebook, executed locally against /kaggle/input-like and /kaggle/working-like folders."""
     import papermill as pm
 
-    from prodrec.demo import write_demo_catalog
+    from prodrec.data.demo import write_demo_catalog
 
     kin, work = tmp_path / "kaggle" / "input", tmp_path / "kaggle" / "working"
     write_demo_catalog(kin / "fashion-product-images-small" / "myntradataset", n=40, seed=1, image_size=96,

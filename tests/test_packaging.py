@@ -16,7 +16,7 @@ import pytest
 import tomllib
 import yaml
 
-from prodrec.notebooks import (
+from prodrec.run.notebooks import (
     kaggle_slug,
     validate_dataset_metadata,
     validate_kaggle_metadata,
@@ -109,7 +109,7 @@ def check_kaggle_folders(stage: Path, owner: str) -> None:
 
 @pytest.mark.slow
 def test_kaggle_stage_from_the_checkout(tmp_path: Path) -> None:
-    from prodrec.notebooks import kaggle_stage
+    from prodrec.run.notebooks import kaggle_stage
 
     staged = kaggle_stage(tmp_path / "stage", owner="me")
     check_kaggle_folders(tmp_path / "stage", "me")
@@ -124,7 +124,7 @@ def test_kaggle_titles_resolve_as_the_kaggle_cli_resolves_them() -> None:
     for title in (meta["title"], "prodrec wheel", "Kaggle's kernel: Café, v2!", "  A -- B  ", "test 3.5\""):
         assert kaggle_slug(title) == slugify(title), title
     # without python-slugify installed, the kit's own rule gives the same answers for these titles
-    code = ("import sys; sys.modules['slugify'] = None; from prodrec.notebooks import kaggle_slug; "
+    code = ("import sys; sys.modules['slugify'] = None; from prodrec.run.notebooks import kaggle_slug; "
             "print(kaggle_slug(sys.argv[1]))")
     for title in (meta["title"], "Kaggle's kernel: Café, v2!"):
         out = subprocess.run([sys.executable, "-c", code, title], capture_output=True, text=True)
@@ -132,12 +132,12 @@ def test_kaggle_titles_resolve_as_the_kaggle_cli_resolves_them() -> None:
 
 
 @pytest.mark.parametrize("blocked, call, extra", [
-    ("torch", "from prodrec.encoders import get_image_encoder; get_image_encoder('efficientnet-lite0')", "image"),
-    ("tensorflow", "from prodrec.encoders.resnet import ResNet50Encoder; ResNet50Encoder(weights=None)", "resnet"),
-    ("sentence_transformers", "from prodrec.encoders import get_text_encoder; get_text_encoder('all-MiniLM-L6-v2')",
+    ("torch", "from prodrec.embed.encoders import get_image_encoder; get_image_encoder('efficientnet-lite0')", "image"),
+    ("tensorflow", "from prodrec.embed.encoders.resnet import ResNet50Encoder; ResNet50Encoder(weights=None)", "resnet"),
+    ("sentence_transformers", "from prodrec.embed.encoders import get_text_encoder; get_text_encoder('all-MiniLM-L6-v2')",
      "text"),
-    ("papermill", "from prodrec.notebooks import run_notebooks; run_notebooks('/tmp/x')", "notebooks"),
-    ("ipywidgets", "from prodrec.browse import Browser; Browser(None, None)", "notebooks"),
+    ("papermill", "from prodrec.run.notebooks import run_notebooks; run_notebooks('/tmp/x')", "notebooks"),
+    ("ipywidgets", "from prodrec.viz.browse import Browser; Browser(None, None)", "notebooks"),
 ])
 def test_missing_dependency_names_the_extra(blocked: str, call: str, extra: str) -> None:
     code = f"""
@@ -147,7 +147,7 @@ class Block:
         if name.split('.')[0] == {blocked!r}:
             raise ImportError('blocked ' + name)
 sys.meta_path.insert(0, Block())
-from prodrec.errors import MissingDependency
+from prodrec.core.errors import MissingDependency
 try:
     {call}
 except MissingDependency as exc:
@@ -178,7 +178,7 @@ def test_environment_yml_matches_pyproject_and_the_cpu_pins() -> None:
 
 @pytest.mark.slow
 def test_quiet_silences_every_progress_bar_and_verbose_shows_them(demo_dir: Path, tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "prodrec.cli"]
+    base = [sys.executable, "-m", "prodrec.run.cli"]
     args = ["embed", "--data", str(demo_dir), "--image-model", "efficientnet-lite0"]
     quiet = subprocess.run([*base, *args, "--store", str(tmp_path / "a"), "--quiet"], capture_output=True, text=True)
     assert quiet.returncode == 0, quiet.stderr

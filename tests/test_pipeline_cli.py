@@ -17,9 +17,9 @@ from conftest import FakeImageEncoder
 from PIL import Image
 
 from prodrec import build_experiment, load_catalog
-from prodrec.cli import main
-from prodrec.pipeline import image_embeddings
-from prodrec.store import EmbeddingStore
+from prodrec.run.cli import main
+from prodrec.embed.embedding import image_embeddings
+from prodrec.embed.store import EmbeddingStore
 
 
 def strict_json(text: str) -> Any:
@@ -31,7 +31,7 @@ def strict_json(text: str) -> Any:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "prodrec.cli", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "prodrec.run.cli", *args], capture_output=True, text=True, env=env)
 
 
 def test_store_is_per_product(demo_dir: Path, store_dir: Path, tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_cli_demo_load_report_and_closed_pipe(tmp_path: Path) -> None:
     saved = strict_json((tmp_path / "o" / "load-report.json").read_text())
     assert saved["provenance"]["dataset"]["products"] == 16
     assert (tmp_path / "o" / "load-report.json").stat().st_mode & 0o044 == 0o044  # readable like any file
-    piped = subprocess.run(f"{sys.executable} -m prodrec.cli load-report --data {tmp_path / 'demo'} --json | head -1",
+    piped = subprocess.run(f"{sys.executable} -m prodrec.run.cli load-report --data {tmp_path / 'demo'} --json | head -1",
                            shell=True, capture_output=True, text=True)
     assert piped.stdout.strip() == "{" and "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr
 
@@ -181,8 +181,8 @@ def test_warm_subset_builds_no_encoder(demo_dir: Path, store_dir: Path, monkeypa
     def no_model(*_: Any, **__: Any) -> None:
         raise AssertionError("an encoder was built on a warm run")
 
-    monkeypatch.setattr("prodrec.arms.ImageArm.build", no_model)
-    monkeypatch.setattr("prodrec.arms.TextArm.build", no_model)
+    monkeypatch.setattr("prodrec.embed.arms.ImageArm.build", no_model)
+    monkeypatch.setattr("prodrec.embed.arms.TextArm.build", no_model)
     exp = build_experiment(demo_dir, n_products=17, seed=5, image_model="efficientnet-lite0", store_dir=store_dir,
                            include_ids=["90047"], progress=False)
     assert len(exp.catalog) in (17, 18) and "90047" in exp.catalog.ids
@@ -223,10 +223,10 @@ def test_build_experiment_sample_plus_query_ids(demo_dir: Path, store_dir: Path)
 def test_kill_9_during_prodrec_embed_resumes(tmp_path: Path) -> None:
     """Really SIGKILL `prodrec embed` mid-run; the next run computes only what is missing and ends with the
     vectors of an uninterrupted run."""
-    from prodrec.demo import write_demo_catalog
+    from prodrec.data.demo import write_demo_catalog
 
     data = write_demo_catalog(tmp_path / "cat", n=160, seed=3, image_size=64, progress=False)
-    base = [sys.executable, "-m", "prodrec.cli", "embed", "--data", str(data), "--image-model",
+    base = [sys.executable, "-m", "prodrec.run.cli", "embed", "--data", str(data), "--image-model",
             "efficientnet-lite0", "--text-model", "none", "--batch-size", "8", "--chunk-size", "16", "--quiet"]
     env = dict(os.environ, PRODREC_SLOW_CHUNKS="0.4")  # test hook: sleep after each chunk (store.py)
     store = tmp_path / "store"

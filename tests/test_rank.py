@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from prodrec.errors import ConfigError, UnknownIdError
-from prodrec.rank import CosineIndex, RankingError, Recommender, select_topk
-from prodrec.store import Embeddings
+from prodrec.core.errors import ConfigError, UnknownIdError
+from prodrec.core.errors import RankingError
+from prodrec.rank.recommender import CosineIndex, Recommender
+from prodrec.rank.topk import select_topk
+from prodrec.embed.vectors import Embeddings
 
 
 def brute_force(x: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
@@ -183,7 +185,7 @@ def test_failed_images_left_out_of_ranking() -> None:
 def test_chunked_selection_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     s = np.round(np.random.default_rng(3).random((257, 400)), 2).astype(np.float32)  # many exact ties
     whole = select_topk(s, 9)
-    monkeypatch.setattr("prodrec.rank.SELECT_CHUNK", 1000)  # 2 rows per pass
+    monkeypatch.setattr("prodrec.rank.topk.SELECT_CHUNK", 1000)  # 2 rows per pass
     parts = select_topk(s, 9)
     np.testing.assert_array_equal(whole[0], parts[0])
     np.testing.assert_array_equal(whole[1], parts[1])
@@ -264,7 +266,7 @@ def clustered(n: int, d: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_approximate_indexes_agree_with_exact_in_every_mode(kind: str, tmp_path) -> None:
-    from prodrec.index import IndexCache
+    from prodrec.rank.index import IndexCache
 
     ids = [f"p{i:05d}" for i in range(1500)]
     arms = {"image": Embeddings(ids, clustered(1500, 24, 1)), "text": Embeddings(ids, clustered(1500, 12, 2)),

@@ -1,4 +1,4 @@
-"""The Ray engine (prodrec.scale): same store, vectors, failures and provenance as the local engine; resume
+"""The Ray engine (prodrec.embed.ray_engine): same store, vectors, failures and provenance as the local engine; resume
 after kill -9; the CLI; clear errors when Ray, a worker's photos or a worker's model are missing.
 
 One local Ray with 2 CPUs serves the module; the CLI subprocesses connect to it with ``--address``.
@@ -25,12 +25,12 @@ import pytest
 from conftest import FakeImageEncoder
 
 from prodrec import load_catalog
-from prodrec.arms import ImageArm, Resolved, TextArm
-from prodrec.catalog import Catalog
-from prodrec.errors import ConfigError, MissingDependency
-from prodrec.pipeline import embed_arm
-from prodrec.scale import RayCompute, RayEngineError, _EncodeBatches, ray_compute
-from prodrec.store import EmbeddingStore
+from prodrec.embed.arms import ImageArm, Resolved, TextArm
+from prodrec.data.catalog import Catalog
+from prodrec.core.errors import ConfigError, MissingDependency
+from prodrec.embed.embedding import embed_arm
+from prodrec.embed.ray_engine import RayCompute, RayEngineError, _EncodeBatches, ray_compute
+from prodrec.embed.store import EmbeddingStore
 
 
 class FakeTextEncoder:
@@ -134,12 +134,12 @@ def test_ray_engine_refuses_gpus_this_machine_lacks(ray_address: str, demo_dir: 
 def test_kill_9_during_prodrec_embed_engine_ray_resumes(ray_address: str, tmp_path: Path) -> None:
     """SIGKILL `prodrec embed --engine ray` mid-run; the rerun computes only what is missing, and the store
     ends with the local engine's vectors."""
-    from prodrec.demo import write_demo_catalog
+    from prodrec.data.demo import write_demo_catalog
 
     n = 64
     data = write_demo_catalog(tmp_path / "cat", n=n, seed=3, image_size=64, progress=False)
     store = tmp_path / "store"
-    base = [sys.executable, "-m", "prodrec.cli", "embed", "--data", str(data), "--image-model",
+    base = [sys.executable, "-m", "prodrec.run.cli", "embed", "--data", str(data), "--image-model",
             "efficientnet-lite0", "--text-model", "none", "--batch-size", "8", "--chunk-size", "16",
             "--store", str(store), "--engine", "ray", "--address", ray_address, "--workers", "2"]
     env = dict(os.environ, PRODREC_SLOW_CHUNKS="1.0")  # test hook: sleep after each chunk (store.py)

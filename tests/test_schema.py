@@ -9,8 +9,8 @@ import pytest
 from conftest import FakeImageEncoder
 
 from prodrec import build_experiment, load_catalog
-from prodrec.errors import CatalogError, ConfigError, UnknownIdError
-from prodrec.schema import KAGGLE, CatalogSchema, locate_catalog
+from prodrec.core.errors import CatalogError, ConfigError, UnknownIdError
+from prodrec.data.schema import KAGGLE, CatalogSchema, locate_catalog
 
 
 def test_generic_catalog_ids_kept_as_written(generic_dir: Path) -> None:
@@ -90,8 +90,8 @@ def test_text_only_and_image_only_catalogs_say_which_arm_was_left_out(generic_di
     image_only = load_catalog(generic_dir / "items.csv", id_column="sku", image_column="photo", text_columns=[],
                               label_columns=["category"])
     assert image_only.text_columns == () and "image arm only" in str(image_only.report)
-    from prodrec.pipeline import embed_arm
-    from prodrec.rank import Recommender
+    from prodrec.embed.embedding import embed_arm
+    from prodrec.rank.recommender import Recommender
 
     emb = embed_arm(image_only, "image", encoder=FakeImageEncoder(), store=store_dir, progress=False)
     assert Recommender({"image": emb}).modes == ["image"]

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from prodrec import build_experiment, evaluate, load_catalog
-from prodrec.errors import CatalogError, ConfigError, RankingError
-from prodrec.rank import Recommender
-from prodrec.search import Searcher
-from prodrec.store import Embeddings
-from prodrec.text import product_sentences
+from prodrec.core.errors import CatalogError, ConfigError, RankingError
+from prodrec.rank.recommender import Recommender
+from prodrec.rank.search import Searcher
+from prodrec.embed.vectors import Embeddings
+from prodrec.data.text import product_sentences
 
 #: Descriptions with the article type a shopper means. The first ten name it; the rest paraphrase it.
 QUERIES = {
@@ -95,7 +95,7 @@ def test_search_query_set_on_the_real_sample(shared_data: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from prodrec.encoders.clip import write_tiny_random_clip
+    from prodrec.embed.encoders.clip import write_tiny_random_clip
 
     return write_tiny_random_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 
@@ -127,7 +127,7 @@ def test_clip_arm_end_to_end_with_a_tiny_random_checkpoint(tiny_clip: Path, gene
                             store_dir=store_dir, progress=False)
     assert warm.models()["clip"]["cache"] == "hit"
     pytest.importorskip("ipywidgets")
-    from prodrec.browse import Browser
+    from prodrec.viz.browse import Browser
 
     b = Browser(exp.recommender, exp.catalog, k=3, searcher=searcher)
     shown = b.describe("red bag")
@@ -141,7 +141,7 @@ def test_clip_through_the_cli_and_offline_messages(tiny_clip: Path, generic_dir:
              "--store", str(tmp_path / "store"), "--quiet"]
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "prodrec.cli", *args], capture_output=True, text=True)
+        return subprocess.run([sys.executable, "-m", "prodrec.run.cli", *args], capture_output=True, text=True)
 
     out = cli("search", "red bag", *flags, "--mode", "clip", "--clip-model", str(tiny_clip), "-k", "3", "--json")
     assert out.returncode == 0, out.stderr
@@ -170,7 +170,7 @@ def test_a_kept_description_is_searched_again_without_a_model(generic_dir: Path,
     def no_model(*_: object, **__: object) -> None:
         raise AssertionError("a model was built for a kept description")
 
-    monkeypatch.setattr("prodrec.arms.TextArm.build", no_model)
+    monkeypatch.setattr("prodrec.embed.arms.TextArm.build", no_model)
     again = build_experiment(catalog=cat, store_dir=store_dir, progress=False).searcher()
     assert again.search("blue  watch", k=3)["id"].tolist() == first["id"].tolist()  # whitespace-normalised
     with pytest.raises(AssertionError, match="kept description"):

@@ -19,14 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import prodrec.store
-from prodrec.errors import ConfigError, StoreError
-from prodrec.store import EmbeddingStore, fingerprint, text_key
+import prodrec.embed.store
+from prodrec.core.errors import ConfigError, StoreError
+from prodrec.core.io import fingerprint
+from prodrec.embed.store import EmbeddingStore
+from prodrec.embed.vectors import text_key
 
 DIM = 8
 IDS = [str(i) for i in range(100, 137)]  # 37 products
 KEYS = [f"key-{i}" for i in IDS]
-SRC = str(Path(prodrec.store.__file__).resolve().parents[1])
+SRC = str(Path(prodrec.embed.store.__file__).resolve().parents[1])
 
 
 def vectors_of(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -81,7 +83,7 @@ WORKER = textwrap.dedent("""
     from collections.abc import Sequence
     from pathlib import Path
     import numpy as np
-    from prodrec.store import EmbeddingStore
+    from prodrec.embed.store import EmbeddingStore
     DIM = {dim}
 """).format(dim=DIM) + inspect.getsource(vectors_of) + textwrap.dedent("""
     root, n, chunk, go, digest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
@@ -301,7 +303,7 @@ def test_damaged_shard_is_dropped_and_its_products_recomputed(
     untouched = embed(store, IDS[16:], KEYS[16:], compute=never)  # only shards that are read are checked
     assert untouched.meta["repairs"] == []
     model = Model(IDS, KEYS)
-    with caplog.at_level(logging.WARNING, logger="prodrec.store"):
+    with caplog.at_level(logging.WARNING, logger="prodrec.embed.store"):
         repaired = embed(store, compute=model)
     reason = "missing" if damage == "missing" else "(8, 9)" if damage == "wrong_shape" else "checksum"
     assert model.computed == sorted(IDS[8:16]) and repaired.meta["cache"] == "partial"
@@ -345,7 +347,7 @@ def test_damaged_or_foreign_index_is_rebuilt(
     found, _, _ = store.lookup("image", "test/model", IDS, KEYS)
     assert not found.any()  # read-only: nothing usable, nothing repaired
     model = Model(IDS, KEYS)
-    with caplog.at_level(logging.WARNING, logger="prodrec.store"):
+    with caplog.at_level(logging.WARNING, logger="prodrec.embed.store"):
         rebuilt = embed(store, compute=model, chunk_size=37)
     assert model.computed == sorted(IDS) and rebuilt.meta["cache"] == "miss"
     assert reason in rebuilt.meta["computed_because"] and "index.sqlite" in rebuilt.meta["computed_because"]
@@ -381,8 +383,8 @@ def _old_file(path: Path, data: bytes) -> Path:
 def test_file_digests_read_each_file_once(store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = EmbeddingStore(store_dir)
     reads: list[str] = []
-    real = prodrec.store._hash_file
-    monkeypatch.setattr(prodrec.store, "_hash_file", lambda name: reads.append(name) or real(name))
+    real = prodrec.embed.store._hash_file
+    monkeypatch.setattr(prodrec.embed.store, "_hash_file", lambda name: reads.append(name) or real(name))
     files = [_old_file(tmp_path / f"img{i}.jpg", bytes([i]) * 5000) for i in range(40)]
     same = _old_file(tmp_path / "copy.jpg", bytes([0]) * 5000)
     (tmp_path / "folder.jpg").mkdir()
@@ -417,10 +419,10 @@ def test_damaged_file_digest_cache_is_rebuilt(store_dir: Path, tmp_path: Path, c
     image = _old_file(tmp_path / "a.jpg", b"pixels")
     (digest,) = store.file_digests([image])
     (store_dir / "files.sqlite").write_bytes(b"garbage" * 1000)
-    with caplog.at_level(logging.WARNING, logger="prodrec.store"):
+    with caplog.at_level(logging.WARNING, logger="prodrec.embed.store"):
         assert store.file_digests([image]) == [digest]
     assert "files.sqlite" in caplog.text
-    monkeypatch.setattr(prodrec.store, "_hash_file", never)
+    monkeypatch.setattr(prodrec.embed.store, "_hash_file", never)
     assert store.file_digests([image]) == [digest]  # the new cache works
 
 
@@ -447,7 +449,7 @@ def test_full_hit_takes_no_lock(store_dir: Path, monkeypatch: pytest.MonkeyPatch
     def no_lock(*args, **kwargs):
         raise AssertionError("a full hit must not lock")
 
-    monkeypatch.setattr(prodrec.store, "file_lock", no_lock)
+    monkeypatch.setattr(prodrec.embed.store, "file_lock", no_lock)
     assert embed(store, compute=never).meta["cache"] == "hit"
     with pytest.raises(AssertionError, match="must not lock"):  # computing does lock
         embed(store, ["new"], ["k"])
@@ -485,7 +487,7 @@ def test_model_meta_is_stored_as_strict_json(store_dir: Path) -> None:
         stored = {key: json.loads(value, parse_constant=reject)
                   for key, value in conn.execute("SELECT key, value FROM meta")}
     assert stored["model"] == {"score": None, "n": 3, "path": "/w"}
-    assert stored["dim"] == DIM and stored["format_version"] == prodrec.store.FORMAT_VERSION
+    assert stored["dim"] == DIM and stored["format_version"] == prodrec.embed.store.FORMAT_VERSION
 
 
 def test_lookup_reads_without_computing_or_creating(store_dir: Path) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prodrec.errors import CatalogError
-from prodrec.text import DEFAULT_FIELDS, product_sentences
+from prodrec.core.errors import CatalogError
+from prodrec.data.text import DEFAULT_FIELDS, product_sentences
 
 
 def test_paper_order_and_year_as_integer() -> None:

@@ -1,7 +1,17 @@
 """prodrec: image- and text-based product recommendation, a notebook research kit.
 
-The core (schema, catalog, sentences, store, ranking, evaluation) needs only numpy/pandas/PIL; the image
-and text encoders import TensorFlow or torch when they are built, not before.
+The package is built in layers, each a subpackage that imports only the ones below it (checked by
+``lint-imports``, see ``[tool.importlinter]`` in pyproject.toml):
+
+* :mod:`prodrec.run` (experiment assembly, notebooks runner, Kaggle staging, CLI) and :mod:`prodrec.viz`
+  (galleries, widget browser), which do not import each other;
+* :mod:`prodrec.evaluation` (metrics on plain arrays, evaluation runs and sweeps, reports);
+* :mod:`prodrec.rank` (top-k, exact and approximate indexes, fusion, the recommender, search);
+* :mod:`prodrec.embed` (encoders, the arm registry, the per-product store, the Ray engine, the learned head);
+* :mod:`prodrec.data` (catalog schema, loading, sentences, images, demo catalog, locating data);
+* :mod:`prodrec.core` (vocabulary, argument checks, errors, I/O, provenance).
+
+The core needs only numpy/pandas/PIL; the encoders import TensorFlow or torch when they are built.
 
 >>> import prodrec
 >>> exp = prodrec.build_experiment("path/to/fashion-product-images-small", n_products=1000, seed=0)
@@ -11,32 +21,32 @@ and text encoders import TensorFlow or torch when they are built, not before.
 from __future__ import annotations
 
 from ._version import __version__
-from .arms import ARMS, MODELS, ArmSpec, ModelSpec
-from .catalog import Catalog, LoadReport, load_catalog
-from .errors import (
-                     CatalogError,
-                     ConfigError,
-                     DataNotFound,
-                     MissingDependency,
-                     ModelUnavailable,
-                     ProdrecError,
-                     RankingError,
-                     StoreError,
-                     UnknownIdError,
+from .core.errors import (
+    CatalogError,
+    ConfigError,
+    DataNotFound,
+    MissingDependency,
+    ModelUnavailable,
+    ProdrecError,
+    RankingError,
+    StoreError,
+    UnknownIdError,
 )
-from .evaluate import alpha_sweep, evaluate
-from .pipeline import (
-                     Experiment,
-                     build_experiment,
-                     embed_arm,
-                     image_embeddings,
-                     text_embeddings,
-)
-from .rank import CosineIndex, Recommender
-from .report import describe_findings, precision_table
-from .schema import KAGGLE, MODES, CatalogSchema, Mode
-from .store import Embeddings, EmbeddingStore
-from .text import DEFAULT_FIELDS, product_sentences
+from .data.catalog import Catalog, LoadReport, load_catalog
+from .data.schema import KAGGLE, CatalogSchema
+from .data.text import DEFAULT_FIELDS, product_sentences
+from .embed.arms import MODELS, ArmSpec, ModelSpec
+from .embed.embedding import embed_arm, image_embeddings, text_embeddings
+from .embed.registry import ARMS, ArmEntry, Mode, arm_names, modes, register_arm
+from .embed.store import EmbeddingStore
+from .embed.vectors import Embeddings
+from .evaluation.report import describe_findings, precision_table
+from .evaluation.runs import alpha_sweep, evaluate
+from .rank.recommender import CosineIndex, Recommender
+from .run.experiment import Experiment, build_experiment
+
+#: The built-in ranking modes (arms, then fusion modes); :func:`modes` is the live list, with registered arms.
+MODES: tuple[str, ...] = modes()
 
 __all__ = [
     "ARMS",
@@ -44,6 +54,7 @@ __all__ = [
     "KAGGLE",
     "MODELS",
     "MODES",
+    "ArmEntry",
     "ArmSpec",
     "Catalog",
     "CatalogError",
@@ -66,13 +77,16 @@ __all__ = [
     "UnknownIdError",
     "__version__",
     "alpha_sweep",
+    "arm_names",
     "build_experiment",
     "describe_findings",
     "embed_arm",
     "evaluate",
     "image_embeddings",
     "load_catalog",
+    "modes",
     "precision_table",
     "product_sentences",
+    "register_arm",
     "text_embeddings",
 ]

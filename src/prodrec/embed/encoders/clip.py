@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .._net import reachable
-from ..errors import MissingDependency, ModelUnavailable
+from ...core.net import reachable
+from ...core.errors import MissingDependency, ModelUnavailable
 from .base import ImageEncoder, l2_normalize
 from .efficientnet import torch_device
 

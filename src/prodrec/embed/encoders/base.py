@@ -17,8 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
-from ..images import ImageError, load_rgb
+from ...core.errors import ConfigError
+from ...data.images import ImageError, load_rgb
 
 
 @runtime_checkable

@@ -48,8 +48,8 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
-from ..images import DEFAULT_MAX_PIXELS, ImageError, check_image_header, to_rgb
+from ...core.errors import ConfigError
+from ...data.images import DEFAULT_MAX_PIXELS, ImageError, check_image_header, to_rgb
 from .base import l2_normalize
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePath
 from typing import IO, Any
 
@@ -102,6 +102,16 @@ def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path} holds {type(data).__name__}, not a JSON object")
     return data
+
+
+def fingerprint(items: Iterable[str]) -> str:
+    """sha256 (hex) over a sequence of strings, each ended by a NUL byte: ``["a", "b"]`` and ``["ab"]``
+    differ. The one fingerprint of the kit (lists of ids, model settings)."""
+    h = hashlib.sha256()
+    for s in items:
+        h.update(str(s).encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

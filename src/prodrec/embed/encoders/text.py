@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .._net import reachable
-from ..errors import MissingDependency, ModelUnavailable
+from ...core.net import reachable
+from ...core.errors import MissingDependency, ModelUnavailable
 from .base import l2_normalize
 
 log = logging.getLogger(__name__)

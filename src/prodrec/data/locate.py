@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._net import reachable
-from .errors import DataNotFound, MissingDependency
+from ..core.net import reachable
+from ..core.errors import DataNotFound, MissingDependency
 from .schema import find_description, kaggle_root
 
 KAGGLE_SLUG = "paramaggarwal/fashion-product-images-small"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._net import reachable
-from ..errors import ConfigError, MissingDependency, ModelUnavailable
+from ...core.net import reachable
+from ...core.errors import ConfigError, MissingDependency, ModelUnavailable
 from .base import ImageEncoder
 
 log = logging.getLogger(__name__)

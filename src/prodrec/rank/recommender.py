@@ -15,54 +15,23 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import params
-from .errors import RankingError, UnknownIdError
-from .schema import FUSION_MODES, LEARNED, MODES, Mode
-from .store import Embeddings
+from ..core import params
+from ..core.errors import RankingError, UnknownIdError
+from ..core.vocab import FUSION_MODES, LEARNED
+from ..embed.vectors import Embeddings, align
+from .topk import BLOCK_BYTES, select_topk
+from .index import IndexCache, VectorIndex, build_index, resolve_kind
 
-if TYPE_CHECKING:
-    from .index import IndexCache, VectorIndex
 
-__all__ = ["MODES", "CosineIndex", "Mode", "RankingError", "Recommender", "align", "select_topk"]
+__all__ = ["CosineIndex", "RankingError", "Recommender", "align", "select_topk"]
 
 log = logging.getLogger(__name__)
-#: Memory budget of one block of scores in all-vs-all ranking.
-BLOCK_BYTES = 128 * 2**20
 RRF_K = 60
-#: Scores per top-k selection pass (argpartition needs an int64 index per score: 32 MiB at this size).
-SELECT_CHUNK = 1 << 22
-
-
-def select_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-k of ``scores`` [m, n]: positions sorted by score descending, then position ascending.
-
-    Exact under ties: when several entries tie at the k-th score, the smallest positions are kept.
-    Entries set to ``-inf`` are never chosen unless a row has fewer than k finite entries.
-    """
-    m, n = scores.shape
-    if m > 1 and m * n > SELECT_CHUNK:  # selection needs ~13 bytes per score: do it a few rows at a time
-        step = max(1, SELECT_CHUNK // n)
-        parts = [select_topk(scores[i : i + step], k) for i in range(0, m, step)]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    if k >= n:
-        cand = np.broadcast_to(np.arange(n), (m, n)).copy()
-    else:
-        cand = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        kth = np.take_along_axis(scores, cand, axis=1).min(axis=1)
-        n_ge = (scores >= kth[:, None]).sum(axis=1)
-        for r in np.flatnonzero(n_ge > k):  # a tie straddles the cut: choose among ties by position
-            above = np.flatnonzero(scores[r] > kth[r])
-            tied = np.flatnonzero(scores[r] == kth[r])[: k - len(above)]
-            cand[r] = np.concatenate([above, tied])
-    vals = np.take_along_axis(scores, cand, axis=1)
-    order = np.lexsort((cand, -vals), axis=1) if m else np.zeros((0, cand.shape[1]), dtype=np.intp)
-    pos = np.take_along_axis(cand, order, axis=1)
-    return pos[:, :k], np.take_along_axis(vals, order, axis=1)[:, :k]
 
 
 class CosineIndex:
@@ -140,30 +109,6 @@ class CosineIndex:
         return out_pos, out_val
 
 
-def align(arms: Mapping[str, Embeddings]) -> tuple[np.ndarray, dict[str, Embeddings]]:
-    """Restrict every arm to the ids they all share (failed items dropped), in one sorted order; rows are
-    never paired by position."""
-    valid = {name: emb.valid() for name, emb in arms.items() if emb is not None}
-    if not valid:
-        raise RankingError("need at least one arm of embeddings")
-    common: np.ndarray | None = None
-    for emb in valid.values():
-        ids = np.asarray([str(i) for i in emb.ids], dtype=object)
-        common = ids if common is None else np.intersect1d(common, ids)
-    assert common is not None
-    common = np.sort(np.asarray(common, dtype=object))
-    if len(common) == 0:
-        raise RankingError(f"the arms {list(valid)} share no product ids; they cannot be fused")
-    out = {}
-    for name, emb in valid.items():
-        dropped = len(emb) - len(common)
-        if dropped:
-            log.warning("aligning arms by id: %d product(s) of the %s arm kept out (not in every arm)", dropped, name)
-        pos = pd.Index([str(i) for i in emb.ids]).get_indexer(common)
-        out[name] = Embeddings(common, emb.vectors[pos], emb.meta, emb.failures)
-    return common, out
-
-
 class Recommender:
     """Top-k recommendations from any named arm, or from several fused, over the ids all arms share.
 
@@ -201,6 +146,7 @@ class Recommender:
         index: str = "exact",
         index_cache: IndexCache | None = None,
         index_params: Mapping[str, Any] | None = None,
+        protocol: str = "full",
     ) -> None:
         given = dict(arms or {})
         for name, emb in (("image", image), ("text", text)):
@@ -209,9 +155,10 @@ class Recommender:
         self.ids, aligned = align(given)
         self.arms: dict[str, CosineIndex] = {name: CosineIndex(e.ids, e.vectors) for name, e in aligned.items()}
         self.calibration = params.check_calibration(calibration, self.arms)
-        from .index import check_kind, resolve_kind
-
-        self.index_requested = check_kind(index)
+        #: The evaluation protocol its text vectors were built under (``full`` or ``withheld``), recorded in
+        #: every evaluation record.
+        self.protocol = params.check_protocol(protocol)
+        self.index_requested = params.check_index_kind(index)
         #: ``exact`` (numpy, ties by id) or the approximate kind every all-vs-all search goes through.
         self.index_kind = resolve_kind(self.index_requested, len(self.ids))
         self._index_cache, self._index_params = index_cache, dict(index_params or {})
@@ -420,8 +367,6 @@ class Recommender:
     def _ann_index(self, name: str) -> VectorIndex:
         """The approximate index of arm ``name`` (or ``_fused``: the arms' unit vectors side by side)."""
         if name not in self._ann:
-            from .index import build_index
-
             if name == FUSED_INDEX:
                 x = np.hstack([index.vectors for index in self.arms.values()])
                 calib = self._fused_queries(np.arange(min(len(self), 256)), self.weights)[0]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, MissingDependency
+from ...core.errors import ConfigError, MissingDependency
 from .base import ImageEncoder
 
 log = logging.getLogger(__name__)

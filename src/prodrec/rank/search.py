@@ -1,0 +1,128 @@
+"""Search by description: the paper's text query, and true text -> photo retrieval with CLIP.
+
+The paper: "the text query is first passed through Sentence-Transformer to obtain its embedding, which is
+then compared with the embeddings of all [products] using cosine similarity". :class:`Searcher` does that
+over a recommender's arms whose model also embeds free text:
+
+* ``mode="text"``: the description through the text arm's sentence-transformers model, ranked against the
+  product sentences' vectors;
+* ``mode="clip"``: the description through CLIP's text tower, ranked against the product **photos'** CLIP
+  vectors (text -> image retrieval, the paper's future scope).
+
+>>> searcher = exp.searcher()
+>>> searcher.search("white sports shoes for women", k=5, filters={"gender": "Women"})
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from ..data.catalog import Catalog
+from ..embed.encoders.base import Encoder, TextEncoderLike
+from ..core.errors import CatalogError, ConfigError
+from .recommender import Recommender
+from ..embed.registry import text_query_arms
+from ..embed.store import EmbeddingStore, text_key
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> Any:
+    """Rank with one BLAS thread. A matrix-vector product gains nothing from more at this size, and
+    OpenBLAS threads left spinning after it fight the text model's torch threads for the cores of a small
+    machine: per query 43 ms instead of 20 ms on 2 cores (benchmarks, search section)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+class Searcher:
+    """Free-text search over the text-capable arms of ``recommender``.
+
+    ``encoder(arm)`` returns that arm's model (built lazily, only when a description is new). Query vectors
+    are cached in the process and, with a ``store``, read from the embedding store (arm ``<arm>-query``,
+    keyed by the description's hash) where ``search(..., persist=True)`` kept them, so a re-run of the same
+    descriptions (a notebook's gallery, a repeated CLI query) loads no model.
+    """
+
+    def __init__(self, recommender: Recommender, catalog: Catalog, encoder: Callable[[str], Encoder],
+                 store: EmbeddingStore | None = None) -> None:
+        self.rec = recommender
+        self.catalog = catalog
+        self._encoder = encoder
+        self.store = store
+        self.labels = catalog.labels.reindex(recommender.ids)
+        self._model_ids: dict[str, str] = {}
+        self._embed = functools.lru_cache(maxsize=256)(self._embed_uncached)
+
+    def remember_models(self, model_ids: Mapping[str, str]) -> Searcher:
+        """The store ids of the arms' models (needed to keep query vectors in the store)."""
+        self._model_ids.update(model_ids)
+        return self
+
+    @property
+    def modes(self) -> list[str]:
+        """The arms a description can be searched against (``clip`` first when present)."""
+        return [m for m in sorted(text_query_arms(), key=lambda a: a != "clip") if m in self.rec.arms]
+
+    def default_mode(self) -> str:
+        if not self.modes:
+            raise ConfigError(f"search needs a text or clip arm; this recommender has {list(self.rec.arms)}")
+        return self.modes[0] if "clip" in self.modes else "text"
+
+    def _embed_uncached(self, mode: str, text: str, persist: bool) -> np.ndarray:
+        """The description's vector: from the store when it was kept there, else computed (and kept when
+        ``persist``)."""
+        model_id, dim = self._model_ids.get(mode), self.rec.arms[mode].vectors.shape[1]
+        key = text_key(text)
+        if self.store is not None and model_id:
+            found, vectors, _ = self.store.lookup(f"{mode}-query", model_id, [key], [key], dim)
+            if found[0]:
+                return vectors[0]
+
+        def compute(_: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+            enc = cast(TextEncoderLike, self._encoder(mode))
+            return enc.encode([text], batch_size=1, progress=False), {}
+
+        if persist and self.store is not None and model_id:
+            return self.store.embed(f"{mode}-query", model_id, dim, [key], [key], compute, progress=False).vectors[0]
+        return compute(np.zeros(1))[0][0]
+
+    def mask(self, filters: Mapping[str, Any] | None) -> np.ndarray | None:
+        """Products whose label columns equal ``filters`` (compared as text), as a mask over the ids."""
+        if not filters:
+            return None
+        mask = np.ones(len(self.rec), dtype=bool)
+        for col, value in filters.items():
+            if col not in self.labels.columns:
+                raise CatalogError(f"cannot filter on {col!r}: not a catalog column ({list(self.labels.columns)})")
+            mask &= self.labels[col].astype("string").fillna("").str.lower().to_numpy() == str(value).lower()
+        return mask
+
+    def search(
+        self, text: str, k: int = 5, mode: str | None = None, filters: Mapping[str, Any] | None = None,
+        persist: bool = False,
+    ) -> pd.DataFrame:
+        """The ``k`` products closest to the description ``text``: rank, id, score and the catalog's
+        caption and label columns. ``filters`` keep products whose columns equal the given values.
+        ``persist`` keeps the description's vector in the store (figures and CLI calls that are re-run)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("search needs a non-empty description, e.g. 'white sports shoes for women'")
+        mode = mode or self.default_mode()
+        if mode not in self.modes:
+            raise ConfigError(f"cannot search with mode {mode!r}: searchable arms here are {self.modes} "
+                              "(the image arm's model cannot read text; add --clip-model for photo search)")
+        vec = self._embed(mode, " ".join(text.split()), persist)
+        with _one_blas_thread():
+            df = self.rec.rank_vector(vec, mode, k, allowed=self.mask(filters))
+        cols = list(dict.fromkeys([*(self.catalog.schema.caption_columns or ()), *self.catalog.label_columns]))
+        meta = self.labels.loc[df["id"], cols].reset_index(drop=True)  # k rows, not the whole table
+        return pd.concat([df, meta], axis=1)

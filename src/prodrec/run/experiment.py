@@ -1,0 +1,298 @@
+"""Experiment assembly: catalog -> sample -> every requested arm's embeddings (via the store) -> recommender.
+
+:func:`build_experiment` is what the CLI and the notebooks call; it checks every argument before it loads or
+embeds anything. Which arms exist, which are built by default and in what batches comes from the arm
+registry (:mod:`prodrec.embed.registry`); the embedding itself from :mod:`prodrec.embed.embedding`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..core import params
+from ..core.errors import ConfigError, ModelUnavailable, UnknownIdError
+from ..core.provenance import provenance
+from ..core.vocab import LEARNED
+from ..data.catalog import Catalog, load_catalog
+from ..data.locate import find_data_dir
+from ..embed.arms import ArmSpec
+from ..embed.embedding import ArmRunner, embed_arm, learned_embeddings, model_summary, open_store
+from ..embed.encoders.base import Encoder
+from ..embed.registry import ARMS, arm_names, requested_models
+from ..embed.store import EmbeddingStore
+from ..embed.vectors import Embeddings
+from ..rank.index import IndexCache
+from ..rank.recommender import Recommender
+from ..rank.search import Searcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Experiment:
+    """A catalog (or a sample of one), its arms' embeddings and the recommender over them.
+
+    ``settings`` records how it was built (JSON-ready: it goes into every output's provenance), with each
+    arm's model under ``<arm>_model`` and its model options under ``arm_options``.
+    """
+
+    catalog: Catalog
+    embeddings: dict[str, Embeddings]
+    recommender: Recommender
+    settings: dict[str, Any] = field(default_factory=dict)
+    #: Arms that were asked for but left out, with the reason (a catalog without images, say).
+    skipped: dict[str, str] = field(default_factory=dict)
+    _encoders: dict[str, Encoder] = field(default_factory=dict, repr=False)
+
+    @property
+    def image(self) -> Embeddings | None:
+        return self.embeddings.get("image")
+
+    @property
+    def text(self) -> Embeddings | None:
+        return self.embeddings.get("text")
+
+    @property
+    def labels(self) -> pd.DataFrame:
+        return self.catalog.labels
+
+    def models(self) -> dict[str, Any]:
+        names = dict.fromkeys(["image", "text", *self.embeddings])  # the paper's arms always listed
+        return {name: model_summary(self.embeddings.get(name)) for name in names}
+
+    def provenance(self, **extra: Any) -> dict[str, Any]:
+        rec = self.recommender
+        index = {"kind": rec.index_kind, "requested": rec.index_requested, "status": dict(rec.index_status)}
+        return provenance(self.catalog, self.models(), settings=self.settings, skipped_arms=self.skipped,
+                          index=index, **extra)
+
+    def encoder(self, arm: str) -> Encoder:
+        """The model of ``arm``, built once per experiment (to embed queries: free-text search)."""
+        if arm not in self.embeddings:
+            raise ConfigError(f"this experiment has no {arm} arm (arms: {list(self.embeddings)})")
+        if arm not in self._encoders:
+            entry = ARMS[arm]
+            spec = entry()
+            model = self.settings.get(entry.settings_key) or "auto"
+            options = dict((self.settings.get("arm_options") or {}).get(arm) or {})
+            self._encoders[arm] = spec.build(spec.resolve(model, **options))
+        return self._encoders[arm]
+
+    def searcher(self) -> Searcher:
+        """A :class:`~prodrec.search.Searcher` over this experiment's text-capable arms."""
+        store = open_store(self.settings["store"]) if self.settings.get("store") else None
+        ids = {arm: str(emb.meta["model_id"]) for arm, emb in self.embeddings.items() if emb.meta.get("model_id")}
+        return Searcher(self.recommender, self.catalog, self.encoder, store).remember_models(ids)
+
+
+def build_experiment(
+    data_dir: str | os.PathLike[str] | None = None,
+    n_products: int | None = None,
+    seed: int = 0,
+    image_model: str | None = "auto",
+    text_model: str | None = "auto",
+    *,
+    models: Mapping[str, str | None] | None = None,
+    arms: Sequence[str] | None = None,
+    clip_model: str | None = None,
+    colour_model: str | None = None,
+    image_weights: str | None = "imagenet",
+    resnet_weights: str | os.PathLike[str] | None = None,
+    store_dir: EmbeddingStore | str | os.PathLike[str] | None = None,
+    batch_size: int = 32,
+    chunk_size: int = 1024,
+    stratify: str | None = None,
+    include_ids: Sequence[Any] = (),
+    alpha: float = 0.5,
+    weights: Mapping[str, float] | None = None,
+    fields: Sequence[str] | None = None,
+    catalog: Catalog | None = None,
+    catalog_options: Mapping[str, Any] | None = None,
+    k: int | None = None,
+    modes: Sequence[str] | None = None,
+    require_ids: bool = False,
+    progress: bool = True,
+    engine: str = "local",
+    engine_options: Mapping[str, Any] | None = None,
+    learned: bool | Mapping[str, Any] = False,
+    protocol: str = "full",
+    withheld: Sequence[str] | None = None,
+    calibration: str = "auto",
+    index: str = "exact",
+    index_params: Mapping[str, Any] | None = None,
+) -> Experiment:
+    """Load (or take) a catalog, sample ``n_products`` with ``seed``, embed each arm, build a recommender.
+
+    Which arms: ``models`` maps arm names of the registry (:data:`prodrec.embed.registry.ARMS`) to a model
+    (``"auto"``, a model name, or None for off), e.g. ``models={"image": "auto", "colour": "auto"}``; arms
+    it does not name keep their registry default (image and text ``auto``, the others off). ``arms`` names
+    exactly the arms to build instead (each with its ``models`` entry or ``auto``); naming ``learned`` there
+    is the same as ``learned=True``. ``image_model``, ``text_model``, ``clip_model`` and ``colour_model`` are
+    the same as ``models`` entries (``models`` wins). An arm the catalog cannot feed (no images, no text
+    columns), or an ``auto`` model that cannot be loaded (CLIP offline), is left out with the reason in
+    ``exp.skipped`` and a warning.
+
+    ``include_ids`` are added to the sample when chance left them out (query products of a gallery, say).
+    ``catalog_options`` are :func:`~prodrec.data.catalog.load_catalog` settings (``id_column``,
+    ``image_pattern``, ``text_columns``...). ``k`` and ``modes``, when given, are checked against the sample
+    size and the arms the catalog can have before anything is embedded; with ``require_ids`` an unknown
+    ``include_ids`` entry is an error before anything is embedded (else a warning).
+
+    Beyond the paper: ``learned=True`` (or a dict of :func:`~prodrec.embed.learned.train_head` options:
+    ``epochs``, ``seed``, ``label_weights``, ``max_train``...) adds the ``learned`` arm, trained on the
+    products of the catalog *outside* the sample (so it is never evaluated on a product it was trained on)
+    and kept in the store. ``protocol="withheld"`` removes ``withheld`` columns (default: the catalog's label
+    columns) from every product sentence, for the text arm and the learned arm's inputs alike.
+    ``calibration`` is the fusion's score scale (see :class:`~prodrec.rank.recommender.Recommender`).
+    ``index`` (``exact``, ``ivf``, ``hnsw``, ``auto``) is how many-query searches find neighbours (see
+    :mod:`prodrec.rank.index`); approximate indexes are kept in ``<store>/indexes`` and reused while the
+    vectors are the same.
+    """
+    params.check_sample_size(n_products)
+    params.check_positive_int("batch_size", batch_size)
+    params.check_positive_int("chunk_size", chunk_size)
+    params.check_alpha(alpha)
+    params.check_engine(engine)
+    params.check_index_kind(index)
+    params.check_protocol(protocol)
+    if k is not None:
+        params.check_k(k)
+    if weights is not None:
+        params.check_weights(weights)
+    given = {"image": image_model, "text": text_model, "clip": clip_model, "colour": colour_model,
+             **dict(models or {})}
+    if arms is not None:
+        names = list(arms)
+        unknown = [a for a in names if a not in ARMS]
+        if unknown:
+            raise ConfigError(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}"
+                              f"{params.suggest(unknown[0], ARMS)}")
+        if LEARNED in names and learned is False:
+            learned = True
+        given = {a: m for a, m in given.items() if a in names}
+    wanted = requested_models(given, arms=[a for a in arms if not ARMS[a].trained] if arms is not None else None)
+    arm_options = {"image": {"weights": image_weights,
+                             "weights_path": None if resnet_weights is None else str(resnet_weights)}}
+
+    store = open_store(store_dir)
+    if catalog is None:
+        catalog = load_catalog(find_data_dir(data_dir), **dict(catalog_options or {}))
+    full = catalog
+    catalog = catalog.sample(n_products, seed=seed, stratify=stratify)
+    if include_ids:
+        _, unknown_ids = full.split_known(include_ids)
+        if unknown_ids and require_ids:  # refused before anything is embedded
+            raise UnknownIdError(unknown_ids, f"the catalog of {len(full)} products", known=full.ids)
+        if unknown_ids:
+            log.warning("query id(s) not in the catalog, left out: %s", unknown_ids)
+        catalog = catalog.with_ids(include_ids, full)
+    if k is not None:
+        params.check_k(k, len(catalog))
+
+    withheld_cols = _withheld_columns(catalog, protocol, withheld)
+    text_fields = fields
+    if protocol == "withheld" and text_fields is None:
+        text_fields = [c for c in catalog.text_columns if c not in withheld_cols]
+
+    def runner(name: str) -> ArmRunner:
+        batch, chunk = ARMS[name].batch_sizes(batch_size, chunk_size)
+        return lambda s, m, cat: embed_arm(cat, s, m, store=store, batch_size=batch, chunk_size=chunk,
+                                           progress=progress, engine=engine, engine_options=engine_options,
+                                           **arm_options.get(name, {}))
+
+    specs: dict[str, ArmSpec] = {}
+    skipped: dict[str, str] = {}
+    for name, model in wanted.items():
+        if not model:
+            if not ARMS[name].opt_in:  # opt-in arms: not asking for one is not worth a note
+                skipped[name] = "not requested"
+            continue
+        spec = ARMS[name]()
+        if spec.input_kind == "text" and text_fields is not None:
+            spec = ARMS[name](fields=text_fields)
+        why_not = spec.unavailable(catalog)
+        if not why_not and model == "auto":
+            try:
+                spec.resolve("auto", **arm_options.get(name, {}))
+            except ModelUnavailable as exc:  # auto never fails for want of weights: the arm is left out
+                why_not = f"auto: no {name} model could be loaded ({str(exc).splitlines()[0]})"
+        if why_not:
+            skipped[name] = why_not
+            log.warning("leaving out the %s arm: %s", name, why_not)
+        else:
+            specs[name] = spec
+    plan = list(specs)
+    if not plan:
+        raise ConfigError("no arm can be built: " + "; ".join(f"{a}: {w}" for a, w in skipped.items()))
+    learn = _learned_options(learned)
+    if learn is not None:
+        why_not = _why_no_learning(plan, full, catalog)
+        if why_not:
+            skipped[LEARNED] = why_not
+            log.warning("leaving out the learned arm: %s", why_not)
+        else:
+            plan.append(LEARNED)
+    if weights is not None:
+        params.check_weights(weights, plan)
+    for mode in modes or ():
+        params.check_mode(mode, plan, arm_names())
+    embeddings = {name: runner(name)(spec, str(wanted[name]), catalog) for name, spec in specs.items()}
+    if LEARNED in plan:
+        assert learn is not None
+        inputs = [(spec, wanted[name], runner(name)) for name, spec in specs.items()]
+        embeddings[LEARNED] = learned_embeddings(full, catalog, embeddings, inputs, store, progress=progress, **learn)
+    rec = Recommender(embeddings, alpha=alpha, weights=weights, calibration=calibration, index=index,
+                      index_cache=IndexCache(store.root / "indexes"), index_params=index_params, protocol=protocol)
+    settings = {
+        "n_products": n_products, "seed": seed, "stratify": stratify,
+        **{ARMS[name].settings_key: model for name, model in wanted.items()},
+        "image_weights": image_weights, "arm_options": arm_options, "alpha": alpha,
+        "weights": dict(weights) if weights else None, "fusion_weights": rec.weights,
+        "calibration": rec.calibration, "batch_size": batch_size, "store": str(store.root), "arms": plan,
+        "engine": engine, "protocol": protocol, "withheld_fields": withheld_cols if protocol == "withheld" else [],
+        "text_fields": list(text_fields) if text_fields is not None else list(catalog.text_columns),
+        "learned": learn, "index": rec.index_requested,
+    }
+    return Experiment(catalog, embeddings, rec, settings, skipped)
+
+
+#: Fewest labelled training products the learned arm is trained on.
+MIN_TRAIN = 200
+
+
+def _withheld_columns(catalog: Catalog, protocol: str, withheld: Sequence[str] | None) -> list[str]:
+    if protocol != "withheld":
+        return []
+    cols = list(withheld) if withheld is not None else list(catalog.label_columns)
+    unknown = [c for c in cols if c not in catalog.df.columns]
+    if unknown:
+        raise ConfigError(f"cannot withhold {unknown}: not columns of the catalog ({list(catalog.df.columns)})")
+    if not cols:
+        raise ConfigError("the withheld protocol needs label columns to withhold (--label-columns or --labels)")
+    return cols
+
+
+def _learned_options(learned: bool | Mapping[str, Any]) -> dict[str, Any] | None:
+    if learned is False or learned is None:
+        return None
+    return {} if learned is True else dict(learned)
+
+
+def _why_no_learning(plan: Sequence[str], full: Catalog, sample: Catalog) -> str | None:
+    if len(plan) < 2:
+        return f"it combines at least two arms; this run has {list(plan)}"
+    if not full.label_columns:
+        return "the catalog has no label columns to learn from"
+    n_train = len(full) - len(set(map(str, sample.ids)) & set(map(str, full.ids)))
+    if n_train < MIN_TRAIN:
+        return (f"only {n_train} products lie outside the sample (need {MIN_TRAIN}); the learned arm trains only "
+                "on products it does not rank: pass a smaller --n")
+    return None
+
+

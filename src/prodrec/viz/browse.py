@@ -1,0 +1,276 @@
+"""An interactive browser of top-k grids (ipywidgets), for judging recommendations by eye.
+
+>>> from prodrec.browse import Browser
+>>> Browser(exp.recommender, exp.catalog).widget          # display it in JupyterLab, Voila or Kaggle
+
+Pick a query by typing part of a product name or an id (matches appear in a dropdown; the first is shown),
+with the "random" button, or by clicking "use as query" under any recommendation; or describe a product in
+words ("white sports shoes for women") and see the top-k for the description (:class:`~prodrec.search.Searcher`:
+CLIP's text tower against the photos when a clip arm is present, else the text arm). Choose the mode (image /
+text / fused, or all of them as rows: the paper's comparison figure made live), the fusion weight, k, and an
+optional filter (recommendations share the query's gender, say). Each interaction costs one
+matrix-vector product per arm (:meth:`Recommender.recommend_modes`); thumbnails are decoded lazily and
+cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import io
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..data.catalog import Catalog
+from ..core.errors import MissingDependency
+from .gallery import caption_parts, thumbnail
+from ..rank.recommender import Recommender
+from ..core.vocab import LEARNED
+from ..rank.search import Searcher
+
+#: The choice that shows every arm and the fused ranking as rows (the paper's comparison figure, live).
+ALL_MODES = "all"
+
+
+@functools.lru_cache(maxsize=8192)
+def thumbnail_jpeg(path: str, size: int = 128) -> bytes:
+    """:func:`prodrec.gallery.thumbnail` as JPEG bytes (what an ipywidgets Image shows), cached."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(thumbnail(path, size)).save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+class Browser:
+    """The widget app over a :class:`~prodrec.rank.Recommender` and the catalog it was built from.
+
+    ``widget`` is the ipywidgets tree to display; :meth:`show_query` / :meth:`search` drive it from code
+    (tests, notebooks); :attr:`last_ms` is the compute time of the last interaction (ranking only).
+    """
+
+    def __init__(
+        self,
+        recommender: Recommender,
+        catalog: Catalog,
+        k: int = 5,
+        mode: str = "fused",
+        alpha: float | None = None,
+        filter_columns: Sequence[str] | None = None,
+        thumb_size: int = 128,
+        seed: int = 0,
+        searcher: Searcher | None = None,
+    ) -> None:
+        try:
+            import ipywidgets as w
+        except ImportError as exc:
+            raise MissingDependency("the widget browser needs ipywidgets: pip install 'prodrec[notebooks]'") from exc
+
+        self.rec = recommender
+        self.labels = catalog.labels.reindex(recommender.ids)
+        self.captions = tuple(catalog.schema.caption_columns or ())
+        self.thumb_size = thumb_size
+        self._rng = np.random.default_rng(seed)
+        name_col = catalog.schema.name_column
+        names = self.labels[name_col] if name_col in self.labels.columns else pd.Series("", index=self.labels.index)
+        self._names = names.fillna("").astype(str).to_numpy()
+        self._lower = np.array([n.lower() for n in self._names])
+        self._id_text = np.array([str(i).lower() for i in recommender.ids])
+        self.last_ms = float("nan")
+        filter_columns = catalog.label_columns if filter_columns is None else filter_columns
+        fusing = "fused" in recommender.modes
+        modes = [m for m in recommender.modes if m != "rrf"] + ([ALL_MODES] if fusing else [])
+        self.search_box = w.Text(placeholder="search a product name or id", description="search",
+                                 continuous_update=True, layout=w.Layout(width="360px"))
+        self.search_box.add_class("prodrec-search")
+        self.searcher = searcher if searcher is not None and searcher.modes else None
+        self.describe_box = w.Text(placeholder="describe it: white sports shoes for women", description="describe",
+                                   continuous_update=False, layout=w.Layout(width="420px"),
+                                   disabled=self.searcher is None)
+        self.describe_box.add_class("prodrec-describe")
+        self.description: str | None = None
+        self.matches = w.Dropdown(options=[], description="matches", layout=w.Layout(width="420px"))
+        self.random_button = w.Button(description="random", icon="random", layout=w.Layout(width="100px"))
+        self.mode = w.ToggleButtons(options=modes, value=mode if mode in modes else modes[0], description="mode")
+        self.alpha = w.FloatSlider(value=recommender.alpha if alpha is None else alpha, min=0.0, max=1.0, step=0.05,
+                                   description="alpha (image weight)", continuous_update=False,
+                                   style={"description_width": "initial"},
+                                   disabled="fused" not in recommender.modes)
+        # more arms than the paper's two: one weight slider per arm instead of alpha (normalised when ranking)
+        paper = set(recommender.arms) - {LEARNED} <= {"image", "text"}
+        self.arm_weights = {} if paper or "fused" not in recommender.modes else {
+            arm: w.FloatSlider(value=round(recommender.weights[arm], 2), min=0.0, max=1.0, step=0.05,
+                               description=f"{arm} weight", continuous_update=False,
+                               style={"description_width": "initial"}) for arm in recommender.arms}
+        if self.arm_weights:
+            self.alpha.layout.display = "none"
+        self.k = w.BoundedIntText(value=k, min=1, max=min(50, len(recommender) - 1), description="k",
+                                  layout=w.Layout(width="140px"))
+        self.filter = w.Dropdown(options=["none"] + [c for c in filter_columns if c in self.labels.columns],
+                                 value="none", description="same as query:", style={"description_width": "initial"})
+        self.status = w.HTML()
+        self.grid = w.VBox()
+        self.query_id: Any = None
+        self._updating = False  # True while search() fills the dropdown (its change is not a user's pick)
+
+        self.search_box.observe(lambda ch: self.search(ch["new"]), names="value")
+        self.describe_box.observe(lambda ch: self.describe(ch["new"]), names="value")
+        self.matches.observe(self._on_match, names="value")
+        self.random_button.on_click(lambda _: self.show_query(self.rec.ids[self._rng.integers(len(self.rec))]))
+        for ctl in (self.mode, self.alpha, self.k, self.filter, *self.arm_weights.values()):
+            ctl.observe(lambda _: self.refresh(), names="value")
+        controls = w.VBox([
+            w.HBox([self.search_box, self.random_button]), self.matches, self.describe_box,
+            w.HBox([self.mode, self.k]), w.HBox([self.alpha, self.filter]),
+            w.HBox(list(self.arm_weights.values())), self.status,
+        ])
+        self.widget = w.VBox([controls, self.grid])
+        self.widget.add_class("prodrec-browser")
+        self.show_query(self.rec.ids[0])
+
+    # ------------------------------------------------------------------ queries
+    def find(self, text: str, limit: int = 20) -> list[Any]:
+        """Ids whose name contains ``text`` or whose id starts with it (both case-insensitive), best first."""
+        return [self.rec.ids[i] for i in self._find_positions(text, limit)]
+
+    def _find_positions(self, text: str, limit: int = 20) -> list[int]:
+        text = text.strip().lower()
+        if not text:
+            return []
+        exact_id = np.flatnonzero(self._id_text == text)
+        by_id = np.flatnonzero(np.char.startswith(self._id_text, text))
+        by_name = np.flatnonzero(np.char.find(self._lower, text) >= 0)
+        exact_name = by_name[self._lower[by_name] == text]
+        return list(dict.fromkeys([*exact_id, *exact_name, *by_id, *by_name]))[:limit]
+
+    def search(self, text: str) -> list[Any]:
+        """Fill the dropdown with matches for ``text`` and show the first as the query."""
+        pos = self._find_positions(text)
+        found = [self.rec.ids[p] for p in pos]
+        self._updating = True
+        try:
+            self.matches.options = [(f"{pid} · {self._names[p]}", pid) for pid, p in zip(found, pos)]
+            self.matches.value = found[0] if found else None
+        finally:
+            self._updating = False
+        if found:
+            self.show_query(found[0])
+        else:
+            self.status.value = f"<i>no product matches {html.escape(text)!r}</i>" if text.strip() else ""
+        return found
+
+    def _on_match(self, change: dict[str, Any]) -> None:
+        if not self._updating and change["new"] is not None:
+            self.show_query(change["new"])
+
+    def show_query(self, product_id: Any) -> None:
+        self.query_id = product_id
+        self.description = None
+        self.refresh()
+
+    def describe(self, text: str) -> pd.DataFrame | None:
+        """Show the top-k for a description (CLIP's text tower against photos when the recommender has a
+        clip arm, else the text arm) as the query row."""
+        if self.searcher is None or not text.strip():
+            return None
+        self.description = text
+        return self._show_description()
+
+    def _show_description(self) -> pd.DataFrame | None:
+        import ipywidgets as w
+
+        assert self.searcher is not None and self.description is not None
+        mode = self.searcher.default_mode()
+        t0 = time.perf_counter()
+        try:
+            df = self.searcher.search(self.description, int(self.k.value), mode)
+        except (ValueError, KeyError) as exc:
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            return None
+        self.last_ms = (time.perf_counter() - t0) * 1e3
+        head = w.HTML(f"<div style='font-size:12px;width:{self.thumb_size}px'><b>DESCRIBED ({mode})</b><br>"
+                      f"<span class='prodrec-name'>{html.escape(self.description)}</span></div>",
+                      layout=w.Layout(border="2px solid #d62728", padding="4px", margin="2px"))
+        head.add_class("prodrec-query")
+        tiles = [head] + [self._tile(r["id"], self.labels.loc[r["id"]], (mode, float(r["score"]), {}))
+                          for r in df.to_dict(orient="records")]
+        self.grid.children = [w.HBox(tiles)]
+        self.status.value = (f"description <b>{html.escape(self.description)}</b> · {mode} arm · "
+                             f"searched {len(self.rec)} products in {self.last_ms:.1f} ms")
+        return df
+
+    # ------------------------------------------------------------------ ranking and drawing
+    def _allowed(self) -> np.ndarray | None:
+        col = self.filter.value
+        if col == "none":
+            return None
+        values = self.labels[col].to_numpy()
+        qv = self.labels.at[self.query_id, col]
+        return values == qv if not pd.isna(qv) else None
+
+    def compute(self) -> dict[str, pd.DataFrame]:
+        """Top-k per shown mode for the current query (timed into :attr:`last_ms`)."""
+        modes = [*self.rec.arms, "fused"] if self.mode.value == ALL_MODES else [self.mode.value]
+        weights = {arm: float(s.value) for arm, s in self.arm_weights.items()}
+        t0 = time.perf_counter()
+        out = self.rec.recommend_modes(self.query_id, int(self.k.value), modes, float(self.alpha.value),
+                                       self._allowed(), weights if sum(weights.values()) > 0 else None)
+        self.last_ms = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def refresh(self) -> None:
+        import ipywidgets as w
+
+        if self.description is not None:  # k changed while a description is shown
+            self._show_description()
+            return
+        try:
+            results = self.compute()
+        except (ValueError, KeyError) as exc:  # RankingError, unknown id: shown, never raised into the UI
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            return
+        q = self.labels.loc[self.query_id]
+        rows = []
+        for mode, df in results.items():
+            tiles = [self._tile(self.query_id, q, None, query=True, label=mode.upper())]
+            arm_cols = [f"{a}_score" for a in self.rec.arms if f"{a}_score" in df.columns]
+            for rec in df.to_dict(orient="records"):
+                per_arm = {c[: -len("_score")]: float(rec[c]) for c in arm_cols}
+                tiles.append(self._tile(rec["id"], self.labels.loc[rec["id"]], (mode, float(rec["score"]), per_arm)))
+            rows.append(w.HBox(tiles))
+        self.grid.children = rows
+        self.status.value = (f"query <b>{html.escape(str(self.query_id))}</b> · {html.escape(self._label(q))} · "
+                             f"ranked {len(self.rec)} products in {self.last_ms:.1f} ms")
+
+    def _label(self, row: pd.Series) -> str:
+        name, meta = caption_parts(row, self.captions)
+        return f"{name} | {meta}" if meta else name
+
+    def _tile(self, pid: Any, row: pd.Series, scores: tuple[str, float, dict[str, float]] | None,
+              query: bool = False, label: str = "") -> Any:
+        import ipywidgets as w
+
+        img = w.Image(value=thumbnail_jpeg(str(row["image_path"]), self.thumb_size), format="jpeg",
+                      width=self.thumb_size, height=self.thumb_size)
+        name, meta = (html.escape(t) for t in caption_parts(row, self.captions))
+        lines = [f"<b>{label}</b>" if query else "", f"<span class='prodrec-name'>{name}</span>", meta]
+        if scores is not None:
+            mode, s, per_arm = scores
+            lines.append(f"{mode} {s:.3f}")
+            if len(per_arm) > 1:
+                lines.append(" · ".join(f"{a} {v:.3f}" for a, v in per_arm.items()))
+        cap = w.HTML("<div style='font-size:11px;line-height:1.25'>" + "<br>".join(x for x in lines if x) + "</div>",
+                     layout=w.Layout(width=f"{self.thumb_size + 8}px"))
+        children = [img, cap]
+        if not query:
+            btn = w.Button(description="use as query", layout=w.Layout(width=f"{self.thumb_size}px"))
+            btn.on_click(lambda _, p=pid: self.show_query(p))
+            children.append(btn)
+        box = w.VBox(children, layout=w.Layout(border="2px solid #d62728" if query else "1px solid #ccc",
+                                                padding="4px", margin="2px"))
+        box.add_class("prodrec-query" if query else "prodrec-tile")
+        return box

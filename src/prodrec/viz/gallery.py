@@ -1,0 +1,309 @@
+"""Figures of the paper and of its measurements: galleries of top-k grids, distributions, metric charts.
+
+Every ``plot_*`` function returns a matplotlib Figure and draws nothing it cannot name: each tile's caption
+says the product's name, colour, article type and score. :func:`save_figure` writes the PNG with its
+provenance (in the PNG's text chunk and in a JSON file beside it).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.io import dumps
+from ..data.catalog import Catalog
+from ..data.images import ImageError, load_rgb
+from ..core.provenance import save_json
+from ..data.schema import KAGGLE
+from ..embed import registry
+from ..evaluation.report import pareto_front
+from ..rank.recommender import Recommender
+from ..rank.search import Searcher
+
+def show() -> None:
+    """Show the current figures (inline in a notebook; nothing on a headless run)."""
+    pyplot().show()
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot, with the headless Agg backend selected outside a notebook or display."""
+    import matplotlib
+
+    if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend().lower():
+        try:
+            from IPython import get_ipython
+
+            if get_ipython() is None:
+                matplotlib.use("Agg")
+        except ImportError:
+            matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@functools.lru_cache(maxsize=4096)
+def thumbnail(path: str, size: int = 160) -> np.ndarray:
+    """A product photo as a uint8 [size, size, 3] array, cached; a grey tile when it cannot be decoded."""
+    try:
+        return load_rgb(path, size=size)
+    except ImageError:
+        return np.full((size, size, 3), 200, dtype=np.uint8)
+
+
+def caption_parts(row: pd.Series, columns: Sequence[str]) -> tuple[str, str]:
+    """(name, other caption values joined by " | ") of one product; missing values are left out, a
+    product without a name is named by its id."""
+    values = [row.get(c) if c in row.index else None for c in columns]
+    text = ["" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v) for v in values]
+    name = (text[0] if text else "") or str(row.name)
+    return name, " | ".join(t for t in text[1:] if t)
+
+
+def caption(row: pd.Series, score: float | None = None, width: int = 22,
+            columns: Sequence[str] = KAGGLE.caption_columns or ()) -> str:
+    """Name (wrapped), the other caption columns, and the score, for one tile."""
+    name, meta = caption_parts(row, columns)
+    lines = textwrap.wrap(name, width)[:2]
+    lines.append(meta)
+    if score is not None:
+        lines.append(f"cos {score:.3f}")
+    return "\n".join(lines)
+
+
+def _frame(ax: Any, query: bool = False) -> None:
+    """No ticks; a red frame for the query, a grey one otherwise."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_edgecolor("#d62728" if query else "#bbbbbb")
+        side.set_linewidth(3 if query else 1)
+
+
+def _tile(ax: Any, path: str, text: str, query: bool = False) -> None:
+    ax.imshow(thumbnail(path))
+    _frame(ax, query)
+    ax.set_title(text, fontsize=7)
+
+
+def _grid(catalog: Catalog, rows: Sequence[tuple[Any, str, pd.DataFrame]], k: int, title: str) -> Any:
+    """One row per (query id, label, its recommendations): the query photo (red frame, labelled) and the
+    recommended products, captioned with the catalog's caption columns."""
+    plt = pyplot()
+    lab = catalog.labels
+    cols = catalog.schema.caption_columns or ()
+    fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.9 * (k + 1), 2.6 * len(rows)), squeeze=False)
+    for r, (q, label, recs) in enumerate(rows):
+        qrow = lab.loc[str(q)]
+        _tile(axes[r, 0], qrow["image_path"], f"{label}\n" + caption(qrow, columns=cols), query=True)
+        for c, (pid, score) in enumerate(zip(recs["id"], recs["score"]), start=1):
+            row = lab.loc[pid]
+            _tile(axes[r, c], row["image_path"], caption(row, float(score), columns=cols))
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_topk_grid(
+    recommender: Recommender,
+    catalog: Catalog,
+    query_ids: Sequence[Any],
+    mode: str = "image",
+    k: int = 5,
+    alpha: float | None = None,
+    title: str | None = None,
+) -> Any:
+    """One row per query: the query photo (red frame) and its top-k under ``mode``, captioned."""
+    rows = [(q, "QUERY", recommender.recommend(q, k=k, mode=mode, alpha=alpha)) for q in query_ids]
+    return _grid(catalog, rows, k, title or f"top-{k} by {registry.title(mode)}")
+
+
+def plot_mode_comparison(
+    recommender: Recommender, catalog: Catalog, query_id: Any, modes: Sequence[str] | None = None,
+    k: int = 5, alpha: float | None = None,
+) -> Any:
+    """The paper's comparison made explicit: one query, one row per mode (default: every arm, then
+    ``fused``), from one scoring pass for all modes."""
+    modes = list(modes or [m for m in recommender.modes if m != "rrf"])
+    recs = recommender.recommend_modes(query_id, k, modes, alpha)
+    rows = [(query_id, m.upper(), recs[m]) for m in modes]
+    return _grid(catalog, rows, k, f"query {query_id}: " + " vs ".join(modes) + f" top-{k}")
+
+
+def plot_search_grid(searcher: Searcher, descriptions: Sequence[str], k: int = 5, mode: str | None = None,
+                     title: str | None = None) -> Any:
+    """One row per description: the description (red frame) and the top-k products it finds, captioned.
+    The descriptions' vectors are kept in the store, so a re-run draws the figure without a model."""
+    plt = pyplot()
+    mode = mode or searcher.default_mode()
+    cols = searcher.catalog.schema.caption_columns or ()
+    lab = searcher.labels
+    fig, axes = plt.subplots(len(descriptions), k + 1, figsize=(1.9 * (k + 1), 2.6 * len(descriptions)),
+                             squeeze=False)
+    for r, text in enumerate(descriptions):
+        ax = axes[r, 0]
+        _frame(ax, query=True)
+        ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 16)), ha="center", va="center", fontsize=9, wrap=True)
+        ax.set_title(f"DESCRIBED ({mode})", fontsize=7)
+        for c, rec in enumerate(searcher.search(text, k, mode, persist=True).to_dict(orient="records"), start=1):
+            row = lab.loc[rec["id"]]
+            _tile(axes[r, c], row["image_path"], caption(row, float(rec["score"]), columns=cols))
+    fig.suptitle(title or f"search by description: top-{k} by the {mode} arm", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_distribution(df: pd.DataFrame, column: str, top: int = 20, ax: Any = None) -> Any:
+    """Horizontal bar chart of the ``top`` most frequent values of ``column`` (missing shown as <missing>)."""
+    import seaborn as sns
+
+    plt = pyplot()
+    counts = df[column].astype("object").where(df[column].notna(), "<missing>").value_counts().head(top)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.28 * len(counts) + 1.2))
+    sns.barplot(x=counts.to_numpy(), y=[str(v) for v in counts.index], ax=ax, color="#4c72b0")
+    ax.set_xlabel("products")
+    ax.set_ylabel("")
+    ax.set_title(f"{column} (top {len(counts)} of {df[column].nunique()})")
+    for i, v in enumerate(counts.to_numpy()):
+        ax.text(v, i, f" {v}", va="center", fontsize=7)
+    return ax.figure
+
+
+def plot_distributions(df: pd.DataFrame, columns: Sequence[str], top: int = 15, ncols: int = 3,
+                       title: str | None = None) -> Any:
+    """:func:`plot_distribution` for several columns in a grid of ``ncols`` panels a row."""
+    plt = pyplot()
+    columns = list(columns)
+    nrows = max(1, -(-len(columns) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.7 * ncols, 0.3 * top * nrows + 1.5 * nrows), squeeze=False)
+    for ax, col in zip(axes.flat, columns):
+        plot_distribution(df, col, top=top, ax=ax)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=13)
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if title else 1))  # leave the title its own band
+    return fig
+
+
+def plot_precision_bars(results: pd.DataFrame, modes: Sequence[str] | None = None) -> Any:
+    """precision@k per label and mode with bootstrap 95% CIs, the random baseline as a grey bar."""
+    plt = pyplot()
+    p = results[results.metric == "precision"]
+    modes = list(modes or dict.fromkeys(p["mode"]))
+    labels = list(dict.fromkeys(p["label"]))
+    fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 3.6))
+    w = 0.8 / len(modes)
+    for i, m in enumerate(modes):
+        sub = p[p["mode"] == m].set_index("label").reindex(labels)
+        x = np.arange(len(labels)) + (i - (len(modes) - 1) / 2) * w
+        err = np.vstack([sub["value"] - sub["ci_low"], sub["ci_high"] - sub["value"]])
+        ax.bar(x, sub["value"], w, label=m, color=registry.colour(m),
+               yerr=None if np.isnan(err).all() else np.nan_to_num(err), capsize=2)
+    ax.set_xticks(np.arange(len(labels)), labels)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"precision@{int(p['k'].iloc[0])}")
+    ax.legend(ncol=len(modes), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.15))
+    fig.tight_layout()
+    return fig
+
+
+def plot_alpha_sweep(sweep: pd.DataFrame) -> Any:
+    """precision@k against the image weight alpha (0 = text only, 1 = image only), one line per label."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for label, sub in sweep.groupby("label", sort=False):
+        ax.plot(sub["alpha"], sub["precision"], marker="o", label=label)
+    ax.set_xlabel("alpha (weight of the image score)")
+    ax.set_ylabel(f"precision@{int(sweep['k'].iloc[0])}")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoff(sweep: pd.DataFrame, points: pd.DataFrame | None = None, x: str = "articleType",
+                  y: str = "baseColour", colour_by: str | None = None) -> Any:
+    """The type/colour trade-off: one dot per fusion weighting of ``sweep`` (:func:`~prodrec.evaluate.
+    weight_sweep`) at (precision on ``x``, precision on ``y``), its Pareto front as a line, and ``points``
+    (a table with ``name``, ``x``, ``y`` columns: single arms, the learned arm...) marked and named."""
+    plt = pyplot()
+    wide = sweep.pivot_table(index=[c for c in sweep.columns if c.startswith("w_")], columns="label",
+                             values="precision").reset_index()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    c = wide[colour_by] if colour_by in wide.columns else None
+    sc = ax.scatter(wide[x], wide[y], c=c, cmap="viridis", s=14, alpha=0.7, label="fixed weightings")
+    if c is not None:
+        fig.colorbar(sc, ax=ax, label=f"weight of {colour_by.removeprefix('w_')}")
+    front = pareto_front(wide, x, y)
+    ax.plot(front[x], front[y], color="black", lw=1, label="Pareto front of fixed weightings")
+    pts = points if points is not None else pd.DataFrame(columns=["name", "x", "y"])
+    for _, r in pts.iterrows():
+        ax.scatter([r["x"]], [r["y"]], marker="*", s=140, color=registry.colour(str(r["name"]).split()[0]),
+                   edgecolor="k", zorder=3)
+    mid = float(np.mean(ax.get_xlim()))
+    for _, r in pts.iterrows():  # names point inwards, so none runs off the axes
+        right = r["x"] > mid
+        ax.annotate(str(r["name"]), (r["x"], r["y"]), textcoords="offset points", xytext=(-6 if right else 6, 4),
+                    ha="right" if right else "left", fontsize=8)
+    ax.set_xlabel(f"precision@{int(sweep['k'].iloc[0])} {x}")
+    ax.set_ylabel(f"precision@{int(sweep['k'].iloc[0])} {y}")
+    ax.margins(x=0.05, y=0.08)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_curves(curves: dict[str, Sequence[float]]) -> Any:
+    """Training loss per epoch, one line per run (e.g. per protocol and seed of the learned arm)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, curve in curves.items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Any, out_dir: str | os.PathLike[str], name: str, prov: dict[str, Any], dpi: int = 110) -> Path:
+    """Write ``out_dir/figures/NAME.png`` (provenance in its text chunk) and ``NAME.json`` beside it."""
+    folder = Path(out_dir) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=dpi, metadata={"Software": "prodrec", "Description": dumps(prov, indent=None)})
+    save_json(folder / f"{name}.json", {"figure": path.name}, prov)
+    return path
+
+
+def save_table(table: pd.DataFrame, out_dir: str | os.PathLike[str], name: str, prov: dict[str, Any]) -> Path:
+    """Write a metrics table as ``out_dir/metrics/NAME.json`` (records plus provenance)."""
+    return save_json(Path(out_dir) / "metrics" / f"{name}.json", table.to_dict(orient="records"), prov)
+
+
+def setup_notebook(dpi: int = 60, fmt: str = "jpeg") -> None:
+    """Small inline figures (JPEG, low dpi) so that notebooks with stored outputs stay light in git.
+
+    Files written by :func:`save_figure` keep their own, higher resolution.
+    """
+    import matplotlib
+
+    matplotlib.rcParams["figure.dpi"] = dpi
+    try:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats(fmt)
+    except (ImportError, ValueError):  # outside IPython: nothing to configure
+        pass
