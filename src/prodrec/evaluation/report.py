@@ -25,6 +25,19 @@ def precision_table(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     return table.reindex(index=list(dict.fromkeys(p["label"])), columns=[m for m in order if m in table.columns])
 
 
+def metric_table(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Any metrics of tidy evaluation records as a table: one row per (metric, label) and whatever else
+    varies between records (protocol, k), one column per mode. Never assumes one row per mode: a metric
+    reported per label, or under two protocols, gets a row for each."""
+    if results.empty:
+        return pd.DataFrame()
+    keys = [c for c in ("protocol", "metric", "label", "k") if c in results.columns
+            and (c in ("metric", "label") or results[c].nunique() > 1)]
+    table = results.pivot_table(index=keys, columns="mode", values="value", aggfunc="first", sort=False)
+    table.columns.name = None
+    return table.round(digits)
+
+
 def _fmt(results: pd.DataFrame, mode: str, label: str) -> str:
     r = results[(results.metric == "precision") & (results["mode"] == mode) & (results.label == label)]
     if r.empty:

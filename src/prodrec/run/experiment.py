@@ -266,6 +266,58 @@ def build_experiment(
 MIN_TRAIN = 200
 
 
+@dataclass(frozen=True)
+class ArmRequest:
+    """Which arms a run asks for, decided before anything is loaded: each embedded arm's model (None: off)
+    and whether the learned arm is trained on top of them."""
+
+    models: dict[str, str | None]
+    learned: bool
+
+    @property
+    def arms(self) -> list[str]:
+        """The arms the request builds, the learned arm last."""
+        return [a for a, m in self.models.items() if m] + ([LEARNED] if self.learned else [])
+
+    def check(self, modes: Sequence[str] = (), weights: Mapping[str, float] | None = None) -> ArmRequest:
+        """Refuse, before any work, a request without arms, modes its arms cannot give and weights of arms
+        it does not build."""
+        arms = self.arms
+        if not [a for a in arms if a != LEARNED]:
+            raise ConfigError("every arm is off (--arms, or --image-model none --text-model none): nothing to "
+                              "rank with")
+        for mode in modes:
+            params.check_mode(mode, arms, arm_names())
+        if weights:
+            params.check_weights(weights, arms)
+        return self
+
+
+def request_arms(
+    models: Mapping[str, str | None] | None = None,
+    arms: Sequence[str] | None = None,
+    *,
+    learned: bool | None = None,
+    evaluating: bool = False,
+) -> ArmRequest:
+    """The arms a run builds, from per-arm ``models`` (registry defaults for the others) or the exact list
+    ``arms``.
+
+    The learned arm is trained when ``arms`` names it, or, for an evaluation (``evaluating``), as soon as
+    ``arms`` names two or more arms to fuse (it is then one more mode to compare); ``learned=False`` never
+    trains it and ``learned=True`` always does.
+    """
+    named = None if arms is None else [a.strip() for a in arms if a.strip()]
+    for a in named or ():
+        if a not in ARMS:
+            raise ConfigError(f"unknown arm {a!r} in --arms; choose from {', '.join(ARMS)}{params.suggest(a, ARMS)}")
+    wanted = requested_models(models, arms=None if named is None else [a for a in named if not ARMS[a].trained])
+    if learned is None:
+        inputs = [a for a in named or () if not ARMS[a].trained]
+        learned = named is not None and (LEARNED in named or (evaluating and len(inputs) >= 2))
+    return ArmRequest(wanted, bool(learned))
+
+
 def _withheld_columns(catalog: Catalog, protocol: str, withheld: Sequence[str] | None) -> list[str]:
     if protocol != "withheld":
         return []

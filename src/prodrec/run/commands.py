@@ -1,0 +1,287 @@
+"""What each ``prodrec`` command does: turn parsed arguments into library calls and print the result.
+
+The parser (:mod:`prodrec.run.cli`) only reads flags; these functions call the library, which decides
+(which arms a request builds, which modes it can rank with, what a catalog holds) and checks everything
+before any catalog is loaded or model built. Every command prints text, or strict JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ConfigError, DataNotFound
+from ..core.io import dumps
+from ..core.provenance import provenance, save_json
+from ..core.vocab import NONE_WORDS
+from ..data.catalog import load_catalog
+from ..data.demo import write_demo_catalog
+from ..data.locate import fetch_data, find_data_dir
+from ..embed.embedding import open_store
+from ..embed.registry import ARMS
+from ..evaluation.report import metric_table, precision_table
+from ..evaluation.runs import evaluate
+from .experiment import ArmRequest, Experiment, build_experiment, request_arms
+from .notebooks import copy_notebooks, find_notebooks, kaggle_stage, resources_root, run_notebooks
+
+log = logging.getLogger("prodrec")
+
+
+def catalog_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The catalog flags as :func:`~prodrec.catalog.load_catalog` keyword arguments (unset ones left out)."""
+    delim = getattr(args, "delimiter", None)
+    out = {
+        "id_column": args.id_column, "image_column": args.image_column, "image_pattern": args.image_pattern,
+        "text_columns": args.text_columns, "label_columns": args.label_columns,
+        "caption_columns": args.caption_columns, "delimiter": "\t" if delim in ("tab", "\\t") else delim,
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _model(value: str | None) -> str | None:
+    return None if value is None or value.lower() in NONE_WORDS else value
+
+
+def arm_request(args: argparse.Namespace, **overrides: str | None) -> ArmRequest:
+    """The arms the command's flags ask for (``--arms`` and each ``--<arm>-model``), checked against the
+    modes and weights it will use; ``overrides`` replace a flag's model (the search command embeds only the
+    arm it searches with)."""
+    models = {name: _model(getattr(args, f"{name}_model", None)) for name, e in ARMS.items() if not e.trained}
+    models.update({name: _model(m) for name, m in overrides.items()})
+    arms = args.arms.split(",") if getattr(args, "arms", None) else None
+    no_learned = bool(getattr(args, "no_learned", False))
+    return request_arms(models, arms, learned=False if no_learned else None,
+                        evaluating=args.command == "evaluate")
+
+
+def _experiment(args: argparse.Namespace, request: ArmRequest, include_ids: tuple[str, ...] = (),
+                k: int | None = None, modes: Sequence[str] | None = None, require_ids: bool = False) -> Experiment:
+    learned = request.learned
+    labels = [c.strip() for c in args.labels.split(",") if c.strip()] if getattr(args, "labels", None) else None
+    return build_experiment(
+        args.data, args.n, args.seed,
+        models=request.models, protocol=args.protocol, withheld=labels,
+        learned={"epochs": args.learn_epochs, "seed": args.learn_seed, "max_train": args.max_train} if learned
+        else False,
+        calibration=getattr(args, "calibration", "auto"), index=args.index,
+        image_weights=None if args.random_image_weights else "imagenet",
+        resnet_weights=args.resnet_weights, store_dir=args.store, batch_size=args.batch_size,
+        chunk_size=args.chunk_size, stratify=args.stratify, include_ids=include_ids,
+        alpha=getattr(args, "alpha", 0.5), weights=getattr(args, "weights", None),
+        catalog_options=catalog_options(args), k=k, modes=modes, require_ids=require_ids, progress=not args.quiet,
+        engine=args.engine, engine_options=_engine_options(args),
+    )
+
+
+def _engine_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.engine != "ray":
+        return None
+    return {"address": args.address, "workers": args.workers, "gpus_per_worker": args.gpus_per_worker}
+
+
+def _emit(args: argparse.Namespace, text: str, payload: Any) -> None:
+    print(dumps(payload) if getattr(args, "json", False) else text)
+
+
+def _save(args: argparse.Namespace, name: str, payload: Any, prov: dict[str, Any]) -> str | None:
+    if not getattr(args, "out", None):
+        return None
+    return str(save_json(Path(args.out) / name, payload, prov))
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """An --out folder that cannot be written is refused before any work."""
+    out = getattr(args, "out", None)
+    if not out:
+        return
+    p = Path(out)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output folder {p}: {exc.strerror or exc}") from None
+    if not os.access(p, os.W_OK):
+        raise ConfigError(f"the output folder {p} is not writable")
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    _check_out(args)
+    exp = _experiment(args, arm_request(args).check())
+    models = exp.models()
+    payload = {"products": len(exp.catalog), "models": models, "skipped_arms": exp.skipped,
+               "store": exp.settings["store"]}
+    lines = [f"{len(exp.catalog)} products; store {exp.settings['store']}"]
+    for arm, m in models.items():
+        if m:
+            lines.append(f"  {arm}: {m['model_id']} ({m['dim']}-d; {m.get('loaded', 0)} from the store, "
+                         f"{m.get('computed', 0)} computed; weights {m.get('weight_source')}; {m['failures']} failed)")
+    lines.extend(f"  {arm}: left out ({why})" for arm, why in exp.skipped.items())
+    prov = exp.provenance()
+    _save(args, "embeddings.json", payload, prov)
+    _emit(args, "\n".join(lines), {"provenance": prov, **payload})
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    _check_out(args)
+    request = arm_request(args).check([args.mode], args.weights)
+    exp = _experiment(args, request, include_ids=(args.id,), k=args.k, modes=[args.mode], require_ids=True)
+    df = exp.recommender.recommend(args.id, k=args.k, mode=args.mode, alpha=args.alpha, weights=args.weights)
+    cols = list(dict.fromkeys([*(exp.catalog.schema.caption_columns or ()), *exp.catalog.label_columns]))
+    lab = exp.labels
+    q = lab.loc[str(args.id)]
+    df = df.join(lab[cols], on="id")
+    payload = {"query": {"id": str(args.id), **{c: q[c] for c in cols}}, "mode": args.mode, "k": args.k,
+               "recommendations": df.to_dict(orient="records")}
+    text = f"query {args.id}: " + " | ".join(str(q[c]) for c in cols) + f"\n{args.mode} top-{args.k}:\n"
+    text += df.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    prov = exp.provenance(query=str(args.id), k=args.k, mode=args.mode)
+    _save(args, f"recommend-{args.id}-{args.mode}.json", payload, prov)
+    _emit(args, text, {"provenance": prov, **payload})
+    return 0
+
+
+def _filters(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        col, sep, value = pair.partition("=")
+        if not sep or not col.strip():
+            raise ConfigError(f"--filter looks like COLUMN=VALUE (e.g. gender=Women); got {pair!r}")
+        out[col.strip()] = value.strip()
+    return out
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    _check_out(args)
+    if not args.query.strip():
+        raise ConfigError("search needs a non-empty description, e.g. \"white sports shoes for women\"")
+    filters = _filters(args.filter)
+    if not _model(getattr(args, f"{args.mode}_model", None)):
+        raise ConfigError(f"--mode {args.mode} needs a model: --{args.mode}-model NAME|PATH|auto")
+    # only the arm the search needs is embedded
+    request = arm_request(args, **{name: None for name in ARMS if name != args.mode and not ARMS[name].trained})
+    exp = _experiment(args, request.check([args.mode]), k=args.k, modes=[args.mode])
+    df = exp.searcher().search(args.query, k=args.k, mode=args.mode, filters=filters, persist=True)
+    prov = exp.provenance(query=args.query, k=args.k, mode=args.mode, filters=filters)
+    records = df.to_dict(orient="records")
+    _save(args, "search.json", records, prov)
+    text = (f"{args.mode} search over {len(exp.recommender)} products: {args.query!r}"
+            + (f" (filters {filters})" if filters else "") + "\n"
+            + df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _emit(args, text, {"provenance": prov, "results": records})
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_out(args)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else None
+    request = arm_request(args).check(modes or [], args.weights)
+    labels = [c.strip() for c in args.labels.split(",") if c.strip()] if args.labels else None
+    exp = _experiment(args, request, k=args.k, modes=modes)
+    res = evaluate(exp.recommender, exp.catalog, k=args.k, modes=modes, columns=labels, alpha=args.alpha,
+                   weights=args.weights, n_boot=args.n_boot, seed=args.seed, progress=not args.quiet,
+                   protocol=args.protocol)
+    prov = exp.provenance(k=args.k, alpha=args.alpha, weights=args.weights, protocol=args.protocol)
+    records = res.to_dict(orient="records")
+    _save(args, "metrics.json", records, prov)
+    other = metric_table(res[res.metric != "precision"])
+    m = exp.models()
+    arms = ", ".join(f"{a}: {s['model_id']}" for a, s in m.items() if s)
+    text = (
+        f"{len(exp.recommender)} products, k={args.k}, seed={args.seed}, protocol {args.protocol}; {arms}\n"
+        f"precision@{args.k} (share of recommendations with the query's label):\n"
+        f"{precision_table(res).to_string()}\n\n{other.to_string()}"
+    )
+    _emit(args, text, {"provenance": prov, "results": records})
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _check_out(args)
+    cat = load_catalog(find_data_dir(args.data), **catalog_options(args))
+    payload = {**cat.report.to_dict(), "schema": cat.schema.to_dict()}
+    if args.out:
+        _save(args, "load-report.json", payload, provenance(cat))
+    _emit(args, str(cat.report), payload)
+    return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    st = open_store(args.store)
+    entries = st.entries()
+    lines = [f"store {st.root}: {len(entries)} model(s)"]
+    lines += [f"  {e['arm']:<6} {e['model_id']:<45} {e['dim']:>5}-d {e['products']:>8} products "
+              f"({e.get('failures', 0)} failed)" for e in entries]
+    _emit(args, "\n".join(lines), {"store": str(st.root), "entries": entries})
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out = write_demo_catalog(args.dir, n=args.n, seed=args.seed)
+    print(f"wrote a synthetic catalog of {args.n} products to {out} (try: prodrec evaluate --data {out})")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    print(f"catalog ready at {fetch_data(args.dest)}")
+    return 0
+
+
+def _parse_params(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in pairs:
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def cmd_run_notebooks(args: argparse.Namespace) -> int:
+    params = _parse_params(args.parameter)
+    folder = Path(args.notebooks) if args.notebooks else None
+    notebooks = find_notebooks(folder, args.only)
+    try:
+        data = find_data_dir(args.data)
+    except DataNotFound as exc:
+        if not args.demo_if_missing:
+            raise
+        log.warning("%s\n-> using a synthetic demo catalog instead", exc)
+        data = write_demo_catalog(Path(args.out) / "demo-catalog", n=240, seed=0)
+    params.setdefault("data_dir", str(Path(data).resolve()))
+    options = catalog_options(args)
+    if options:
+        params.setdefault("catalog_options", options)
+    records = run_notebooks(args.out, params, notebooks, progress=not args.quiet)
+    for r in records:
+        print(f"{r['notebook']:<32} {r['seconds']:>8.1f} s  {r['executed']}")
+    print(f"figures: {Path(args.out) / 'figures'}  metrics: {Path(args.out) / 'metrics'}")
+    return 0
+
+
+def cmd_kaggle_stage(args: argparse.Namespace) -> int:
+    staged = kaggle_stage(args.dir, args.metadata, args.owner, args.wheel)
+    owner = json.loads((staged["kernel"] / "kernel-metadata.json").read_text())["id"].split("/")[0]
+    if not args.owner and owner == "prodrec":
+        log.warning("the staged ids belong to %r, the kit's placeholder: pass --owner YOUR_KAGGLE_NAME "
+                    "before pushing", owner)
+    print(f"staged the kernel in {staged['kernel']} and {staged['wheel'].name} in {staged['dataset']}; push with:\n"
+          f"  kaggle datasets create -p {staged['dataset']}   (later: kaggle datasets version -p ... -m update)\n"
+          f"  kaggle kernels push -p {staged['kernel']}")
+    return 0
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for path in find_notebooks():
+            print(path)
+        print(resources_root() / "notebooks" / "kaggle_kernel.ipynb")
+        return 0
+    for path in copy_notebooks(args.dir, overwrite=args.force):
+        print(f"copied {path}")
+    print(f"run them with: prodrec run-notebooks --notebooks {args.dir} --out outputs/NAME")
+    return 0
