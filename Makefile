@@ -10,7 +10,7 @@ OUT    ?= outputs/run
 N      ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast bench demo kaggle-stage clean notebook-outputs
+.PHONY: install run test test-fast lint bench demo kaggle-stage clean notebook-outputs
 
 # torch must be the CPU build here: a wheel that pip can already reach (a local wheel folder, a mirror) is
 # used as it is; otherwise PyTorch's CPU index supplies it (PyPI's default Linux torch wheel brings
@@ -34,10 +34,15 @@ run: install
 	$(VENV)/bin/prodrec run-notebooks --out $(OUT) --demo-if-missing $(if $(DATA),--data $(DATA)) -p n_products $(N)
 
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install   # the layers contract (pyproject.toml [tool.importlinter])
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) -m benchmarks

@@ -7,13 +7,17 @@ import importlib.metadata
 import platform
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .io import write_json
 from .._version import __version__
 
-if TYPE_CHECKING:
-    from ..data.catalog import Catalog
+
+
+class Describable(Protocol):
+    """Anything that describes itself for provenance (a catalog: path, size, sample seed...)."""
+
+    def describe(self) -> dict[str, Any]: ...
 
 _PACKAGES = (
     "numpy", "pandas", "faiss-cpu", "torch", "tensorflow", "tensorflow-cpu", "keras",
@@ -33,7 +37,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def provenance(catalog: Catalog | None = None, models: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def provenance(catalog: Describable | None = None, models: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """A JSON-ready record: dataset (path, size, sample seed), models and weight sources, versions, time."""
     rec: dict[str, Any] = {
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

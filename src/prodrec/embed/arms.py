@@ -26,9 +26,12 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from ..data.catalog import Catalog
+from .encoders import get_image_encoder, get_text_encoder, image_model_id, resolve_image_model
 from .encoders.base import Encoder, ImageEncoderLike, TextEncoderLike
+from .encoders.clip import ClipEncoder, clip_dim, resolve_clip_model
 from ..core.errors import ConfigError
 from .encoders.colour import ColourEncoder
+from .encoders.text import resolve_text_model
 from .store import ComputeFn, EmbeddingStore, text_key
 from ..data.text import product_sentences
 
@@ -166,8 +169,6 @@ class ImageArm(ArmSpec):
 
     def resolve(self, model: str = "auto", *, weights: str | None = "imagenet",
                 weights_path: str | None = None, **_: Any) -> Resolved:
-        from .encoders import image_model_id, resolve_image_model
-
         concrete, reason = resolve_image_model(model, weights, weights_path)
         return Resolved("image", concrete, image_model_id(concrete, weights), MODELS[concrete].dim, reason,
                         {"weights": weights, "weights_path": weights_path}, MODELS[concrete])
@@ -176,8 +177,6 @@ class ImageArm(ArmSpec):
         return store.file_digests(catalog.image_paths, progress=progress)
 
     def build(self, resolved: Resolved) -> Encoder:
-        from .encoders import get_image_encoder
-
         enc = get_image_encoder(resolved.model, resolved.options["weights"], resolved.options["weights_path"])
         enc.choice_reason = resolved.reason
         return enc
@@ -220,8 +219,6 @@ class TextArm(ArmSpec):
         return None
 
     def resolve(self, model: str = "auto", **_: Any) -> Resolved:
-        from .encoders.text import resolve_text_model
-
         model_id, _path, source = resolve_text_model(model)
         spec = model_spec(model_id)
         reason = "requested" if model != "auto" else (
@@ -233,8 +230,6 @@ class TextArm(ArmSpec):
         return [text_key(s) for s in self.sentences(catalog)]
 
     def build(self, resolved: Resolved) -> Encoder:
-        from .encoders import get_text_encoder
-
         return get_text_encoder(resolved.model)
 
     def compute(self, catalog: Catalog, encoder: Callable[[], Encoder], batch_size: int) -> ComputeFn:
@@ -258,15 +253,11 @@ class ClipArm(ImageArm):
     DEFAULT = "openai/clip-vit-base-patch32"
 
     def resolve(self, model: str = "auto", **_: Any) -> Resolved:
-        from .encoders.clip import clip_dim, resolve_clip_model
-
         model_id, load_from, source = resolve_clip_model(self.DEFAULT if model == "auto" else model)
         reason = "requested" if model != "auto" else f"auto: {self.DEFAULT} available ({source})"
         return Resolved("clip", load_from, model_id, clip_dim(load_from), reason, {"source": source}, MODELS["clip"])
 
     def build(self, resolved: Resolved) -> Encoder:
-        from .encoders.clip import ClipEncoder
-
         enc = ClipEncoder(resolved.model)
         enc.choice_reason = resolved.reason
         return enc

@@ -9,6 +9,9 @@ import os
 from typing import Any
 
 from .base import ImageEncoder, l2_normalize
+from .efficientnet import EfficientNetLite0Encoder
+from .resnet import ResNet50Encoder, WeightsUnavailable, resolve_resnet50_weights
+from .text import SentenceEncoder
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,6 @@ def resolve_image_model(
     elif weights is None:
         return "resnet50", "auto with random weights requested"
     else:
-        from .resnet import WeightsUnavailable, resolve_resnet50_weights
-
         try:
             _, source = resolve_resnet50_weights(weights_path)
             return "resnet50", f"paper model: ResNet-50 ImageNet weights from {source}"
@@ -70,12 +71,8 @@ def get_image_encoder(
     concrete, reason = resolve_image_model(name, weights, weights_path)
     enc: ImageEncoder
     if concrete == "resnet50":
-        from .resnet import ResNet50Encoder
-
         enc = ResNet50Encoder(weights=weights, weights_path=weights_path, **kwargs)
     else:
-        from .efficientnet import EfficientNetLite0Encoder
-
         enc = EfficientNetLite0Encoder(weights=weights, **kwargs)
     enc.choice_reason = reason
     return enc
@@ -83,8 +80,6 @@ def get_image_encoder(
 
 def get_text_encoder(name: str = "auto", device: str | None = None) -> Any:
     """A :class:`~prodrec.encoders.text.SentenceEncoder` (``auto`` = the paper's model when reachable)."""
-    from .text import SentenceEncoder
-
     return SentenceEncoder(name, device=device)
 
 
