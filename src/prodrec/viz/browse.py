@@ -29,7 +29,7 @@ from ..data.catalog import Catalog
 from ..core.errors import MissingDependency
 from .gallery import caption_parts, thumbnail
 from ..rank.recommender import Recommender
-from ..core.vocab import LEARNED
+from ..core.vocab import LEARNED, PAPER_ARMS
 from ..rank.search import Searcher
 
 #: The choice that shows every arm and the fused ranking as rows (the paper's comparison figure, live).
@@ -101,7 +101,7 @@ class Browser:
                                    style={"description_width": "initial"},
                                    disabled="fused" not in recommender.modes)
         # more arms than the paper's two: one weight slider per arm instead of alpha (normalised when ranking)
-        paper = set(recommender.arms) - {LEARNED} <= {"image", "text"}
+        paper = set(recommender.arms) - {LEARNED} <= set(PAPER_ARMS)
         self.arm_weights = {} if paper or "fused" not in recommender.modes else {
             arm: w.FloatSlider(value=round(recommender.weights[arm], 2), min=0.0, max=1.0, step=0.05,
                                description=f"{arm} weight", continuous_update=False,
