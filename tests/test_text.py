@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prodrec.core.errors import CatalogError
-from prodrec.data.text import DEFAULT_FIELDS, product_sentences
+from prodrec.core.errors import CatalogError, ConfigError
+from prodrec.data.text import (DEFAULT_FIELDS, LabelMask, clean_markup, clean_text_columns, has_markup,
+                               product_sentences)
 
 
 def test_paper_order_and_year_as_integer() -> None:
@@ -35,3 +36,44 @@ def test_custom_fields_order_and_errors() -> None:
     assert product_sentences(df, ["colour", "name"], sep=", ") == ["Red, Mug"]
     with pytest.raises(CatalogError, match="nope"):
         product_sentences(df, ["nope"])
+
+
+# --------------------------------------------------------------------------- text as users write it (issue 18)
+def test_markup_becomes_plain_text() -> None:
+    html = ("<p>Skirt &amp; top,&nbsp;<b>cotton</b></p>\n<ul><li>Colour: Blue</li><li>Type: Skirts</li></ul>"
+            "<script>track()</script>&#233;t&#xE9;")
+    assert has_markup(html) and not has_markup("Tom & Jerry < 3 > 2")
+    assert clean_markup(html) == "Skirt & top, cotton Colour: Blue Type: Skirts été"
+    assert clean_markup("Tom & Jerry") == "Tom & Jerry"
+
+
+@pytest.mark.parametrize("how, expected", [
+    ("auto", ["Red & blue", "a < b", "x y"]),
+    ("html", ["Red & blue", "a < b", "x y"]),
+    ("none", ["Red &amp; blue", "a < b", "x<br>y"]),
+])
+def test_text_clean_modes(how: str, expected: list[str]) -> None:
+    df = pd.DataFrame({"t": ["Red &amp; blue", "a < b", "x<br>y"], "n": [None, None, None]}, dtype=object)
+    changed = clean_text_columns(df, ["t", "n"], how)
+    assert df["t"].tolist() == expected
+    assert changed == ({} if how == "none" else {"t": 2})
+    with pytest.raises(ConfigError, match="did you mean 'html'"):
+        clean_text_columns(df, ["t"], "htm")
+
+
+def test_label_values_masked_as_whole_words_case_insensitive() -> None:
+    df = pd.DataFrame({
+        "desc": ["Colour: Blue. Type: skirts", "NAVY BLUE skirt, blueberry print", "plain", None],
+        "colour": ["Blue", "Navy Blue", "Red", "Blue"],
+        "type": ["Skirts", "Skirts", "Tops", "Tops"],
+    }, dtype=object)
+    mask = LabelMask.of(df, ["colour", "type"])
+    out, counts = mask.apply(df, ["desc", "colour"])  # label columns themselves are left as they are
+    assert out["desc"].tolist()[:3] == ["Colour: . Type:", "skirt, blueberry print", "plain"]
+    assert pd.isna(out["desc"].iloc[3]) and out["colour"].tolist() == df["colour"].tolist()
+    assert counts == {"colour": 2, "type": 1}  # "NAVY BLUE" is one value (matched before "Blue")
+    assert df["desc"].iloc[0] == "Colour: Blue. Type: skirts"  # the input is not changed
+    # independent check: no withheld value is left as a whole word in the masked text
+    for text in out["desc"].dropna():
+        words = text.lower().replace(",", " ").replace(".", " ").replace(":", " ").split()
+        assert not {"blue", "skirts", "red", "tops"} & set(words)

@@ -274,6 +274,11 @@ def sniff_delimiter(text: str) -> str:
     lines = [ln for ln in text.splitlines()[:50] if ln.strip()]
     if not lines:
         raise CatalogError("the catalog file is empty (no header line)")
+    if any(ord(c) < 32 and c not in "\t\r" for c in lines[0][:200]) or "\ufffd" in lines[0][:200]:
+        raise CatalogError(
+            f"the catalog file does not look like CSV text (its first line: {lines[0][:60]!r}); prodrec reads "
+            f"{FORMATS_READ}: pass --format {'|'.join(FORMATS)} if the extension does not say"
+        )
     best: tuple[int, int, str] | None = None
     for d in DELIMITERS:
         counts = [len(r) for r in csv.reader(io.StringIO("\n".join(lines)), delimiter=d)]
@@ -285,11 +290,6 @@ def sniff_delimiter(text: str) -> str:
             best = score
     if best is None:
         shown = lines[0][:120]
-        if any(ch in shown for ch in "\x00\ufffd") or not shown.isprintable():
-            raise CatalogError(
-                f"the catalog file does not look like CSV text (its first line: {shown[:60]!r}); prodrec reads "
-                f"{FORMATS_READ}: pass --format {'|'.join(FORMATS)} if the extension does not say"
-            )
         raise CatalogError(
             f"cannot tell the catalog's field separator: its header {shown!r} has a single field with each of "
             ", ; tab |. Pass --delimiter (or delimiter = \"...\" in prodrec.toml); prodrec reads "
