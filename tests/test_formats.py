@@ -18,6 +18,7 @@ from prodrec.core.errors import CatalogError, ConfigError
 from prodrec.data.catalog import load_catalog
 from prodrec.data.formats import as_strings, detect_format, read_catalog_file
 from prodrec.data.schema import CatalogSchema
+from prodrec.run import cli
 
 FILES = ["products.parquet", "products.jsonl", "products.jsonl.gz", "products.json", "products.csv.zst",
          "products.tsv"]
@@ -158,3 +159,23 @@ def test_as_strings_writes_typed_values_as_they_read() -> None:
     assert out["1"].tolist()[:2] == ["1", "2.5"] and pd.isna(out["1"].iloc[2])
     assert out["b"].tolist()[:2] == ["True", "False"] and pd.isna(out["b"].iloc[2])
     assert out["c"].tolist() == ['{"k": 1}', "s", "3"]
+
+
+def test_load_report_shows_the_sentence_and_what_withheld_masks(shop: tuple[Path, pd.DataFrame], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    root, _ = shop
+    flags = ["load-report", "--data", str(root / "products.jsonl"), "--id-column", "product_id", "--image-column",
+             "image", "--text-columns", "title,description,colour", "--label-columns", "category,colour",
+             "--store", str(tmp_path / "store"), "--show-text", pid(0)]
+    assert cli.main(flags) == 0
+    out = capsys.readouterr().out
+    assert f"text of {pid(0)}: 'Blue skirt no. 0 A fine skirt & more. Colour: Blue Type: Skirts Blue'" in out
+    assert f"duplicate ids (1st kept)        2  '{pid(1)}', '{pid(2)}'" in out
+    assert cli.main([*flags, "--protocol", "withheld", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["text"] == {pid(0): "skirt no. 0 A fine skirt & more. Colour: Type:"}
+    # every usable product's title and description name its colour, and its description its category
+    assert payload["withheld"] == {"columns": ["category", "colour"], "text_fields": ["title", "description"],
+                                   "masked_label_values": {"category": 22, "colour": 44}}
+    assert cli.main([*flags, "--text-clean", "none"]) == 0
+    assert "<li>Colour: Blue</li>" in capsys.readouterr().out

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+from shop_export import FLAGS, pid, write_export
 
 from prodrec.core.errors import CatalogError, ConfigError
+from prodrec.data.catalog import load_catalog
 from prodrec.data.text import (DEFAULT_FIELDS, LabelMask, clean_markup, clean_text_columns, has_markup,
                                product_sentences)
+from prodrec.run.experiment import build_experiment
 
 
 def test_paper_order_and_year_as_integer() -> None:
@@ -77,3 +82,21 @@ def test_label_values_masked_as_whole_words_case_insensitive() -> None:
     for text in out["desc"].dropna():
         words = text.lower().replace(",", " ").replace(".", " ").replace(":", " ").split()
         assert not {"blue", "skirts", "red", "tops"} & set(words)
+
+
+@pytest.mark.slow
+def test_withheld_text_arm_reads_masked_sentences(tmp_path: Path) -> None:
+    """Under withheld, the text arm's vector of a product is the model's vector of its masked sentence."""
+    write_export(tmp_path)
+    cat = load_catalog(tmp_path / "products.parquet", **FLAGS)
+    exp = build_experiment(catalog=cat, image_model=None, text_model="auto", protocol="withheld",
+                           store_dir=tmp_path / "store", progress=False)
+    assert exp.settings["masked_label_values"] == {"category": 22, "colour": 44}
+    assert exp.settings["text_fields"] == ["title", "description"]
+    assert exp.catalog.row(pid(0))["description"] == "A fine skirt & more. Colour: Blue Type: Skirts"  # kept
+    masked = cat.sentence(pid(0), ["title", "description"], LabelMask.of(cat.df, ["category", "colour"]))
+    assert masked == "skirt no. 0 A fine skirt & more. Colour: Type:"
+    enc = exp.encoder("text")
+    want, plain = enc.encode([masked, cat.sentence(pid(0), ["title", "description"])], batch_size=2, progress=False)
+    got = exp.text.vectors[list(exp.text.ids).index(pid(0))]
+    assert float(got @ want) > 0.999 and float(got @ plain) < 0.99

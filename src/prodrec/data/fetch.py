@@ -185,7 +185,7 @@ class _Failure(Exception):
 
 
 def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB" if n >= 1e4 else f"{n} bytes"
 
 
 def _wait(attempt: int, backoff: float, retry_after: str | None) -> float:
