@@ -149,7 +149,7 @@ def test_fetch_every_outcome_named_by_id(server: str, tmp_path: Path) -> None:
     failed = report.failed
     assert set(failed) == {"gone", "slow", "page", "huge", "stream", "down", "cut", "nowhere"}
     assert failed["gone"] == "HTTP 404 Not Found"
-    assert failed["slow"].startswith("timed out after 0.4 s") and failed["slow"].endswith("(after 2 tries)")
+    assert failed["slow"] == "timed out after 0.4 s waiting for data (after 2 tries)"
     assert failed["page"].startswith("not a usable image (text/html") and "identify" in failed["page"]
     assert "exceeds the cap of 66 kB" in failed["huge"] and failed["huge"].startswith("body of")
     assert "stopped reading" in failed["stream"]

@@ -130,7 +130,7 @@ class LoadReport:
         for path, why in list(self.unreadable_image_examples.items())[:SHOWN]:
             lines.append(f"  unreadable: {path}: {why}")
         reasons = list(self.unfetched_url_examples.items())
-        for pid, why in reasons[:SHOWN]:
+        for pid, why in [(p, w) for p, w in reasons if w != NOT_FETCHED][:SHOWN]:  # failures, with their reason
             lines.append(f"  not fetched: {pid}: {why}")
         if any(why == NOT_FETCHED for _, why in reasons):
             lines.append("  (download image URLs with `prodrec fetch-images`, or `prodrec embed --fetch-images`)")
@@ -348,7 +348,8 @@ def load_catalog(
     root:
         The folder image paths are relative to (default: the catalog file's folder; for a DataFrame, the
         current folder).
-    id_column, image_column, image_pattern, text_columns, label_columns, caption_columns, delimiter, overflow_column, format, text_clean:
+    id_column, image_column, image_pattern, text_columns, label_columns, caption_columns, delimiter, \
+    overflow_column, format, text_clean:
         Override single settings of the schema (they win over the description file). ``image_column``
         holds paths relative to ``root``, or http(s) URLs; ``image_pattern`` is a path such as
         ``"photos/{id}.png"`` (or a URL pattern). Without either, the catalog has no images: only the text

@@ -45,7 +45,7 @@ DEFAULT_TIMEOUT = 15.0
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF = 0.5
 DEFAULT_CONCURRENCY = 8
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_BYTES = 20_000_000
 #: The longest wait between two tries (a server's Retry-After included).
 MAX_WAIT = 30.0
 #: Statuses worth another try: the server is busy or failing for now.
@@ -54,6 +54,9 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 #: refused.
 _NO_NETWORK = re.compile(r"name resolution|name or service not known|nodename nor servname|getaddrinfo failed|"
                          r"network is unreachable|no route to host", re.IGNORECASE)
+#: What a request was doing when it timed out, by httpx's exception.
+_TIMEOUTS = {"ConnectTimeout": "connecting", "ReadTimeout": "waiting for data", "WriteTimeout": "sending",
+             "PoolTimeout": "waiting for a free connection"}
 #: Why a URL has no cached file when nothing was ever tried for it.
 NOT_FETCHED = "not fetched yet"
 USER_AGENT = "prodrec-image-fetch (+https://pypi.org/project/prodrec/)"
@@ -222,7 +225,8 @@ def _get(client: httpx.Client, url: str, opts: _Options) -> tuple[bytes, str]:
         except _Failure as exc:
             failure = exc
         except httpx.TimeoutException as exc:
-            failure = _Failure(f"timed out after {opts.timeout:g} s ({type(exc).__name__})", transient=True)
+            doing = _TIMEOUTS.get(type(exc).__name__, "")
+            failure = _Failure(f"timed out after {opts.timeout:g} s {doing}".strip(), transient=True)
         except httpx.TooManyRedirects:
             failure = _Failure("too many redirects")
         except httpx.ConnectError as exc:

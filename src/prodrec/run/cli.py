@@ -2,11 +2,12 @@
 :mod:`prodrec.run.commands`.
 
 Commands: embed, recommend, search, evaluate, load-report, fetch-images, store, demo-catalog, fetch-data,
-run-notebooks, kaggle-stage, notebooks. Flag choices come from the library's vocabulary (:mod:`prodrec.core.vocab`) and the
-arm registry (:mod:`prodrec.embed.registry`: one ``--<arm>-model`` flag per registered arm), values are
-checked by the same functions the library uses (:mod:`prodrec.core.params`). Errors are one line (exit
-code 2), with a suggestion for a misspelled choice, instead of a traceback or a page of usage, unless
-``--debug``; a closed pipe (``prodrec ... | head``) ends quietly.
+run-notebooks, kaggle-stage, notebooks. Flag choices come from the library's vocabulary
+(:mod:`prodrec.core.vocab`) and the arm registry (:mod:`prodrec.embed.registry`: one ``--<arm>-model`` flag
+per registered arm), values are checked by the same functions the library uses (:mod:`prodrec.core.params`).
+Errors are one line (exit code 2), with a suggestion for a misspelled choice, instead of a traceback or a page
+of usage, unless ``--debug``; a closed pipe (``prodrec ... | head``) ends quietly. ``--quiet`` keeps the log
+to errors and sums the warnings up in one line.
 """
 
 from __future__ import annotations

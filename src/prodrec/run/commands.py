@@ -218,8 +218,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     _check_out(args)
-    cat = load_catalog(find_data_dir(args.data), **catalog_options(args), image_cache=_image_cache(args),
-                       progress=not args.quiet)
+    data = find_data_dir(args.data)
+    cat = load_catalog(data, **catalog_options(args), image_cache=_image_cache(args), progress=not args.quiet)
     payload = {**cat.report.to_dict(), "schema": cat.schema.to_dict()}
     lines = [str(cat.report)]
     fields, mask = list(cat.text_columns), None
@@ -233,9 +233,14 @@ def cmd_report(args: argparse.Namespace) -> int:
                      f"{sum(counts.values())} label value(s) masked in {', '.join(fields) or 'no field'} ("
                      + ", ".join(f"{c} {n}" for c, n in counts.items()) + ")")
     if args.show_text:
-        sentences = {pid: cat.sentence(pid, fields, mask) for pid in args.show_text}
+        _, unusable = cat.split_known(args.show_text)
+        every = cat if not unusable else load_catalog(  # products left out for want of a usable image too
+            data, **catalog_options(args), image_cache=_image_cache(args), require_images=False,
+            verify_images="none", progress=False)
+        sentences = {pid: every.sentence(pid, fields, mask) for pid in args.show_text}
         payload["text"] = sentences
-        lines += [f"text of {pid}: {s!r}" for pid, s in sentences.items()]
+        lines += [f"text of {pid}: {s!r}" + (" (not a usable product: no usable image)" if pid in unusable else "")
+                  for pid, s in sentences.items()]
     if args.out:
         _save(args, "load-report.json", payload, provenance(cat))
     _emit(args, "\n".join(lines), payload)
