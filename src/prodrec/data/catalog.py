@@ -37,7 +37,7 @@ from .fetch import NOT_FETCHED, FetchReport, ImageCache, fetch_images, is_url
 from .formats import ReadInfo, as_strings, read_catalog_file
 from .images import ImageError, check_image_header
 from .schema import KAGGLE_COLUMNS, CatalogSchema, CatalogSpec, locate_catalog
-from .text import LabelMask, clean_text_columns, product_sentences
+from .text import LabelMask, clean_text_columns, has_text, product_sentences
 
 __all__ = ["KAGGLE_COLUMNS", "Catalog", "CatalogError", "LoadReport", "load_catalog"]
 
@@ -407,7 +407,7 @@ def load_catalog(
     report.nan_counts = {c: int(df[c].isna().sum()) for c in dict.fromkeys([*sch.text_columns, *sch.label_columns])}
     report.products = len(df)
     if sch.text_columns:
-        empty = np.array([not s for s in product_sentences(df, sch.text_columns)], dtype=bool)
+        empty = ~has_text(df, sch.text_columns).to_numpy()
         report.empty_text = int(empty.sum())
         report.empty_text_examples = [str(i) for i in df.loc[empty, "id"].head(REPORT_EXAMPLES)]
     if not sch.has_images:

@@ -69,13 +69,26 @@ def clean_text_columns(df: pd.DataFrame, columns: Iterable[str], how: str | None
         return changed
     for col in dict.fromkeys(columns):
         values = df[col].tolist()
-        out = [v if not isinstance(v, str) or (how == "auto" and not has_markup(v)) else clean_markup(v)
-               for v in values]
-        n = sum(a != b for a, b in zip(values, out) if isinstance(a, str))
+        todo = [i for i, v in enumerate(values) if isinstance(v, str)
+                and (how == "html" or (("<" in v or "&" in v) and has_markup(v)))]  # the cheap test first
+        n = 0
+        for i in todo:
+            plain = clean_markup(values[i])
+            n += plain != values[i]
+            values[i] = plain
         if n:
-            df[col] = pd.Series(out, index=df.index, dtype=object)
+            df[col] = pd.Series(values, index=df.index, dtype=object)
             changed[col] = n
     return changed
+
+
+def has_text(df: pd.DataFrame, fields: Sequence[str]) -> pd.Series:
+    """Whether each row has a non-blank value in any of ``fields`` (an empty product sentence otherwise)."""
+    out = pd.Series(False, index=df.index)
+    for f in fields:
+        col = df[f]
+        out |= col.notna() & (col.astype(object).map(lambda v: bool(str(v).strip())))
+    return out
 
 
 def product_sentences(
@@ -156,11 +169,14 @@ class LabelMask:
         masked, and how many values were masked per label column."""
         out = df.copy()
         counts = dict.fromkeys(self.columns, 0)
+        memo: dict[str, tuple[str, list[str]]] = {}  # categories, seasons... repeat: each text is masked once
         for f in dict.fromkeys(f for f in fields if f not in self.columns):
             masked = []
             for v in out[f].tolist():
                 if isinstance(v, str) and v:
-                    v, hits = self.mask(v)
+                    if v not in memo:
+                        memo[v] = self.mask(v)
+                    v, hits = memo[v]
                     for col in hits:
                         counts[col] += 1
                 masked.append(v)
