@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from shop_export import FLAGS, pid, picture, write_export
@@ -206,6 +207,12 @@ def test_arguments_checked(tmp_path: Path) -> None:
         fetch_images({"a": "http://127.0.0.1:9/a.jpg"}, tmp_path, timeout=0)
     with pytest.raises(ConfigError, match="needs image_cache"):
         load_catalog(tmp_path, fetch=True)
+    # an image pattern may be a URL too; without a cache nothing is fetched, and the report says so by id
+    frame = pd.DataFrame({"sku": ["a", "b"], "title": ["x", "y"]})
+    cat = load_catalog(frame, id_column="sku", image_pattern="http://127.0.0.1:9/img/{id}.jpg", require_images=False)
+    assert cat.report.image_urls == 2 and cat.report.unfetched_url_examples == {"a": "not fetched yet",
+                                                                              "b": "not fetched yet"}
+    assert cat.image_paths == ["", ""] and cat.report.missing_images == 0
 
 
 def test_catalog_points_at_cached_files(server: str, tmp_path: Path) -> None:
