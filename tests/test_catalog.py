@@ -83,7 +83,7 @@ def test_missing_images_counted_and_listed(tmp_path: Path) -> None:
     cat = load_catalog(make_catalog(tmp_path, [ROW.format(i=i) for i in range(1, 6)], images=[1, 2, 4]))
     assert cat.ids.tolist() == ["1", "2", "4"]
     assert cat.report.missing_images == 2 and cat.report.missing_image_examples == ["3", "5"]
-    assert "rows without image file         2" in str(cat.report)
+    assert "image files missing             2  '3', '5'" in str(cat.report)
     text_only = load_catalog(tmp_path, require_images=False)
     assert len(text_only) == 5 and text_only.row(3)["image_path"] == ""
 

@@ -1,24 +1,29 @@
 """Product catalogs: loading, validation report, seeded sampling.
 
-A :class:`Catalog` is a table of products in the CSV's order, with one image path per product (empty when
-the catalog has no images) and the metadata columns, read through a :class:`~prodrec.schema.CatalogSchema`
+A :class:`Catalog` is a table of products in the file's order, with one image path per product (empty when
+the catalog has no images) and the metadata columns, read through a :class:`~prodrec.data.schema.CatalogSchema`
 that says which column is the id, where the images are, which columns make the product sentence and which
 are labels and captions. :func:`load_catalog` reads
 
 * the Kaggle "Fashion Product Images" layout: ``styles.csv`` + ``images/<id>.jpg`` (also inside a
-  ``myntradataset/`` sub-folder, as on Kaggle), and
-* any other CSV, described by keyword arguments (CLI flags) or a ``prodrec.toml`` beside it.
+  ``myntradataset/`` sub-folder, as on Kaggle),
+* any other catalog file, CSV/TSV, Parquet, JSON Lines or a JSON array, plain or gzip/zstd-compressed
+  (:mod:`prodrec.data.formats`), described by keyword arguments (CLI flags) or a ``prodrec.toml`` beside it,
+* a pandas DataFrame (image paths relative to ``root``).
 
-Ids are kept as the strings the CSV holds (``"0015970"`` stays ``"0015970"``; ``"007"`` and ``"7"`` are
-two products). Nothing is silently dropped: every skipped or repaired row is counted in :class:`LoadReport`.
+Images may be paths (relative to the catalog's folder) or http(s) URLs: a URL points at its file in the image
+cache once :mod:`prodrec.data.fetch` has downloaded it (``fetch_images=True``, or ``prodrec fetch-images``).
+Markup in text columns is made plain text (``text_clean``).
+
+Ids are kept as the strings the file holds (``"0015970"`` stays ``"0015970"``; ``"007"`` and ``"7"`` are
+two products). Nothing is silently dropped: every skipped or repaired row is counted in :class:`LoadReport`,
+with the ids behind each count.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,32 +33,33 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import CatalogError, ConfigError, DataNotFound, UnknownIdError
+from .fetch import NOT_FETCHED, FetchReport, ImageCache, fetch_images, is_url
+from .formats import ReadInfo, as_strings, read_catalog_file
 from .images import ImageError, check_image_header
-from .schema import (
-    DELIMITERS,
-    KAGGLE_COLUMNS,
-    CatalogSchema,
-    CatalogSpec,
-    locate_catalog,
-)
+from .schema import KAGGLE_COLUMNS, CatalogSchema, CatalogSpec, locate_catalog
+from .text import LabelMask, clean_text_columns, has_text, product_sentences
 
 __all__ = ["KAGGLE_COLUMNS", "Catalog", "CatalogError", "LoadReport", "load_catalog"]
 
 #: How many example ids / lines a report keeps per problem (counts are always complete).
 REPORT_EXAMPLES = 20
+#: How many of them the text report names.
+SHOWN = 5
 
 VerifyMode = Literal["none", "header"]
 
 
 @dataclass
 class LoadReport:
-    """What happened while loading a catalog. ``str(report)`` gives a human summary."""
+    """What happened while loading a catalog. ``str(report)`` gives a human summary naming the ids behind
+    every count (the first few, then how many more)."""
 
     source: str
     csv_path: str
     layout: str
+    format: str = "csv"
     encoding: str = "utf-8"
-    delimiter: str = ","
+    delimiter: str | None = ","
     rows_read: int = 0
     malformed_recovered: int = 0
     malformed_skipped: int = 0
@@ -61,44 +67,89 @@ class LoadReport:
     duplicate_ids: int = 0
     duplicate_examples: list[str] = field(default_factory=list)
     missing_id: int = 0
+    #: Rows whose image column is empty.
+    empty_images: int = 0
+    empty_image_examples: list[str] = field(default_factory=list)
+    #: Rows whose image file (a path) does not exist.
     missing_images: int = 0
     missing_image_examples: list[str] = field(default_factory=list)
+    #: Rows whose image is a URL: how many, and those without a cached file (id -> why).
+    image_urls: int = 0
+    unfetched_urls: int = 0
+    unfetched_url_examples: dict[str, str] = field(default_factory=dict)
     unreadable_images: int = 0
     unreadable_image_examples: dict[str, str] = field(default_factory=dict)
+    unreadable_image_ids: list[str] = field(default_factory=list)
+    #: Usable products whose product sentence is empty.
+    empty_text: int = 0
+    empty_text_examples: list[str] = field(default_factory=list)
+    #: Values made plain text per column (markup removed).
+    text_cleaned: dict[str, int] = field(default_factory=dict)
     nan_counts: dict[str, int] = field(default_factory=dict)
     products: int = 0
+    fetch: FetchReport | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def _read(self, info: ReadInfo) -> None:
+        self.format, self.encoding, self.delimiter = info.format, info.encoding, info.delimiter
+        self.rows_read, self.malformed_recovered = info.rows_read, info.malformed_recovered
+        self.malformed_skipped, self.malformed_examples = info.malformed_skipped, info.malformed_examples
+        self.notes.extend(info.notes)
+
     def __str__(self) -> str:
-        sep = {"\t": "tab"}.get(self.delimiter, repr(self.delimiter))
-        lines = [
-            f"catalog {self.source} ({self.layout} layout, {self.csv_path}, encoding {self.encoding}, "
-            f"delimiter {sep})",
-            f"  rows read                 {self.rows_read:>7}",
-            f"  malformed rows recovered  {self.malformed_recovered:>7}",
-            f"  malformed rows skipped    {self.malformed_skipped:>7}",
-            f"  rows without an id        {self.missing_id:>7}",
-            f"  duplicate ids (1st kept)  {self.duplicate_ids:>7}",
-            f"  rows without image file   {self.missing_images:>7}",
-            f"  unreadable images         {self.unreadable_images:>7}",
-            f"  usable products           {self.products:>7}",
-        ]
+        how = [f"{self.layout} layout", self.csv_path or "in memory", self.format]
+        if self.delimiter is not None:
+            how += [f"encoding {self.encoding}", "delimiter " + {"\t": "tab"}.get(self.delimiter, repr(self.delimiter))]
+        lines = [f"catalog {self.source} ({', '.join(how)})"]
+
+        def count(label: str, n: int, ids: Sequence[str] = (), always: bool = True) -> None:
+            if n or always:
+                lines.append(f"  {label:<26}{n:>7}" + (f"  {_named(ids, n)}" if n and ids else ""))
+
+        count("rows read", self.rows_read)
+        count("malformed rows recovered", self.malformed_recovered)
+        count("malformed rows skipped", self.malformed_skipped)
+        count("rows without an id", self.missing_id)
+        count("duplicate ids (1st kept)", self.duplicate_ids, self.duplicate_examples)
+        count("rows without image value", self.empty_images, self.empty_image_examples, always=False)
+        count("image files missing", self.missing_images, self.missing_image_examples)
+        if self.image_urls:
+            count("image URLs", self.image_urls)
+            count("image URLs not fetched", self.unfetched_urls, list(self.unfetched_url_examples))
+        count("unreadable images", self.unreadable_images, self.unreadable_image_ids)
+        count("products without text", self.empty_text, self.empty_text_examples, always=False)
+        count("usable products", self.products)
         nans = {k: v for k, v in self.nan_counts.items() if v}
         if nans:
             lines.append("  missing values: " + ", ".join(f"{k} {v}" for k, v in nans.items()))
-        for path, why in list(self.unreadable_image_examples.items())[:5]:
+        if self.text_cleaned:
+            lines.append("  markup made plain text: " + ", ".join(f"{k} {v}" for k, v in self.text_cleaned.items()))
+        for path, why in list(self.unreadable_image_examples.items())[:SHOWN]:
             lines.append(f"  unreadable: {path}: {why}")
+        reasons = list(self.unfetched_url_examples.items())
+        for pid, why in [(p, w) for p, w in reasons if w != NOT_FETCHED][:SHOWN]:  # failures, with their reason
+            lines.append(f"  not fetched: {pid}: {why}")
+        if any(why == NOT_FETCHED for _, why in reasons):
+            lines.append("  (download image URLs with `prodrec fetch-images`, or `prodrec embed --fetch-images`)")
+        if self.fetch is not None:
+            lines.append(f"  fetch: {self.fetch.summary()}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
 
+def _named(ids: Sequence[str], n: int) -> str:
+    """The first ids of ``n`` as ``'a', 'b', 'c' and 12 more``."""
+    head = list(ids)[:SHOWN]
+    return ", ".join(map(repr, head)) + (f" and {n - len(head)} more" if n > len(head) else "")
+
+
 @dataclass
 class Catalog:
-    """Products in the CSV's order. ``df`` has the columns ``id`` (str), ``image_path`` and the metadata
-    columns; ``schema`` (resolved against the CSV) names the text, label and caption columns."""
+    """Products in the file's order. ``df`` has the columns ``id`` (str), ``image_path`` and the metadata
+    columns; ``schema`` (resolved against the file) names the text, label and caption columns."""
 
     df: pd.DataFrame
     root: Path
@@ -229,11 +280,27 @@ class Catalog:
             df = df.drop_duplicates(by)
         return df["id"].head(n).tolist()
 
+    def sentence(self, product_id: Any, fields: Sequence[str] | None = None, mask: LabelMask | None = None) -> str:
+        """The product sentence of ``product_id`` (what the text arm reads): its ``fields`` (default: the
+        text columns) joined, with the label values of ``mask`` taken out when given."""
+        fields = list(self.text_columns if fields is None else fields)
+        df = self.df.iloc[[int(self.positions([product_id])[0])]]
+        if mask is not None:
+            df, _ = mask.apply(df, fields)
+        return product_sentences(df, fields)[0]
+
+    def masked(self, mask: LabelMask, fields: Sequence[str] | None = None) -> tuple[Catalog, dict[str, int]]:
+        """This catalog with the label values of ``mask`` taken out of ``fields`` (default: the text
+        columns), and how many were masked per label column (see :class:`~prodrec.data.text.LabelMask`)."""
+        df, counts = mask.apply(self.df, list(self.text_columns if fields is None else fields))
+        return self._derive(df, self.sample_info), counts
+
     def describe(self) -> dict[str, Any]:
         """Provenance of this catalog: where it came from, how big it is, how it was sampled."""
         return {
             "data_dir": str(self.root),
             "csv": self.report.csv_path,
+            "format": self.report.format,
             "layout": self.report.layout,
             "catalog_rows": self.report.rows_read,
             "usable_products": self.report.products,
@@ -243,87 +310,11 @@ class Catalog:
         }
 
 
-def sniff_delimiter(text: str) -> str:
-    """The field separator among , ; tab | that splits the first lines into the same number (≥ 2) of
-    fields, preferring the most fields; raises :class:`CatalogError` saying what was seen otherwise."""
-    lines = [ln for ln in text.splitlines()[:50] if ln.strip()]
-    if not lines:
-        raise CatalogError("the catalog file is empty (no header line)")
-    best: tuple[int, int, str] | None = None
-    for d in DELIMITERS:
-        counts = [len(r) for r in csv.reader(io.StringIO("\n".join(lines)), delimiter=d)]
-        if counts[0] < 2:
-            continue
-        consistent = sum(c == counts[0] for c in counts)
-        score = (consistent, counts[0], d)
-        if best is None or score[:2] > best[:2]:
-            best = score
-    if best is None:
-        shown = lines[0][:120]
-        raise CatalogError(
-            f"cannot tell the catalog's field separator: its header {shown!r} has a single field with each of "
-            ", ; tab |. Pass --delimiter (or delimiter = \"...\" in prodrec.toml)"
-        )
-    return best[2]
-
-
-def _read_text(path: Path, report: LoadReport) -> str:
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        report.encoding = "cp1252"
-        report.notes.append(
-            f"{path.name} is not valid UTF-8 (first bad byte at offset {exc.start}); "
-            "decoded as cp1252 (Windows Latin-1) instead"
-        )
-        return raw.decode("cp1252", errors="replace")
-
-
-def _read_csv(path: Path, report: LoadReport, schema: CatalogSchema) -> pd.DataFrame:
-    """Read a CSV as strings; rows with extra fields are repaired into the overflow column or skipped."""
-    text = _read_text(path, report)
-    delimiter = schema.delimiter or sniff_delimiter(text)
-    report.delimiter = delimiter
-    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0]), delimiter=delimiter), [])
-    ncols = len(header)
-    if ncols == 0:
-        raise CatalogError(f"{path} is empty (no header line)")
-    header = [h.strip() for h in header]
-    overflow_at = header.index(schema.overflow_column) if schema.overflow_column in header else None
-
-    def fix(fields: list[str]) -> list[str] | None:
-        if len(report.malformed_examples) < REPORT_EXAMPLES:
-            report.malformed_examples.append(delimiter.join(fields)[:120])
-        if overflow_at is not None and len(fields) > ncols:
-            extra = len(fields) - ncols
-            fixed = (
-                fields[:overflow_at]
-                + [delimiter.join(fields[overflow_at : overflow_at + extra + 1])]
-                + fields[overflow_at + extra + 1 :]
-            )
-            report.malformed_recovered += 1
-            return fixed
-        report.malformed_skipped += 1
-        return None
-
-    options: dict[str, Any] = dict(sep=delimiter, dtype=str, skipinitialspace=False, keep_default_na=True,
-                                   index_col=False)  # else pandas makes leading fields an index on long rows
-    try:  # the C parser is ~5x faster; it stops at the first row with extra fields
-        df = pd.read_csv(io.StringIO(text), engine="c", on_bad_lines="error", **options)
-    except pd.errors.ParserError:  # repair or skip such rows, one by one, with the Python parser
-        df = pd.read_csv(io.StringIO(text), engine="python", on_bad_lines=fix, **options)
-    df.columns = [str(c).strip() for c in df.columns]
-    report.rows_read = len(df) + report.malformed_skipped
-    return df
-
-
 def load_catalog(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | pd.DataFrame,
     *,
     schema: CatalogSchema | None = None,
+    root: str | os.PathLike[str] | None = None,
     id_column: str | None = None,
     image_column: str | None = None,
     image_pattern: str | None = None,
@@ -332,33 +323,51 @@ def load_catalog(
     caption_columns: Sequence[str] | str | None = None,
     delimiter: str | None = None,
     overflow_column: str | None = None,
+    format: str | None = None,  # noqa: A002 - the flag's name (--format)
+    text_clean: str | None = None,
+    image_cache: ImageCache | str | os.PathLike[str] | None = None,
+    fetch: bool = False,
+    fetch_options: Mapping[str, Any] | None = None,
     verify_images: VerifyMode = "header",
     require_images: bool = True,
     max_image_pixels: int = 40_000_000,
     workers: int | None = None,
+    progress: bool = True,
 ) -> Catalog:
     """Load a product catalog and report what was wrong with it.
 
     Parameters
     ----------
     path:
-        A Kaggle-layout folder (or its ``styles.csv``), a folder or CSV with a ``prodrec.toml`` /
-        ``<stem>.prodrec.toml`` description beside it, that description file, or any CSV.
+        A Kaggle-layout folder (or its ``styles.csv``), a folder or file with a ``prodrec.toml`` /
+        ``<stem>.prodrec.toml`` description beside it, that description file, any catalog file (CSV, TSV,
+        Parquet, JSON Lines, JSON array; also ``.gz`` / ``.zst``), or a pandas DataFrame.
     schema:
-        A :class:`~prodrec.schema.CatalogSchema` to start from (default: the Kaggle preset for a Kaggle
+        A :class:`~prodrec.data.schema.CatalogSchema` to start from (default: the Kaggle preset for a Kaggle
         folder, the description file when there is one, else a generic schema).
-    id_column, image_column, image_pattern, text_columns, label_columns, caption_columns, delimiter, overflow_column:
+    root:
+        The folder image paths are relative to (default: the catalog file's folder; for a DataFrame, the
+        current folder).
+    id_column, image_column, image_pattern, text_columns, label_columns, caption_columns, delimiter, \
+    overflow_column, format, text_clean:
         Override single settings of the schema (they win over the description file). ``image_column``
-        holds paths relative to the CSV's folder; ``image_pattern`` is a path such as
-        ``"photos/{id}.png"``. Without either, the catalog has no images: only the text arm can be built.
-        ``text_columns=[]`` means no product text: only the image arm. The delimiter is sniffed when unset.
+        holds paths relative to ``root``, or http(s) URLs; ``image_pattern`` is a path such as
+        ``"photos/{id}.png"`` (or a URL pattern). Without either, the catalog has no images: only the text
+        arm can be built. ``text_columns=[]`` means no product text: only the image arm. The delimiter is
+        sniffed when unset; the format comes from the extension (see :mod:`prodrec.data.formats`).
+        ``text_clean`` (``auto``, ``html``, ``none``) is how markup in the text, label and caption columns
+        is made plain text (``auto``: the values that hold markup).
+    image_cache, fetch, fetch_options:
+        The image cache URLs are looked up in (:class:`~prodrec.data.fetch.ImageCache` or its folder,
+        ``<store>/images``); ``fetch=True`` downloads the URLs it lacks first
+        (:func:`~prodrec.data.fetch.fetch_images` with ``fetch_options``; the result is ``report.fetch``).
     verify_images:
         ``"header"`` (default) opens each image's header: zero-byte files, non-images and images whose
         declared size exceeds ``max_image_pixels`` (decompression bombs) are skipped and named in the report.
         Damage deeper in a file (a truncated JPEG) is caught when the image is decoded for embedding.
     require_images:
-        When the catalog has images, drop products whose image is missing or unreadable (default).
-        ``False`` keeps them (their image path is empty; the text arm can still use them).
+        When the catalog has images, drop products whose image is missing, not fetched or unreadable
+        (default). ``False`` keeps them (their image path is empty; the text arm can still use them).
     workers:
         Threads for the header checks (default: serial, fastest on local disks; use 8-16 on network storage).
 
@@ -366,17 +375,41 @@ def load_catalog(
     """
     overrides = dict(id_column=id_column, image_column=image_column, image_pattern=image_pattern,
                      text_columns=text_columns, label_columns=label_columns, caption_columns=caption_columns,
-                     delimiter=delimiter, overflow_column=overflow_column)
-    spec = locate_catalog(path, overrides) if schema is None else _spec_from_schema(path, schema, overrides)
-    report = LoadReport(source=str(Path(path).expanduser()), csv_path=str(spec.csv_path), layout=spec.schema.layout)
-    if spec.description is not None:
-        report.notes.append(f"settings read from {spec.description}")
-    df = _read_csv(spec.csv_path, report, spec.schema)
+                     delimiter=delimiter, overflow_column=overflow_column, format=format, text_clean=text_clean)
+    if fetch and image_cache is None:
+        raise ConfigError("fetch=True needs image_cache= (the folder downloaded photos go to, e.g. <store>/images)")
+    if isinstance(path, pd.DataFrame):
+        spec = CatalogSpec(csv_path=Path(), root=Path(root or Path.cwd()).expanduser(),
+                           schema=(schema or CatalogSchema()).replace(**overrides))
+        report = LoadReport(source=f"DataFrame of {len(path)} rows", csv_path="", layout=spec.schema.layout,
+                            format="DataFrame", delimiter=None)
+        df = as_strings(path)
+        report.rows_read = len(df)
+    else:
+        spec = locate_catalog(path, overrides) if schema is None else _spec_from_schema(path, schema, overrides)
+        if root is not None:
+            spec.root = Path(root).expanduser()
+        report = LoadReport(source=str(Path(path).expanduser()), csv_path=str(spec.csv_path),
+                            layout=spec.schema.layout)
+        if spec.description is not None:
+            report.notes.append(f"settings read from {spec.description}")
+        df, info = read_catalog_file(spec.csv_path, spec.schema.format, delimiter=spec.schema.delimiter,
+                                     overflow_column=spec.schema.overflow_column)
+        report._read(info)
     sch = spec.schema.resolve(df.columns)
     df = _clean_ids(df, sch, report)
-    df = _attach_images(df, sch, spec.root, report, verify_images, require_images, max_image_pixels, workers)
+    report.text_cleaned = clean_text_columns(
+        df, [*sch.text_columns, *sch.label_columns, *sch.caption_columns], sch.text_clean)
+    cache = image_cache if isinstance(image_cache, ImageCache) or image_cache is None else ImageCache(image_cache)
+    images = _Images(verify_images, require_images, max_image_pixels, workers, cache, fetch,
+                     dict(fetch_options or {}, progress=progress))
+    df = images.attach(df, sch, spec.root, report)
     report.nan_counts = {c: int(df[c].isna().sum()) for c in dict.fromkeys([*sch.text_columns, *sch.label_columns])}
     report.products = len(df)
+    if sch.text_columns:
+        empty = ~has_text(df, sch.text_columns).to_numpy()
+        report.empty_text = int(empty.sum())
+        report.empty_text_examples = [str(i) for i in df.loc[empty, "id"].head(REPORT_EXAMPLES)]
     if not sch.has_images:
         report.notes.append("no image column or pattern: the catalog has no images (text arm only)")
     if not sch.text_columns:
@@ -390,7 +423,7 @@ def _spec_from_schema(path: str | os.PathLike[str], schema: CatalogSchema, overr
     if not p.exists():
         raise DataNotFound(f"catalog path {p} does not exist")
     schema = schema.replace(**{k: v for k, v in overrides.items() if v is not None})
-    csv_path = p / (schema.csv or "styles.csv") if p.is_dir() else p
+    csv_path = p / (schema.catalog_file or "styles.csv") if p.is_dir() else p
     if not csv_path.is_file():
         raise CatalogError(f"catalog file {csv_path} does not exist")
     return CatalogSpec(csv_path=csv_path, root=csv_path.parent, schema=schema)
@@ -412,40 +445,84 @@ def _clean_ids(df: pd.DataFrame, sch: CatalogSchema, report: LoadReport) -> pd.D
     return df[~dup].copy()
 
 
-def _attach_images(
-    df: pd.DataFrame, sch: CatalogSchema, root: Path, report: LoadReport, verify: VerifyMode,
-    require: bool, max_pixels: int, workers: int | None,
-) -> pd.DataFrame:
-    """Add ``image_path`` (absolute; empty without images) and drop or count missing/unreadable images."""
-    prefix = str(root) + os.sep
-    if sch.image_pattern is not None:
-        df["image_path"] = [prefix + sch.image_pattern.format(id=i) for i in df["id"]]
-    elif sch.image_column is not None:
-        df["image_path"] = [
-            (p if os.path.isabs(p) else prefix + p.strip()) if isinstance(p, str) and p.strip() else ""
-            for p in df[sch.image_column]
-        ]
-    else:
-        df["image_path"] = ""
+def _ids(df: pd.DataFrame, mask: np.ndarray) -> list[str]:
+    return [str(i) for i in df.loc[mask, "id"].head(REPORT_EXAMPLES)]
+
+
+@dataclass
+class _Images:
+    """How image paths are attached: verification, URL cache, fetching."""
+
+    verify: VerifyMode
+    require: bool
+    max_pixels: int
+    workers: int | None
+    cache: ImageCache | None
+    fetch: bool
+    fetch_options: dict[str, Any]
+
+    def attach(self, df: pd.DataFrame, sch: CatalogSchema, root: Path, report: LoadReport) -> pd.DataFrame:
+        """Add ``image_path`` (absolute; empty without images) and drop or count the products without a
+        usable image: no value, a missing file, a URL not fetched, an unreadable file."""
+        prefix = str(root) + os.sep
+        if sch.image_pattern is not None:
+            values = [sch.image_pattern.format(id=i) for i in df["id"]]
+        elif sch.image_column is not None:
+            values = [p.strip() if isinstance(p, str) else "" for p in df[sch.image_column]]
+        else:
+            df["image_path"] = ""
+            return df
+        url = np.array([is_url(v) for v in values], dtype=bool)
+        empty = np.array([not v for v in values], dtype=bool)
+        paths = ["" if e or u else (v if os.path.isabs(v) else prefix + v) for v, e, u in zip(values, empty, url)]
+        report.empty_images = int(empty.sum())
+        report.empty_image_examples = _ids(df, empty)
+        report.image_urls = int(url.sum())
+        unfetched = np.zeros(len(df), dtype=bool)
+        if url.any():
+            unfetched = self._resolve_urls(df, values, url, paths, report)
+        df["image_path"] = paths
+        exists = _existing(paths)
+        missing = ~exists & ~empty & ~url
+        report.missing_images = int(missing.sum())
+        report.missing_image_examples = _ids(df, missing)
+        bad = np.zeros(len(df), dtype=bool)
+        if self.verify == "header" and exists.any():
+            checked = np.flatnonzero(exists)
+            problems = _verify_headers([paths[i] for i in checked], self.max_pixels, self.workers)
+            for i, why in zip(checked, problems):
+                if why is not None:
+                    bad[i] = True
+                    if len(report.unreadable_image_examples) < REPORT_EXAMPLES:
+                        report.unreadable_image_examples[paths[i]] = why
+            report.unreadable_images = int(bad.sum())
+            report.unreadable_image_ids = _ids(df, bad)
+        usable = exists & ~bad & ~unfetched
+        if self.require:
+            return df[usable]
+        df.loc[~usable, "image_path"] = ""
         return df
-    exists = _existing(df["image_path"].tolist())
-    report.missing_images = int((~exists).sum())
-    report.missing_image_examples = [str(i) for i in df.loc[~exists, "id"].head(REPORT_EXAMPLES)]
-    bad = np.zeros(len(df), dtype=bool)
-    if verify == "header" and exists.any():
-        paths = df["image_path"].to_numpy()[exists].tolist()
-        problems = _verify_headers(paths, max_pixels, workers)
-        bad_existing = np.array([p is not None for p in problems], dtype=bool)
-        report.unreadable_images = int(bad_existing.sum())
-        for p, why in zip(np.asarray(paths)[bad_existing], [q for q in problems if q is not None]):
-            if len(report.unreadable_image_examples) < REPORT_EXAMPLES:
-                report.unreadable_image_examples[str(p)] = why
-        bad[np.flatnonzero(exists)[bad_existing]] = True
-    usable = exists & ~bad
-    if require:
-        return df[usable]
-    df.loc[~usable, "image_path"] = ""
-    return df
+
+    def _resolve_urls(self, df: pd.DataFrame, values: list[str], url: np.ndarray, paths: list[str],
+                      report: LoadReport) -> np.ndarray:
+        """Point URL rows at their cached files (fetching the missing ones first when asked); return which
+        rows have none."""
+        ids = df["id"].tolist()
+        wanted = {ids[i]: values[i] for i in np.flatnonzero(url)}
+        if self.fetch and self.cache is not None:
+            report.fetch = fetch_images(wanted, self.cache, **self.fetch_options)
+        found = self.cache.resolve(list(set(wanted.values()))) if self.cache is not None else {}
+        unfetched = np.zeros(len(df), dtype=bool)
+        for i in np.flatnonzero(url):
+            hit = found.get(values[i], NOT_FETCHED)
+            if isinstance(hit, Path):
+                paths[i] = str(hit)
+                continue
+            unfetched[i] = True
+            if len(report.unfetched_url_examples) < REPORT_EXAMPLES:
+                report.unfetched_url_examples[ids[i]] = hit
+        report.unfetched_urls = int(unfetched.sum())
+        return unfetched
 
 
 def _existing(paths: list[str]) -> np.ndarray:

@@ -6,6 +6,7 @@ photo reaches the model as the same 8-bit RGB picture a person sees.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 
@@ -25,28 +26,55 @@ class ImageError(ValueError):
         self.reason = reason
 
 
-def check_image_header(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """Open only the header of ``path``; return (width, height) or raise :class:`ImageError`."""
+#: File extensions of the formats PIL names (for files written by format, e.g. the image cache).
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif",
+              "MPO": "jpg", "ICO": "ico"}
+
+
+def _inspect(source: str | io.BytesIO, name: str, max_pixels: int, decode: bool) -> tuple[int, int, str]:
+    """Open ``source`` (a path or bytes), check its declared size, decode it fully when ``decode``; return
+    (width, height, PIL format) or raise :class:`ImageError` naming ``name``."""
     try:
-        if os.path.getsize(path) == 0:
-            raise ImageError(path, "empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 w, h = im.size
+                fmt = str(im.format or "")
+                if w * h > max_pixels:
+                    raise ImageError(name, f"declared size {w}x{h} = {w * h / 1e6:.0f} MP exceeds the limit of "
+                                           f"{max_pixels / 1e6:.0f} MP")
+                if decode:
+                    im.load()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(path, f"refused as a decompression bomb ({exc})") from None
+        raise ImageError(name, f"refused as a decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        raise ImageError(path, "not an image file PIL can identify") from None
+        raise ImageError(name, "not an image file PIL can identify") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(name, f"{'cannot decode' if decode else 'cannot open'}: {exc}") from None
+    return w, h, fmt
+
+
+def check_image_header(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Open only the header of ``path``; return (width, height) or raise :class:`ImageError`."""
+    try:
+        empty = os.path.getsize(path) == 0
     except OSError as exc:
         raise ImageError(path, f"cannot open: {exc}") from None
-    if w * h > max_pixels:
-        raise ImageError(
-            path, f"declared size {w}x{h} = {w * h / 1e6:.0f} MP exceeds the limit of {max_pixels / 1e6:.0f} MP"
-        )
+    if empty:
+        raise ImageError(path, "empty file (0 bytes)")
+    w, h, _ = _inspect(path, path, max_pixels, decode=False)
     return w, h
+
+
+def check_image_bytes(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """Decode ``data`` fully (a truncated or damaged image fails here, not later); return the file
+    extension of its format (``jpg``, ``png``...) or raise :class:`ImageError` naming ``name``."""
+    if not data:
+        raise ImageError(name, "empty body (0 bytes)")
+    _, _, fmt = _inspect(io.BytesIO(data), name, max_pixels, decode=True)
+    return EXTENSIONS.get(fmt, fmt.lower() or "img")
 
 
 def to_rgb(im: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:

@@ -7,13 +7,15 @@ Product Images" layout is one preset of it (:data:`KAGGLE`); any other catalog i
 keyword arguments, or by a small description file beside its CSV (:func:`read_description`)::
 
     # items.prodrec.toml  (or prodrec.toml in the catalog folder; JSON with the same keys works too)
-    csv = "items.csv"
+    file = "items.csv"                # any format: items.parquet, items.jsonl.gz... (csv = ... also works)
     id_column = "sku"
     image_column = "photo"            # or: image_pattern = "img/{id}.png"
     text_columns = ["title", "colour", "category"]
     label_columns = ["category", "colour"]
     caption_columns = ["title", "colour", "category"]   # the first is the product's name
     delimiter = ";"                   # optional: sniffed from the file otherwise
+    format = "csv"                    # optional: csv tsv parquet jsonl json (default: by extension)
+    text_clean = "auto"               # optional: html | none (default auto: markup is made plain text)
 
 Every module reads these names from the schema instead of spelling ``articleType`` itself.
 """
@@ -21,18 +23,24 @@ Every module reads these names from the schema instead of spelling ``articleType
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import CatalogError, ConfigError, DataNotFound
+from ..core.params import check_choice, suggest
+from .formats import FORMATS, FORMATS_READ, stem
 
 #: File names looked for beside a catalog, in this order (``<csv stem>.prodrec.toml`` comes first).
 DESCRIPTION_FILES = ("prodrec.toml", "prodrec.json")
-DELIMITERS = (",", ";", "\t", "|")
+#: What ``text_clean`` may be: ``auto`` makes values with markup plain text, ``html`` parses every value,
+#: ``none`` keeps text as written.
+TEXT_CLEAN: tuple[str, ...] = ("auto", "html", "none")
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,14 @@ class CatalogSchema:
     overflow_column: str | None = None
     #: Field separator; None: sniffed among , ; tab |.
     delimiter: str | None = None
-    #: The CSV file, relative to the description file (only in description files and presets).
+    #: The catalog file, relative to the description file (only in description files and presets); ``csv``
+    #: is its older name, still read.
+    file: str | None = None
     csv: str | None = None
+    #: The file's format (one of :data:`~prodrec.data.formats.FORMATS`); None: by extension, then content.
+    format: str | None = None
+    #: How markup in text columns is made plain text (one of :data:`TEXT_CLEAN`; None: ``auto``).
+    text_clean: str | None = None
     #: Human name of the layout, recorded in every output's provenance.
     layout: str = "generic"
 
@@ -70,6 +84,17 @@ class CatalogSchema:
             raise ConfigError(f"image_pattern {self.image_pattern!r} must contain {{id}}, e.g. 'img/{{id}}.png'")
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise ConfigError(f"delimiter must be one character, got {self.delimiter!r}")
+        if self.file and self.csv and self.file != self.csv:
+            raise ConfigError(f"file = {self.file!r} and csv = {self.csv!r} name two catalog files; keep file")
+        if self.format is not None:
+            check_choice("the catalog format", self.format, FORMATS)
+        if self.text_clean is not None:
+            check_choice("text_clean", self.text_clean, TEXT_CLEAN)
+
+    @property
+    def catalog_file(self) -> str | None:
+        """The catalog file a description names (``file``, or its older name ``csv``)."""
+        return self.file or self.csv
 
     @property
     def has_images(self) -> bool:
@@ -100,11 +125,14 @@ class CatalogSchema:
         its own); captions to the first text column plus the labels.
         """
         cols = list(columns)
-        named = [self.id_column, self.image_column, *(self.text_columns or ()), *(self.label_columns or ()),
+        if self.id_column not in cols:
+            raise CatalogError(missing_id_message(self.id_column, cols))
+        named = [self.image_column, *(self.text_columns or ()), *(self.label_columns or ()),
                  *(self.caption_columns or ())]
         missing = list(dict.fromkeys(c for c in named if c and c not in cols))
         if missing:
-            raise CatalogError(f"the catalog has no column(s) {missing}; its columns are {cols}")
+            raise CatalogError(f"the catalog has no column(s) {missing}; its columns are {cols}"
+                               f"{suggest(missing[0], cols)}")
         reserved = [c for c in ("image_path",) if c in cols and c != self.image_column]
         if reserved:
             raise CatalogError(f"column name(s) {reserved} are used by prodrec itself; rename them in the CSV")
@@ -121,6 +149,27 @@ class CatalogSchema:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+#: Words that make a column name look like an id (``product_id``, ``SKU``, ``itemId``, ``ean``...).
+_ID_WORDS = {"id", "sku", "ean", "gtin", "upc", "asin", "isbn", "code", "key", "ref"}
+
+
+def _id_like(column: str) -> bool:
+    words = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", column)
+    return any(w.lower() in _ID_WORDS for w in words)
+
+
+def missing_id_message(id_column: str, columns: Sequence[str]) -> str:
+    """One line for a catalog without its id column: the flag that names another, and the closest columns
+    (id-like names first, then those spelled alike)."""
+    cols = [str(c) for c in columns]
+    close = [c for c in cols if _id_like(c)] + difflib.get_close_matches(id_column, cols, n=3, cutoff=0.5)
+    near = list(dict.fromkeys(close))[:3]
+    hint = f" (closest: {', '.join(map(repr, near))}, e.g. --id-column {near[0]})" if near else ""
+    shown = cols if len(cols) <= 12 else [*cols[:12], f"... {len(cols) - 12} more"]
+    return (f"the catalog has no id column {id_column!r}; name the column that holds the product id with "
+            f"--id-column NAME (id_column = \"NAME\" in prodrec.toml){hint}; its columns are {shown}")
 
 
 def schema_keys() -> list[str]:
@@ -181,14 +230,15 @@ def read_description(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def find_description(path: Path) -> Path | None:
-    """The description file for a catalog folder or CSV: ``<stem>.prodrec.toml|json`` beside a CSV, else
+    """The description file for a catalog folder or file: ``<stem>.prodrec.toml|json`` beside the file
+    (``items.prodrec.toml`` for ``items.csv``, ``items.parquet`` or ``items.jsonl.gz``), else
     ``prodrec.toml|json`` in the folder, else (for a folder) its only ``*.prodrec.toml|json``."""
     if not path.exists():
         return None
-    if path.is_file() and path.suffix in (".toml", ".json"):
+    if path.is_file() and is_description(path):
         return path
     folder = path if path.is_dir() else path.parent
-    names = [f"{path.stem}.{n}" for n in DESCRIPTION_FILES] if path.is_file() else []
+    names = [f"{stem(path)}.{n}" for n in DESCRIPTION_FILES] if path.is_file() else []
     for name in [*names, *DESCRIPTION_FILES]:
         if (folder / name).is_file():
             return folder / name
@@ -199,9 +249,24 @@ def find_description(path: Path) -> Path | None:
     return None
 
 
+def is_description(path: Path) -> bool:
+    """Whether ``path`` is a description file rather than a catalog: a ``.toml``, a ``*prodrec.json``, or a
+    small ``.json`` holding one object (a JSON catalog is an array, or one object per line)."""
+    name = path.name.lower()
+    if path.suffix.lower() == ".toml" or name.endswith("prodrec.json"):
+        return True
+    if path.suffix.lower() != ".json" or path.stat().st_size > 1 << 20:
+        return False
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
+
+
 @dataclass
 class CatalogSpec:
-    """A catalog to load: the CSV, the folder image paths are relative to, and its schema."""
+    """A catalog to load: its file (any format; ``csv_path`` is the field's older name), the folder image
+    paths are relative to, and its schema."""
 
     csv_path: Path
     root: Path
@@ -221,23 +286,26 @@ def locate_catalog(path: str | os.PathLike[str], overrides: Mapping[str, Any] | 
     kaggle_root_ = kaggle_root(path)
     if desc is not None:
         settings = read_description(desc)
-        base = KAGGLE if kaggle_root_ is not None and not settings.get("csv") else CatalogSchema()
+        base = (KAGGLE if kaggle_root_ is not None and not (settings.get("csv") or settings.get("file"))
+                else CatalogSchema())
         schema = base.replace(**settings)
         if desc == path or path.is_dir():
-            if not schema.csv:
-                raise CatalogError(f"{desc} does not name the catalog file: add csv = \"items.csv\"")
-            csv_path = (desc.parent / schema.csv).resolve()
+            if not schema.catalog_file:
+                raise CatalogError(f"{desc} does not name the catalog file: add file = \"items.parquet\" "
+                                   "(any format: .csv .tsv .parquet .jsonl .json, also .gz/.zst)")
+            csv_path = (desc.parent / schema.catalog_file).resolve()
         else:
             csv_path = path
         if not csv_path.is_file():
-            raise CatalogError(f"{desc} names csv {schema.csv!r}, but {csv_path} does not exist")
+            raise CatalogError(f"{desc} names the file {schema.catalog_file!r}, but {csv_path} does not exist")
     elif kaggle_root_ is not None and not (overrides.get("image_column") or overrides.get("image_pattern")):
         schema, csv_path = KAGGLE, kaggle_root_ / "styles.csv"
     elif path.is_dir():
         raise CatalogError(
-            f"{path} is a folder without styles.csv or a prodrec.toml description; pass the CSV itself "
-            "(--data items.csv --id-column ... --image-column/--image-pattern ... --text-columns ...) or "
-            "write a prodrec.toml beside it (see the README, 'Your own catalog')"
+            f"{path} is a folder without styles.csv or a prodrec.toml description; pass the catalog file "
+            "itself (--data products.parquet --id-column ... --image-column/--image-pattern ... "
+            f"--text-columns ...; prodrec reads {FORMATS_READ}) or write a prodrec.toml beside it naming it "
+            "(see the README, 'Your own catalog')"
         )
     else:
         schema, csv_path = CatalogSchema(), path

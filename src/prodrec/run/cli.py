@@ -1,12 +1,13 @@
 """``prodrec`` command line: every argparse definition of the kit lives here; the commands are in
 :mod:`prodrec.run.commands`.
 
-Commands: embed, recommend, search, evaluate, load-report, store, demo-catalog, fetch-data, run-notebooks,
-kaggle-stage, notebooks. Flag choices come from the library's vocabulary (:mod:`prodrec.core.vocab`) and the
-arm registry (:mod:`prodrec.embed.registry`: one ``--<arm>-model`` flag per registered arm), values are
-checked by the same functions the library uses (:mod:`prodrec.core.params`). Errors are one line (exit
-code 2), with a suggestion for a misspelled choice, instead of a traceback or a page of usage, unless
-``--debug``; a closed pipe (``prodrec ... | head``) ends quietly.
+Commands: embed, recommend, search, evaluate, load-report, fetch-images, store, demo-catalog, fetch-data,
+run-notebooks, kaggle-stage, notebooks. Flag choices come from the library's vocabulary
+(:mod:`prodrec.core.vocab`) and the arm registry (:mod:`prodrec.embed.registry`: one ``--<arm>-model`` flag
+per registered arm), values are checked by the same functions the library uses (:mod:`prodrec.core.params`).
+Errors are one line (exit code 2), with a suggestion for a misspelled choice, instead of a traceback or a page
+of usage, unless ``--debug``; a closed pipe (``prodrec ... | head``) ends quietly. ``--quiet`` keeps the log
+to errors and sums the warnings up in one line.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from .._version import __version__
 from ..core import params
 from ..core.errors import ConfigError, ProdrecError
 from ..core.vocab import AUTO_APPROX_KIND, AUTO_EXACT_MAX, CALIBRATIONS, ENGINES, INDEX_KINDS, PROTOCOLS
+from ..data import fetch
+from ..data.formats import FORMATS
+from ..data.schema import TEXT_CLEAN
 from ..embed.registry import ARMS, arm_names, modes, text_query_arms
 from . import commands
 
@@ -62,7 +66,23 @@ def _int(text: str) -> int:
         raise ConfigError(f"expected an integer, got {text!r}") from None
 
 
+def _seconds_value(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ConfigError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _count_value(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ConfigError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 _positive_int = _typed(lambda t: params.check_positive_int("the value", _int(t)), "a positive integer")
+_seconds = _typed(_seconds_value, "a positive number of seconds")
+_count = _typed(_count_value, "a whole number >= 0")
 _unit_float = _typed(params.check_alpha, "a number within [0, 1]")
 _weights = _typed(params.parse_weights)
 
@@ -82,6 +102,11 @@ def _catalog_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-columns", help="comma list of label columns (evaluation, filters)")
     g.add_argument("--caption-columns", help="comma list of caption columns; the first names the product")
     g.add_argument("--delimiter", help="field separator (default: sniffed among , ; tab |); 'tab' for a tab")
+    g.add_argument("--format", choices=FORMATS, default=None,
+                   help="catalog file format (default: by extension, .gz/.zst included, then by content)")
+    g.add_argument("--text-clean", choices=TEXT_CLEAN, default=None,
+                   help="markup in text columns: auto (default: values with HTML tags or entities become plain "
+                   "text) | html (parse every value) | none (keep text as written)")
 
 
 def _sample_flags(p: argparse.ArgumentParser) -> None:
@@ -133,7 +158,25 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 def _output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="also write the result (JSON with provenance) under this folder")
     p.add_argument("--json", action="store_true", help="print strict JSON instead of text")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no log lines; the kit's warnings "
+                   "are summed up in one line")
+
+
+def _store_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=None, help="embedding store folder, whose images/ holds fetched photos "
+                   "(default $PRODREC_STORE or ~/.cache/prodrec/store)")
+
+
+def _fetch_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fetching", "how image URLs are downloaded")
+    g.add_argument("--concurrency", type=_positive_int, default=fetch.DEFAULT_CONCURRENCY,
+                   help=f"downloads at once (default {fetch.DEFAULT_CONCURRENCY})")
+    g.add_argument("--timeout", type=_seconds, default=fetch.DEFAULT_TIMEOUT,
+                   help=f"seconds to connect and between bytes (default {fetch.DEFAULT_TIMEOUT:g})")
+    g.add_argument("--retries", type=_count, default=fetch.DEFAULT_RETRIES,
+                   help=f"more tries after a timeout, a lost connection, 5xx or 429 (default {fetch.DEFAULT_RETRIES})")
+    g.add_argument("--max-bytes", type=_positive_int, default=fetch.DEFAULT_MAX_BYTES,
+                   help=f"largest photo accepted, in bytes (default {fetch.DEFAULT_MAX_BYTES:,})")
 
 
 def _fusion_flags(p: argparse.ArgumentParser) -> None:
@@ -161,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="fill the per-product embedding store (computes only what is missing)")
     _add(p, _catalog_flags, _sample_flags, _model_flags, _output_flags)
+    p.add_argument("--fetch-images", action="store_true",
+                   help="first download the catalog's image URLs that the store's images/ lacks (see fetch-images)")
 
     p = sub.add_parser("recommend", help="top-k recommendations for one product")
     _add(p, _catalog_flags, _sample_flags, _model_flags, _output_flags)
@@ -189,7 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=_positive_int, default=1000, help="bootstrap resamples for the CIs")
 
     p = sub.add_parser("load-report", help="load a catalog and print what was wrong with it")
-    _add(p, _catalog_flags, _output_flags)
+    _add(p, _catalog_flags, _output_flags, _store_flag)
+    p.add_argument("--show-text", action="append", default=[], metavar="ID",
+                   help="print the sentence this product gets (what the text arm reads; repeatable)")
+    p.add_argument("--protocol", default="full", choices=PROTOCOLS,
+                   help="withheld: also say how many label values are masked in the text, and show sentences so")
+    p.add_argument("--labels", default=None, help="comma list of label columns to withhold (default: the "
+                   "catalog's label columns)")
+
+    p = sub.add_parser("fetch-images", help="download the catalog's image URLs into the store's images/ cache "
+                       "(only what is missing or failed before); every failure named by id")
+    _add(p, _catalog_flags, _output_flags, _store_flag, _fetch_flags)
 
     p = sub.add_parser("store", help="list what the embedding store holds")
     p.add_argument("--store", default=None, help="store folder (default $PRODREC_STORE or ~/.cache/prodrec/store)")
@@ -241,12 +296,59 @@ def quiet_libraries() -> None:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
+class _Silenced(logging.Handler):
+    """Under ``--quiet``: the kit's warnings (and Python warnings) are kept here instead of printed, for one
+    summary line at the end."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.ERROR:
+            text = record.getMessage().strip()
+            self.messages.append(text.splitlines()[0] if text else record.name)
+
+    def summary(self, command: str) -> str | None:
+        """One line: how many warnings were not shown, and the first of them."""
+        if not self.messages:
+            return None
+        first = self.messages[0] if len(self.messages[0]) <= 200 else self.messages[0][:197] + "..."
+        return (f"prodrec {command}: {len(self.messages)} warning(s) not shown (--quiet; run without it to see "
+                f"them); the first: {first}")
+
+
+def _logging(args: argparse.Namespace) -> _Silenced | None:
+    """Log lines to stderr (unless the caller configured logging); with ``--quiet`` only errors are printed
+    and warnings are counted by the returned handler."""
+    quiet = bool(getattr(args, "quiet", False)) and not args.verbose
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig: a program that set up logging keeps its own
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.ERROR if quiet else logging.NOTSET)
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG if args.debug else logging.INFO)
+    if not args.verbose:
+        for noisy in ("sentence_transformers", "httpx", "httpcore", "urllib3", "huggingface_hub", "tensorflow",
+                      "absl", "filelock", "transformers", "faiss", "faiss.loader"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not quiet:
+        return None
+    quiet_libraries()
+    silenced = _Silenced()
+    root.addHandler(silenced)
+    logging.captureWarnings(True)  # Python warnings become log records: counted, not printed
+    return silenced
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "embed": commands.cmd_embed,
     "recommend": commands.cmd_recommend,
     "search": commands.cmd_search,
     "evaluate": commands.cmd_evaluate,
     "load-report": commands.cmd_report,
+    "fetch-images": commands.cmd_fetch_images,
     "store": commands.cmd_store,
     "demo-catalog": commands.cmd_demo,
     "fetch-data": commands.cmd_fetch,
@@ -259,14 +361,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on a malformed flag
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if getattr(args, "quiet", False) and not args.verbose:
-        quiet_libraries()
-    if not args.verbose:
-        for noisy in ("sentence_transformers", "httpx", "urllib3", "huggingface_hub", "tensorflow", "absl",
-                      "filelock", "transformers", "faiss", "faiss.loader"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    silenced = _logging(args)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -282,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and not isinstance(exc, ProdrecError) and exc.args else exc
         print(f"prodrec {args.command}: error: {type(exc).__name__}: {msg}", file=sys.stderr)
         return 2
+    finally:
+        if silenced is not None:
+            logging.getLogger().removeHandler(silenced)
+            logging.captureWarnings(False)
+            line = silenced.summary(args.command)
+            if line:
+                print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,12 +21,14 @@ from ..core.provenance import provenance, save_json
 from ..core.vocab import NONE_WORDS
 from ..data.catalog import load_catalog
 from ..data.demo import write_demo_catalog
+from ..data.fetch import CACHE_DIR
 from ..data.locate import fetch_data, find_data_dir
-from ..embed.embedding import open_store
+from ..data.text import LabelMask
+from ..embed.embedding import default_store_dir, open_store
 from ..embed.registry import ARMS
 from ..evaluation.report import metric_table, precision_table
 from ..evaluation.runs import evaluate
-from .experiment import ArmRequest, Experiment, build_experiment, request_arms
+from .experiment import ArmRequest, Experiment, build_experiment, request_arms, withheld_columns
 from .notebooks import copy_notebooks, find_notebooks, kaggle_stage, resources_root, run_notebooks
 
 log = logging.getLogger("prodrec")
@@ -39,8 +41,18 @@ def catalog_options(args: argparse.Namespace) -> dict[str, Any]:
         "id_column": args.id_column, "image_column": args.image_column, "image_pattern": args.image_pattern,
         "text_columns": args.text_columns, "label_columns": args.label_columns,
         "caption_columns": args.caption_columns, "delimiter": "\t" if delim in ("tab", "\\t") else delim,
+        "format": getattr(args, "format", None), "text_clean": getattr(args, "text_clean", None),
     }
     return {k: v for k, v in out.items() if v is not None}
+
+
+def _image_cache(args: argparse.Namespace) -> Path:
+    """Where fetched photos are: ``images/`` in the store (``--store`` or the default store)."""
+    return (Path(args.store).expanduser() if getattr(args, "store", None) else default_store_dir()) / CACHE_DIR
+
+
+def _labels(args: argparse.Namespace) -> list[str] | None:
+    return [c.strip() for c in args.labels.split(",") if c.strip()] if getattr(args, "labels", None) else None
 
 
 def _model(value: str | None) -> str | None:
@@ -62,10 +74,9 @@ def arm_request(args: argparse.Namespace, **overrides: str | None) -> ArmRequest
 def _experiment(args: argparse.Namespace, request: ArmRequest, include_ids: tuple[str, ...] = (),
                 k: int | None = None, modes: Sequence[str] | None = None, require_ids: bool = False) -> Experiment:
     learned = request.learned
-    labels = [c.strip() for c in args.labels.split(",") if c.strip()] if getattr(args, "labels", None) else None
     return build_experiment(
         args.data, args.n, args.seed,
-        models=request.models, protocol=args.protocol, withheld=labels,
+        models=request.models, protocol=args.protocol, withheld=_labels(args),
         learned={"epochs": args.learn_epochs, "seed": args.learn_seed, "max_train": args.max_train} if learned
         else False,
         calibration=getattr(args, "calibration", "auto"), index=args.index,
@@ -75,6 +86,7 @@ def _experiment(args: argparse.Namespace, request: ArmRequest, include_ids: tupl
         alpha=getattr(args, "alpha", 0.5), weights=getattr(args, "weights", None),
         catalog_options=catalog_options(args), k=k, modes=modes, require_ids=require_ids, progress=not args.quiet,
         engine=args.engine, engine_options=_engine_options(args),
+        fetch_images=bool(getattr(args, "fetch_images", False)),
     )
 
 
@@ -120,6 +132,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
             lines.append(f"  {arm}: {m['model_id']} ({m['dim']}-d; {m.get('loaded', 0)} from the store, "
                          f"{m.get('computed', 0)} computed; weights {m.get('weight_source')}; {m['failures']} failed)")
     lines.extend(f"  {arm}: left out ({why})" for arm, why in exp.skipped.items())
+    fetched = exp.catalog.report.fetch
+    if fetched is not None:
+        lines.append(f"  {fetched.summary()}")
+        payload["fetch"] = fetched.to_dict()
     prov = exp.provenance()
     _save(args, "embeddings.json", payload, prov)
     _emit(args, "\n".join(lines), {"provenance": prov, **payload})
@@ -202,11 +218,52 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     _check_out(args)
-    cat = load_catalog(find_data_dir(args.data), **catalog_options(args))
+    data = find_data_dir(args.data)
+    cat = load_catalog(data, **catalog_options(args), image_cache=_image_cache(args), progress=not args.quiet)
     payload = {**cat.report.to_dict(), "schema": cat.schema.to_dict()}
+    lines = [str(cat.report)]
+    fields, mask = list(cat.text_columns), None
+    if args.protocol == "withheld":
+        withheld = withheld_columns(cat, args.protocol, _labels(args))
+        fields = [c for c in fields if c not in withheld]
+        mask = LabelMask.of(cat.df, withheld)
+        _, counts = cat.masked(mask, fields)
+        payload["withheld"] = {"columns": withheld, "text_fields": fields, "masked_label_values": counts}
+        lines.append(f"  withheld protocol: {', '.join(withheld)} left out of the text; "
+                     f"{sum(counts.values())} label value(s) masked in {', '.join(fields) or 'no field'} ("
+                     + ", ".join(f"{c} {n}" for c, n in counts.items()) + ")")
+    if args.show_text:
+        _, unusable = cat.split_known(args.show_text)
+        every = cat if not unusable else load_catalog(  # products left out for want of a usable image too
+            data, **catalog_options(args), image_cache=_image_cache(args), require_images=False,
+            verify_images="none", progress=False)
+        sentences = {pid: every.sentence(pid, fields, mask) for pid in args.show_text}
+        payload["text"] = sentences
+        lines += [f"text of {pid}: {s!r}" + (" (not a usable product: no usable image)" if pid in unusable else "")
+                  for pid, s in sentences.items()]
     if args.out:
         _save(args, "load-report.json", payload, provenance(cat))
-    _emit(args, str(cat.report), payload)
+    _emit(args, "\n".join(lines), payload)
+    return 0
+
+
+def cmd_fetch_images(args: argparse.Namespace) -> int:
+    _check_out(args)
+    cache = _image_cache(args)
+    options = {"concurrency": args.concurrency, "timeout": args.timeout, "retries": args.retries,
+               "max_bytes": args.max_bytes}
+    cat = load_catalog(find_data_dir(args.data), **catalog_options(args), image_cache=cache, fetch=True,
+                       fetch_options=options, require_images=False, progress=not args.quiet)
+    report = cat.report.fetch
+    if report is None:
+        text = f"the catalog has no image URLs: nothing to fetch ({cat.report.source})"
+        payload: dict[str, Any] = {"fetch": None, "cache": str(cache)}
+    else:
+        text = "\n".join(report.lines(limit=50))
+        payload = {"fetch": report.to_dict(), "cache": str(cache)}
+    if args.out:
+        _save(args, "fetch-images.json", payload, provenance(cat))
+    _emit(args, text, payload)
     return 0
 
 

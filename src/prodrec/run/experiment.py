@@ -20,7 +20,9 @@ from ..core.errors import ConfigError, ModelUnavailable, UnknownIdError
 from ..core.provenance import provenance
 from ..core.vocab import LEARNED
 from ..data.catalog import Catalog, load_catalog
+from ..data.fetch import CACHE_DIR
 from ..data.locate import find_data_dir
+from ..data.text import LabelMask
 from ..embed.arms import ArmSpec
 from ..embed.embedding import ArmRunner, embed_arm, learned_embeddings, model_summary, open_store
 from ..embed.encoders.base import Encoder
@@ -126,6 +128,7 @@ def build_experiment(
     calibration: str = "auto",
     index: str = "exact",
     index_params: Mapping[str, Any] | None = None,
+    fetch_images: bool = False,
 ) -> Experiment:
     """Load (or take) a catalog, sample ``n_products`` with ``seed``, embed each arm, build a recommender.
 
@@ -148,7 +151,12 @@ def build_experiment(
     ``epochs``, ``seed``, ``label_weights``, ``max_train``...) adds the ``learned`` arm, trained on the
     products of the catalog *outside* the sample (so it is never evaluated on a product it was trained on)
     and kept in the store. ``protocol="withheld"`` removes ``withheld`` columns (default: the catalog's label
-    columns) from every product sentence, for the text arm and the learned arm's inputs alike.
+    columns) from every product sentence, for the text arm and the learned arm's inputs alike, and masks
+    their values inside the other text fields (whole words, case-insensitive: a description "Colour: Blue"
+    loses "Blue" when the colour is withheld; see :class:`~prodrec.data.text.LabelMask`); how many were
+    masked in the sample is ``settings["masked_label_values"]``.
+    Image URLs are looked up in ``<store>/images``; ``fetch_images=True`` downloads the missing ones first
+    (:func:`~prodrec.data.fetch.fetch_images`; the catalog's ``report.fetch`` says what happened).
     ``calibration`` is the fusion's score scale (see :class:`~prodrec.rank.recommender.Recommender`).
     ``index`` (``exact``, ``ivf``, ``hnsw``, ``auto``) is how many-query searches find neighbours (see
     :mod:`prodrec.rank.index`); approximate indexes are kept in ``<store>/indexes`` and reused while the
@@ -182,29 +190,48 @@ def build_experiment(
 
     store = open_store(store_dir)
     if catalog is None:
-        catalog = load_catalog(find_data_dir(data_dir), **dict(catalog_options or {}))
+        options = {"image_cache": store.root / CACHE_DIR, "fetch": fetch_images, "progress": progress,
+                   **dict(catalog_options or {})}
+        catalog = load_catalog(find_data_dir(data_dir), **options)
+    elif fetch_images:
+        raise ConfigError("fetch_images applies to a catalog the experiment loads; for a catalog given as it "
+                          "is, load it with load_catalog(..., image_cache=..., fetch=True)")
     full = catalog
     catalog = catalog.sample(n_products, seed=seed, stratify=stratify)
     if include_ids:
         _, unknown_ids = full.split_known(include_ids)
         if unknown_ids and require_ids:  # refused before anything is embedded
             raise UnknownIdError(unknown_ids, f"the catalog of {len(full)} products", known=full.ids)
-        if unknown_ids:
+        if unknown_ids and len(unknown_ids) == len(include_ids):  # another catalog than the ids were written for
+            log.info("none of the %d query id(s) is in this catalog (%s); pick queries from it with "
+                     "Catalog.pick_queries", len(unknown_ids), ", ".join(unknown_ids[:5]))
+        elif unknown_ids:
             log.warning("query id(s) not in the catalog, left out: %s", unknown_ids)
         catalog = catalog.with_ids(include_ids, full)
     if k is not None:
         params.check_k(k, len(catalog))
 
-    withheld_cols = _withheld_columns(catalog, protocol, withheld)
+    withheld_cols = withheld_columns(catalog, protocol, withheld)
     text_fields = fields
-    if protocol == "withheld" and text_fields is None:
-        text_fields = [c for c in catalog.text_columns if c not in withheld_cols]
+    mask: LabelMask | None = None
+    masked: dict[str, int] = {}
+    if protocol == "withheld":
+        if text_fields is None:
+            text_fields = [c for c in catalog.text_columns if c not in withheld_cols]
+        mask = LabelMask.of(full.df, withheld_cols)  # the values the whole catalog has
+        _, masked = catalog.masked(mask, text_fields)
+
+    def text_of(cat: Catalog, spec: ArmSpec) -> Catalog:
+        """What a text arm reads under the withheld protocol: the label values masked in its fields."""
+        if mask is None or spec.input_kind != "text":
+            return cat
+        return cat.masked(mask, text_fields)[0]
 
     def runner(name: str) -> ArmRunner:
         batch, chunk = ARMS[name].batch_sizes(batch_size, chunk_size)
-        return lambda s, m, cat: embed_arm(cat, s, m, store=store, batch_size=batch, chunk_size=chunk,
-                                           progress=progress, engine=engine, engine_options=engine_options,
-                                           **arm_options.get(name, {}))
+        return lambda s, m, cat: embed_arm(text_of(cat, s), s, m, store=store, batch_size=batch,
+                                           chunk_size=chunk, progress=progress, engine=engine,
+                                           engine_options=engine_options, **arm_options.get(name, {}))
 
     specs: dict[str, ArmSpec] = {}
     skipped: dict[str, str] = {}
@@ -256,6 +283,7 @@ def build_experiment(
         "weights": dict(weights) if weights else None, "fusion_weights": rec.weights,
         "calibration": rec.calibration, "batch_size": batch_size, "store": str(store.root), "arms": plan,
         "engine": engine, "protocol": protocol, "withheld_fields": withheld_cols if protocol == "withheld" else [],
+        "masked_label_values": masked,
         "text_fields": list(text_fields) if text_fields is not None else list(catalog.text_columns),
         "learned": learn, "index": rec.index_requested,
     }
@@ -318,7 +346,9 @@ def request_arms(
     return ArmRequest(wanted, bool(learned))
 
 
-def _withheld_columns(catalog: Catalog, protocol: str, withheld: Sequence[str] | None) -> list[str]:
+def withheld_columns(catalog: Catalog, protocol: str, withheld: Sequence[str] | None) -> list[str]:
+    """The label columns the ``withheld`` protocol takes out of the text (``withheld``, default the
+    catalog's label columns); none under ``full``."""
     if protocol != "withheld":
         return []
     cols = list(withheld) if withheld is not None else list(catalog.label_columns)

@@ -8,9 +8,11 @@ provenance (in the PNG's text chunk and in a JSON file beside it).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import textwrap
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,100 @@ from ..embed import registry
 from ..evaluation.report import pareto_front
 from ..rank.recommender import Recommender
 from ..rank.search import Searcher
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------ non-Latin names
+class _Glyphs:
+    """Which characters figures were checked for, and whether the one warning about missing ones was given."""
+
+    checked: set[str] = set()
+    warned = False
+
+
+@functools.lru_cache(maxsize=None)
+def _charmap(path: str) -> frozenset[int]:
+    """The code points a font file has glyphs for (empty when it cannot be read)."""
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        return frozenset(FT2Font(path).get_charmap())
+    except (OSError, RuntimeError, ValueError):
+        return frozenset()
+
+
+def _drawing_fonts() -> list[str]:
+    """The font files matplotlib draws text with: one per entry of ``rcParams["font.family"]`` (its fallback
+    chain; a generic name such as ``sans-serif`` stands for its first installed font)."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    paths = []
+    for family in matplotlib.rcParams["font.family"]:
+        try:
+            paths.append(font_manager.findfont(font_manager.FontProperties(family=[family]),  # a list: not a
+                                               fallback_to_default=False))  # fontconfig pattern
+        except ValueError:  # not installed
+            continue
+    return list(dict.fromkeys(paths))
+
+
+def _font_covering(missing: set[int]) -> tuple[str, frozenset[int]] | None:
+    """(family name, code points) of the installed font that draws most of ``missing``; fonts installed after
+    matplotlib built its font list are added to it first."""
+    from matplotlib import font_manager
+
+    manager = font_manager.fontManager
+    known = {f.fname for f in manager.ttflist}
+    for path in font_manager.findSystemFonts():
+        if path not in known and path.lower().endswith((".ttf", ".otf", ".ttc")):
+            try:
+                manager.addfont(path)
+            except (OSError, RuntimeError, ValueError):
+                continue
+    best: tuple[int, str, frozenset[int]] | None = None
+    for entry in manager.ttflist:
+        if "last resort" in entry.name.lower():  # matplotlib's font of placeholder boxes, one per Unicode block
+            continue
+        covered = _charmap(entry.fname) & missing
+        if covered and (best is None or len(covered) > best[0]):
+            best = (len(covered), entry.name, _charmap(entry.fname))
+    return None if best is None else (best[1], best[2])
+
+
+def ensure_glyphs(texts: Iterable[Any]) -> None:
+    """Let figures draw every character of ``texts`` (product names in Chinese, say).
+
+    When matplotlib's fonts lack some, an installed font that has them is added to its fallback chain
+    (``rcParams["font.family"]``); when no installed font has them, one warning says so and how to
+    install one, and matplotlib's warning per missing glyph is silenced. Characters are checked once per
+    process.
+    """
+    import matplotlib
+
+    chars = {c for t in texts for c in str(t) if not c.isspace() and c not in _Glyphs.checked}
+    if not chars:
+        return
+    _Glyphs.checked |= chars
+    have: set[int] = set().union(*(_charmap(p) for p in _drawing_fonts()))
+    missing = {ord(c) for c in chars} - have
+    if not missing:
+        return
+    found = _font_covering(missing)
+    if found is not None:
+        name, points = found
+        matplotlib.rcParams["font.family"] = [*matplotlib.rcParams["font.family"], name]
+        log.info("figures: drawing characters the default font lacks with %s", name)
+        missing -= points
+    if missing and not _Glyphs.warned:
+        _Glyphs.warned = True
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+        shown = ", ".join(repr(chr(c)) for c in sorted(missing)[:5])
+        log.warning("figures: no installed font draws %d character(s) of the product names (e.g. %s); they "
+                    "show as boxes. Install a font that has them (Debian/Ubuntu: apt-get install fonts-noto-cjk; "
+                    "conda: conda install -c conda-forge noto-cjk) and matplotlib uses it", len(missing), shown)
+
 
 def show() -> None:
     """Show the current figures (inline in a notebook; nothing on a headless run)."""
@@ -71,6 +167,7 @@ def caption(row: pd.Series, score: float | None = None, width: int = 22,
             columns: Sequence[str] = KAGGLE.caption_columns or ()) -> str:
     """Name (wrapped), the other caption columns, and the score, for one tile."""
     name, meta = caption_parts(row, columns)
+    ensure_glyphs([name, meta])
     lines = textwrap.wrap(name, width)[:2]
     lines.append(meta)
     if score is not None:
@@ -145,6 +242,7 @@ def plot_search_grid(searcher: Searcher, descriptions: Sequence[str], k: int = 5
     mode = mode or searcher.default_mode()
     cols = searcher.catalog.schema.caption_columns or ()
     lab = searcher.labels
+    ensure_glyphs(descriptions)
     fig, axes = plt.subplots(len(descriptions), k + 1, figsize=(1.9 * (k + 1), 2.6 * len(descriptions)),
                              squeeze=False)
     for r, text in enumerate(descriptions):
@@ -166,6 +264,7 @@ def plot_distribution(df: pd.DataFrame, column: str, top: int = 20, ax: Any = No
 
     plt = pyplot()
     counts = df[column].astype("object").where(df[column].notna(), "<missing>").value_counts().head(top)
+    ensure_glyphs([column, *counts.index])
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 0.28 * len(counts) + 1.2))
     sns.barplot(x=counts.to_numpy(), y=[str(v) for v in counts.index], ax=ax, color="#4c72b0")
