@@ -56,8 +56,10 @@ def test_colour_and_learned_arms_under_both_protocols(big_demo: Path, shared_sto
     assert not set(held.text.meta["fields"]) & set(labels) and set(labels) <= set(full.text.meta["fields"])
     sentences = product_sentences(held.catalog.df, held.text.meta["fields"])
     row = held.catalog.df.iloc[0]
-    # the label fields are gone (a product *name* may still spell its type or colour: the names are kept)
+    # the label fields are gone from the sentence; the text arm reads the other fields with the label values
+    # masked too (exp.catalog keeps the names as written, for captions), and the learned head's key sees that
     assert str(row["subCategory"]) not in sentences[0] and str(row["productDisplayName"]) in sentences[0]
+    assert held.text.meta["masked_labels"] == labels and "masked_labels" not in full.text.meta
     for exp in (full, held):
         head = LearnedHead.load(exp.embeddings["learned"].meta["head_path"])
         assert not set(head.train_ids) & set(exp.recommender.ids)  # never trained on an evaluated product

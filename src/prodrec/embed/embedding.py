@@ -213,9 +213,12 @@ def learned_embeddings(
     labels = full.labels.reindex(ids)[label_cols]
     models = {name: str(e.meta.get("model_id")) for name, e in aligned.items()}
     fields = {name: e.meta.get("fields") for name, e in aligned.items() if e.meta.get("fields")}
-    key = fingerprint([_io.dumps({"models": models, "fields": fields, "labels": label_cols,
-                                  "label_weights": dict(label_weights or {}), "options": train_options}),
-                       *ids])
+    masked = {name: e.meta["masked_labels"] for name, e in aligned.items() if e.meta.get("masked_labels")}
+    settings = {"models": models, "fields": fields, "labels": label_cols,
+                "label_weights": dict(label_weights or {}), "options": train_options}
+    if masked:  # inputs read with label values masked (withheld protocol): another head
+        settings["masked"] = masked
+    key = fingerprint([_io.dumps(settings), *ids])
     folder = store.root / LEARNED / key
     head: LearnedHead | None = None
     cache = "hit"

@@ -229,9 +229,16 @@ def build_experiment(
 
     def runner(name: str) -> ArmRunner:
         batch, chunk = ARMS[name].batch_sizes(batch_size, chunk_size)
-        return lambda s, m, cat: embed_arm(text_of(cat, s), s, m, store=store, batch_size=batch,
-                                           chunk_size=chunk, progress=progress, engine=engine,
-                                           engine_options=engine_options, **arm_options.get(name, {}))
+
+        def run(spec: ArmSpec, model: str, cat: Catalog) -> Embeddings:
+            emb = embed_arm(text_of(cat, spec), spec, model, store=store, batch_size=batch, chunk_size=chunk,
+                            progress=progress, engine=engine, engine_options=engine_options,
+                            **arm_options.get(name, {}))
+            if mask is not None and spec.input_kind == "text":  # the learned head's key must see the mask
+                emb.meta["masked_labels"] = list(withheld_cols)
+            return emb
+
+        return run
 
     specs: dict[str, ArmSpec] = {}
     skipped: dict[str, str] = {}
