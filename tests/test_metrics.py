@@ -304,3 +304,15 @@ def test_evaluate_can_return_the_per_query_values() -> None:
     assert all(len(v) == len(rec) for v in sc.per_query.values())
     assert sc.table(n_boot=20).equals(res)
     assert res.equals(evaluate(rec, labels, k=4, metrics=["precision", "ndcg"], n_boot=20, progress=False))
+
+
+def test_ranx_scores_in_small_blocks_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prodrec.evaluation import relevance
+
+    rng = np.random.default_rng(6)
+    codes = np.column_stack([rng.integers(-1, 4, 70), rng.integers(0, 3, 70)])
+    pos = np.array([rng.choice(np.delete(np.arange(70), i), 3, replace=False) for i in range(70)])
+    monkeypatch.setattr(relevance, "BLOCK_PAIRS", 25)  # a block of a few queries per ranx call
+    got, ref = ranx_scores(pos, codes), reference(pos, codes)
+    for m in RANKING:
+        np.testing.assert_allclose(got[m], ref[m], rtol=1e-12, equal_nan=True)
