@@ -1,12 +1,24 @@
-"""Evaluation: precision@k against hand-computed values, random baseline, CIs, coverage, diversity."""
+"""Evaluation: precision@k against hand-computed values, random baseline, CIs, coverage, diversity; a new
+metric is one registry entry, through the API and ``prodrec evaluate``."""
 
 from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from prodrec.core.errors import CatalogError, ConfigError
+from prodrec.embed.arms import TrainingFreeImageArm
+from prodrec.embed.encoders.colour import ColourEncoder
+from prodrec.embed.registry import ARMS, ArmEntry, register_arm
+from prodrec.evaluation.metrics import METRICS, MetricSpec, register_metric
+from prodrec.run.cli import main
+from prodrec.run.experiment import build_experiment
 from prodrec.evaluation.runs import (
     bootstrap_ci,
     coverage,
@@ -81,3 +93,82 @@ def test_evaluate_tidy_table_and_fusion_on_planted_structure() -> None:
             evaluate(rec, labels, progress=False, **bad)
     text = describe_arm(res, "image")
     assert f"{p.loc['articleType', 'image']:.0%}" in text and "style far more reliably" in text
+
+
+# ------------------------------------------------------------------------------------------- one entry
+def _hit_any(positions: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """1 when any of the k neighbours shares the query's label, else 0; NaN for a query without a label."""
+    q = codes[:, None]
+    out = ((codes[positions] == q) & (q >= 0)).any(axis=1).astype(float)
+    out[codes < 0] = np.nan
+    return out
+
+
+@pytest.fixture
+def hit_any() -> Iterator[MetricSpec]:
+    """The toy metric, registered for one test: one entry, nothing else edited."""
+    yield register_metric(MetricSpec("hit_any", _hit_any, description="any neighbour shares the label"))
+    METRICS.pop("hit_any")
+
+
+def test_a_new_metric_is_one_entry(hit_any: MetricSpec, demo_dir: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "store")
+    args = ["evaluate", "--data", str(demo_dir), "--n", "30", "--arms", "colour", "--no-learned", "--store", store,
+            "--quiet", "--n-boot", "50", "-k", "3"]
+    assert main([*args, "--json", "--metrics", "hit_any,precision"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = pd.DataFrame(out["results"])
+    assert out["provenance"]["metrics"] == ["hit_any", "precision"]
+    hit = rows[rows.metric == "hit_any"].set_index("label")
+    prec = rows[(rows.metric == "precision") & (rows["mode"] == "colour")].set_index("label")
+    assert set(hit["mode"]) == {"colour"} and list(hit.index) == list(prec.index)  # no baseline: no random row
+    assert ((hit.value >= prec.value) & (hit.value <= 1)).all()  # any hit in k >= the share of hits
+
+    exp = build_experiment(demo_dir, 30, 0, models={"image": None, "text": None, "colour": "auto"},
+                           store_dir=tmp_path / "store", progress=False)
+    api = evaluate(exp.recommender, exp.catalog, k=3, metrics=["hit_any"], n_boot=50, progress=False)
+    pos, _ = exp.recommender.topk_positions(3, "colour")
+    labels = exp.catalog.labels.reindex(exp.recommender.ids)
+    for label, row in hit.iterrows():
+        mine = api[(api.metric == "hit_any") & (api.label == label)].iloc[0]
+        assert mine.value == pytest.approx(row.value) and (mine.ci_low, mine.ci_high) == pytest.approx(
+            (row.ci_low, row.ci_high))
+        values = labels[label].to_numpy()
+        by_hand = [(values[p] == values[i]).any() for i, p in enumerate(pos) if pd.notna(values[i])]
+        assert row.value == pytest.approx(np.mean(by_hand))
+
+    assert main([*args, "--metrics", "hit_any"]) == 0  # text output: no precision table, the metric's row
+    text = capsys.readouterr().out
+    assert "hit_any" in text and "precision@3" not in text
+    with pytest.raises(SystemExit):
+        main([*args, "--metrics", "hit_an"])
+    assert "did you mean 'hit_any'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def coarse_arm() -> Iterator[ArmEntry]:
+    """A second training-free arm for one test: a coarse colour histogram (3 hues, 2 greys)."""
+    coarse = functools.partial(ColourEncoder, hue_bins=3, sat_bins=1, val_bins=1, grey_bins=2)
+    yield register_arm(ArmEntry("coarse", spec=lambda: TrainingFreeImageArm("coarse", coarse), title="coarse"))
+    ARMS.pop("coarse")
+
+
+def test_cli_ranking_metrics_and_significance(coarse_arm: ArmEntry, demo_dir: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ranx")
+    args = ["evaluate", "--data", str(demo_dir), "--n", "40", "--arms", "colour,coarse", "--no-learned", "--store",
+            str(tmp_path / "store"), "--quiet", "--n-boot", "50", "--metrics", "ndcg,map,mrr,recall,precision",
+            "--significance", "--labels", "articleType,baseColour", "--out", str(tmp_path / "out")]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)  # strict JSON: NaN would not parse as a number here
+    res, sig = pd.DataFrame(out["results"]), pd.DataFrame(out["significance"])
+    assert {"ndcg", "map", "mrr", "recall", "precision"} <= set(res.metric)
+    assert set(res[res.metric == "ndcg"]["mode"]) == {"random", "colour", "coarse", "fused", "rrf"}
+    assert set(res[res.metric == "ndcg"].label) == {"articleType+baseColour"}
+    assert len(sig) == 6 * (4 + 2)  # 6 mode pairs x (4 ranking metrics + precision on 2 labels)
+    assert set(sig.correction) == {"holm"} and set(sig.test) == {"student"} and (sig.p_value >= sig.p_raw).all()
+    assert (tmp_path / "out" / "significance.json").is_file() and (tmp_path / "out" / "metrics.json").is_file()
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "coarse (b)" in text and "Holm".lower() in text and "ndcg" in text

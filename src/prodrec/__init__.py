@@ -40,6 +40,7 @@ from .embed.embedding import embed_arm, image_embeddings, text_embeddings
 from .embed.registry import ARMS, ArmEntry, Mode, arm_names, modes, register_arm
 from .embed.store import EmbeddingStore
 from .embed.vectors import Embeddings
+from .evaluation.metrics import METRICS, MetricSpec, register_metric
 from .evaluation.report import describe_findings, precision_table
 from .evaluation.runs import alpha_sweep, evaluate
 from .rank.recommender import CosineIndex, Recommender
@@ -52,6 +53,7 @@ __all__ = [
     "ARMS",
     "DEFAULT_FIELDS",
     "KAGGLE",
+    "METRICS",
     "MODELS",
     "MODES",
     "ArmEntry",
@@ -66,6 +68,7 @@ __all__ = [
     "Embeddings",
     "Experiment",
     "LoadReport",
+    "MetricSpec",
     "MissingDependency",
     "Mode",
     "ModelSpec",
@@ -88,5 +91,6 @@ __all__ = [
     "precision_table",
     "product_sentences",
     "register_arm",
+    "register_metric",
     "text_embeddings",
 ]

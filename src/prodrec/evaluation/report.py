@@ -14,28 +14,80 @@ from ..core.vocab import LEARNED
 from ..data.schema import COLOUR_LABEL, STYLE_LABEL
 
 
-def precision_table(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """precision@k as a label x mode table (values rounded), for display: labels in the order evaluated,
-    modes as random, the fixed arms, fused and rrf, then the learned arm."""
-    p = results[results.metric == "precision"]
-    table = p.pivot(index="label", columns="mode", values="value").round(digits)
-    modes = list(dict.fromkeys(p["mode"]))
+#: Columns of a tidy evaluation table that hold values, not what a value is of.
+VALUE_COLUMNS = ("mode", "value", "ci_low", "ci_high", "n_queries")
+_SUPERSCRIPT = dict(zip("abcdefghijklmnopqrstuvwxyz", "ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖ𐞥ʳˢᵗᵘᵛʷˣʸᶻ"))
+
+
+def mode_order(modes: Sequence[str]) -> list[str]:
+    """Modes in display order: random, the fixed arms (as given), fused and rrf, then the learned arm."""
+    modes = list(dict.fromkeys(modes))
     late = ("fused", "rrf", LEARNED)
-    order = ["random"] + [m for m in modes if m not in ("random", *late)] + [m for m in late if m in modes]
-    return table.reindex(index=list(dict.fromkeys(p["label"])), columns=[m for m in order if m in table.columns])
+    return ([m for m in modes if m == "random"] + [m for m in modes if m not in ("random", *late)]
+            + [m for m in late if m in modes])
 
 
-def metric_table(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """Any metrics of tidy evaluation records as a table: one row per (metric, label) and whatever else
-    varies between records (protocol, k), one column per mode. Never assumes one row per mode: a metric
-    reported per label, or under two protocols, gets a row for each."""
+def metric_table(results: pd.DataFrame, digits: int = 3, exclude: Sequence[str] = ()) -> pd.DataFrame:
+    """Any metrics of tidy evaluation records as a table, one column per mode (in :func:`mode_order`), one
+    row per metric and whatever else tells records apart: the label (unless no record has one), and the
+    protocol, k or any other descriptive column (a training ``run``...) where they vary. Never assumes one
+    row per mode: a metric per label, under two protocols or at two k gets a row for each; records that
+    differ in nothing but their value are averaged. Metrics named in ``exclude`` are left out."""
+    results = results[~results["metric"].isin(list(exclude))]
     if results.empty:
         return pd.DataFrame()
-    keys = [c for c in ("protocol", "metric", "label", "k") if c in results.columns
-            and (c in ("metric", "label") or results[c].nunique() > 1)]
-    table = results.pivot_table(index=keys, columns="mode", values="value", aggfunc="first", sort=False)
-    table.columns.name = None
+    keys = [c for c in results.columns if c not in VALUE_COLUMNS and (
+        c == "metric" or (c == "label" and results[c].astype(str).ne("").any())
+        or (c != "label" and results[c].nunique(dropna=False) > 1))]
+    table = results.pivot_table(index=keys, columns="mode", values="value", aggfunc="mean", sort=False)
+    table = table[[m for m in mode_order(results["mode"]) if m in table.columns]]
+    table.columns.name = "mode"
     return table.round(digits)
+
+
+def precision_table(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """precision@k as a label x mode table (values rounded), for display: labels in the order evaluated,
+    modes in :func:`mode_order`; rows per protocol (or k, run...) too where results hold several."""
+    table = metric_table(results[results["metric"] == "precision"], digits)
+    return table.droplevel("metric") if not table.empty else table
+
+
+def significance_table(results: pd.DataFrame, significance: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The metrics of ``significance`` (:func:`~prodrec.evaluation.significance.compare_modes`) as a
+    :func:`metric_table` of strings, each mode's value marked with the letters of the modes it is
+    significantly better than (``0.712ᵃᶜ``: above modes a and c); columns are named ``mode (letter)``.
+    ``results`` and ``significance`` come from one evaluation run."""
+    if significance.empty:
+        return pd.DataFrame()
+    fams = significance[["metric", "label"]].drop_duplicates()
+    res = results.merge(fams, on=["metric", "label"])
+    table = metric_table(res, digits)
+    modes = mode_order(pd.concat([significance.mode_a, significance.mode_b]))
+    letter = {m: "abcdefghijklmnopqrstuvwxyz"[i] for i, m in enumerate(modes[:26])}
+    wins: dict[tuple[str, str, str], list[str]] = {}
+    for r in significance[significance.significant].itertuples():
+        better, worse = (r.mode_a, r.mode_b) if r.mean_a > r.mean_b else (r.mode_b, r.mode_a)
+        wins.setdefault((r.metric, r.label, better), []).append(worse)
+    names = list(table.index.names)
+    out = table.astype(object)
+    for idx in table.index:
+        key = dict(zip(names, idx if isinstance(idx, tuple) else (idx,)))
+        for mode in table.columns:
+            v = table.loc[idx, mode]
+            beaten = sorted(letter[w] for w in wins.get((key["metric"], key.get("label", ""), mode), ()) if w in letter)
+            out.loc[idx, mode] = "" if pd.isna(v) else f"{v:.{digits}f}" + "".join(_SUPERSCRIPT[c] for c in beaten)
+    return out.rename(columns={m: f"{m} ({letter[m]})" for m in table.columns if m in letter})
+
+
+def significance_legend(significance: pd.DataFrame) -> str:
+    """One line saying what the marks of :func:`significance_table` mean (test, correction, threshold)."""
+    if significance.empty:
+        return "no significance tests (fewer than two modes)"
+    r = significance.iloc[0]
+    test = {"student": "paired t-test", "fisher": "paired randomisation test"}.get(r.test, r.test)
+    pairs = int(significance.groupby(["metric", "label"], sort=False).size().max())
+    return (f"superscript letters: significantly higher than that mode ({test}; p {r.correction}-adjusted over "
+            f"the {pairs} mode pairs of each metric, significant at ≤ {r.max_p:g})")
 
 
 def _fmt(results: pd.DataFrame, mode: str, label: str) -> str:

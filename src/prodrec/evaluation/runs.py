@@ -1,15 +1,20 @@
-"""Measuring what the paper showed in pictures: label agreement, coverage and diversity of top-k lists.
+"""Evaluation runs and weight sweeps over a recommender: label agreement, ranking metrics, coverage and
+diversity of top-k lists.
 
-precision@k for a label column (articleType, baseColour...) is, per query, the share of its k
-recommendations with the same label as the query, averaged over queries whose own label is known
-(a recommendation with a missing label counts as a miss). Confidence intervals are percentile bootstraps
-over queries. The ``random`` row is the exact expectation for k products drawn uniformly from the others.
+:func:`evaluate` ranks every product with each mode and scores the lists with the metric registry
+(:mod:`.metrics`): by default precision@k per label column (per query, the share of its k recommendations
+with the query's label, averaged over queries whose own label is known; a recommendation with a missing
+label counts as a miss); on request nDCG, MAP, MRR and recall with graded relevance (:mod:`.relevance`).
+Confidence intervals are percentile bootstraps over queries. The ``random`` rows are exact expectations for
+k products drawn uniformly from the others. ``evaluate(..., return_scores=True)`` also returns the per-query values,
+for paired significance tests between modes (:mod:`.significance`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -19,12 +24,16 @@ from ..core import params
 from ..data.catalog import Catalog
 from ..core.errors import CatalogError, ConfigError
 from ..data.schema import KAGGLE
+from .metrics import MetricSpec, check_metrics, get_metric, label_codes, precision_at_k, random_precision_at_k
+from .relevance import grade_counts
 
 if TYPE_CHECKING:
     from ..rank.recommender import Recommender
 
 #: Used when labels come as a bare DataFrame without a schema: the Kaggle preset's label columns.
 DEFAULT_LABELS: tuple[str, ...] = KAGGLE.label_columns or ()
+#: The metrics :func:`evaluate` reports unless told otherwise (the paper's measure).
+DEFAULT_METRICS: tuple[str, ...] = ("precision",)
 
 
 def label_table(labels: Catalog | pd.DataFrame, columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -45,22 +54,9 @@ def label_table(labels: Catalog | pd.DataFrame, columns: Sequence[str] | None = 
     return table, cols
 
 
-def _codes(values: pd.Series) -> np.ndarray:
-    """Integer label codes; missing labels are -1."""
-    codes, _ = pd.factorize(values.astype("object").where(values.notna(), None), use_na_sentinel=True)
-    return codes
-
-
 def per_query_precision(labels: pd.Series, neighbors: np.ndarray) -> np.ndarray:
     """Per-query share of neighbours with the query's label; NaN where the query's label is missing."""
-    codes = _codes(labels.reset_index(drop=True))
-    q = codes[:, None] if len(neighbors) == len(codes) else None
-    if q is None:
-        raise ValueError(f"neighbors has {len(neighbors)} rows for {len(codes)} products")
-    hits = (codes[neighbors] == q) & (q >= 0)
-    out = hits.mean(axis=1)
-    out[codes < 0] = np.nan
-    return out
+    return precision_at_k(neighbors, label_codes(labels.reset_index(drop=True)))
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -80,12 +76,7 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, ci: float = 0.95, seed:
 
 def random_precision(labels: pd.Series) -> float:
     """Expected precision@k of uniformly random recommendations (any k): mean of (n_c - 1) / (n - 1)."""
-    codes = _codes(labels.reset_index(drop=True))
-    known = codes >= 0
-    if known.sum() == 0 or len(codes) < 2:
-        return float("nan")
-    counts = np.bincount(codes[known])
-    return float(((counts[codes[known]] - 1) / (len(codes) - 1)).mean())
+    return random_precision_at_k(label_codes(labels.reset_index(drop=True)))
 
 
 def coverage(neighbors: np.ndarray, n_items: int) -> float:
@@ -107,6 +98,87 @@ def intra_list_diversity(neighbors: np.ndarray, vectors: np.ndarray, block: int 
     return total / len(neighbors)
 
 
+class Job(NamedTuple):
+    """One per-query value a ranking gets: a metric on a label (or on the grading columns), with its codes."""
+
+    spec: MetricSpec
+    label: str
+    codes: np.ndarray
+
+
+def metric_jobs(lab: pd.DataFrame, columns: Sequence[str], metrics: Sequence[str] | str,
+                grade_levels: int = 2) -> list[Job]:
+    """The (metric, label, codes) of every value a ranking is scored with, in table order: a per-label metric
+    once per column of ``lab``, the others once on the codes of the first ``grade_levels`` columns (their
+    label is those columns joined by ``+``)."""
+    grade_levels = params.check_positive_int("grade_levels", grade_levels)
+    codes = {col: label_codes(lab[col]) for col in columns}
+    graded = list(columns)[:grade_levels]
+    grade_codes = np.column_stack([codes[c] for c in graded])
+    jobs: list[Job] = []
+    for spec in (get_metric(m) for m in check_metrics(metrics)):
+        if spec.per_label:
+            jobs += [Job(spec, col, codes[col]) for col in columns]
+        else:
+            jobs.append(Job(spec, "+".join(graded), grade_codes))
+    return jobs
+
+
+@dataclass
+class QueryScores:
+    """One evaluation run before it is averaged: per-query values of every (mode, metric, label), the random
+    baselines and the extras, in the order :meth:`table` reports them (``evaluate(..., return_scores=True)``)."""
+
+    k: int
+    protocol: str
+    modes: list[str] = field(default_factory=list)
+    #: (mode, metric, label) -> values [n] (NaN: query not scored); the input of significance tests.
+    per_query: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
+    #: (metric, label) -> (expected value for random recommendations, queries scored).
+    baselines: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+    #: (mode, metric) -> (value, n): coverage and ild_<arm>, which are not per-query label metrics.
+    extras: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+
+    def add_baselines(self, jobs: Sequence[Job]) -> None:
+        """The random rows: each metric's expectation for uniformly random recommendations, where known."""
+        for job in jobs:
+            if job.spec.baseline is not None:
+                scored = (job.codes >= 0).sum() if job.spec.per_label else (grade_counts(job.codes)[:, 0] > 0).sum()
+                self.baselines[(job.spec.name, job.label)] = (float(job.spec.baseline(job.codes, self.k)), int(scored))
+
+    def add_mode(self, mode: str, positions: np.ndarray, jobs: Sequence[Job], vectors: Mapping[str, np.ndarray]) -> None:
+        """Score one mode's top-k ``positions`` [n, k]: every job per query, then coverage and the intra-list
+        diversity in each arm's space (``vectors``: arm -> [n, d])."""
+        self.modes.append(mode)
+        for job in jobs:
+            values = job.spec.per_query(positions, job.codes)
+            self.per_query[(mode, job.spec.name, job.label)] = np.asarray(values, dtype=np.float64)
+        n = len(positions)
+        self.extras[(mode, "coverage")] = (coverage(positions, n), n)
+        for arm, v in vectors.items():
+            self.extras[(mode, f"ild_{arm}")] = (intra_list_diversity(positions, v), n)
+
+    def table(self, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+        """The tidy table of :func:`evaluate`: means with percentile-bootstrap 95% intervals over queries."""
+        params.check_n_boot(n_boot)
+        rows: list[dict[str, Any]] = [
+            dict(mode="random", metric=metric, label=label, value=value, ci_low=np.nan, ci_high=np.nan,
+                 n_queries=n, k=self.k) for (metric, label), (value, n) in self.baselines.items()]
+        for mode in self.modes:
+            for (m, metric, label), pq in self.per_query.items():
+                if m == mode:
+                    lo, hi = bootstrap_ci(pq, n_boot=n_boot, seed=seed)
+                    scored = int((~np.isnan(pq)).sum())
+                    rows.append(dict(mode=mode, metric=metric, label=label,
+                                     value=float(np.nanmean(pq)) if scored else float("nan"),
+                                     ci_low=lo, ci_high=hi, n_queries=scored, k=self.k))
+            rows.extend(dict(mode=mode, metric=metric, label="", value=value, ci_low=np.nan, ci_high=np.nan,
+                             n_queries=n, k=self.k) for (m, metric), (value, n) in self.extras.items() if m == mode)
+        out = pd.DataFrame(rows, columns=["mode", "metric", "label", "value", "ci_low", "ci_high", "n_queries", "k"])
+        out.insert(0, "protocol", self.protocol)
+        return out
+
+
 def evaluate(
     recommender: Recommender,
     labels: Catalog | pd.DataFrame,
@@ -119,51 +191,49 @@ def evaluate(
     progress: bool = True,
     weights: Mapping[str, float] | None = None,
     protocol: str | None = None,
-) -> pd.DataFrame:
+    metrics: Sequence[str] | str = DEFAULT_METRICS,
+    grade_levels: int = 2,
+    return_scores: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, QueryScores]:
     """All-vs-all evaluation of a :class:`~prodrec.rank.Recommender` over its products.
 
     ``labels`` is the catalog (its label columns are used) or a table indexed by product id. Returns a tidy
-    table with columns ``mode, metric, label, value, ci_low, ci_high, n_queries, k``; metrics are
-    ``precision`` (per label), ``coverage`` and ``ild_<arm>`` (intra-list diversity in each arm's space).
-    The protocol the recommender's text inputs were made under (``full`` or ``withheld``, set by
-    :func:`~prodrec.pipeline.build_experiment`) is recorded in a first column, so tables of both protocols
-    can be stacked; ``protocol`` names it for a recommender built by hand, and must match a known one.
+    table with columns ``protocol, mode, metric, label, value, ci_low, ci_high, n_queries, k``: one row per
+    mode and registered metric of ``metrics`` (:data:`~prodrec.evaluation.metrics.METRICS`; default
+    ``precision``, per label; ``ndcg``, ``map``, ``mrr``, ``recall`` with relevance graded by the first
+    ``grade_levels`` label columns, see :mod:`~prodrec.evaluation.relevance`), with percentile-bootstrap 95%
+    intervals over queries (``n_boot`` resamples, ``seed``); a ``random`` row per metric with a known
+    expectation for random recommendations; and, for every mode, ``coverage`` and ``ild_<arm>``
+    (intra-list diversity in each arm's space). The protocol column is the one the recommender's text
+    inputs were made under (``full`` or ``withheld``, see :func:`~prodrec.run.experiment.build_experiment`),
+    so tables of both protocols can be stacked; ``protocol``, when given, must be that one.
+
+    ``return_scores=True`` returns ``(table, scores)``: the :class:`QueryScores` keep the per-query values,
+    for paired significance tests between modes (:func:`~prodrec.evaluation.significance.compare_modes`).
     """
+    params.check_n_boot(n_boot)
     modes = list(modes or recommender.modes)
     for mode in modes:
         params.check_mode(mode, recommender.arms)
     params.check_k(k, len(recommender))
-    params.check_n_boot(n_boot)
     table, columns = label_table(labels, columns)
-    lab = table.reindex(recommender.ids)
-    rows: list[dict[str, Any]] = []
-    n = len(recommender)
-    for col in columns:
-        known = int(lab[col].notna().sum())
-        rows.append(dict(mode="random", metric="precision", label=col, value=random_precision(lab[col]),
-                         ci_low=np.nan, ci_high=np.nan, n_queries=known, k=k))
+    jobs = metric_jobs(table.reindex(recommender.ids), columns, metrics, grade_levels)
+    scores = QueryScores(k=k, protocol=_check_protocol(recommender, protocol))
+    scores.add_baselines(jobs)
+    vectors = {arm: index.vectors for arm, index in recommender.arms.items()}
     for mode in tqdm(modes, desc="evaluate modes", disable=not progress):
         pos, _ = recommender.topk_positions(k, mode, alpha, weights=weights)
-        for col in columns:
-            pq = per_query_precision(lab[col], pos)
-            lo, hi = bootstrap_ci(pq, n_boot=n_boot, seed=seed)
-            rows.append(dict(mode=mode, metric="precision", label=col, value=float(np.nanmean(pq)),
-                             ci_low=lo, ci_high=hi, n_queries=int((~np.isnan(pq)).sum()), k=k))
-        rows.append(dict(mode=mode, metric="coverage", label="", value=coverage(pos, n),
-                         ci_low=np.nan, ci_high=np.nan, n_queries=n, k=k))
-        for arm, index in recommender.arms.items():
-            rows.append(dict(mode=mode, metric=f"ild_{arm}", label="",
-                             value=intra_list_diversity(pos, index.vectors),
-                             ci_low=np.nan, ci_high=np.nan, n_queries=n, k=k))
-    out = pd.DataFrame(rows)
-    known = getattr(recommender, "protocol", None)
-    if protocol is not None and known is not None and protocol != known:
+        scores.add_mode(mode, pos, jobs, vectors)
+    out = scores.table(n_boot=n_boot, seed=seed)
+    return (out, scores) if return_scores else out
+
+
+def _check_protocol(recommender: Recommender, protocol: str | None) -> str:
+    known = recommender.protocol
+    if protocol is not None and params.check_protocol(protocol) != known:
         raise ConfigError(f"protocol={protocol!r}, but this recommender's text inputs were made under {known!r}; "
                           f"build the experiment with protocol={protocol!r} instead")
-    protocol = protocol or known
-    if protocol is not None:
-        out.insert(0, "protocol", params.check_protocol(protocol))
-    return out
+    return known
 
 
 def weight_sweep(
@@ -219,20 +289,10 @@ def alpha_sweep(
     progress: bool = True,
 ) -> pd.DataFrame:
     """precision@k of fused ranking for each image weight ``alpha`` (0 = text only, 1 = image only), over
-    the first two label columns unless ``columns`` says otherwise."""
-    for a in alphas:
-        params.check_alpha(a)
-    params.check_k(k, len(recommender))
-    table, cols = label_table(labels, columns)
-    columns = cols if columns is not None else cols[:2]
-    lab = table.reindex(recommender.ids)
-    settings = [{"image": float(a), "text": 1.0 - float(a)} for a in alphas]
-    rows = []
-    results = recommender.fused_topk_sweep(settings, k)  # each arm's cosines computed once for all alphas
-    for a, (pos, _) in tqdm(list(zip(alphas, results)), desc="alpha sweep", disable=not progress):
-        for col in columns:
-            rows.append({"alpha": float(a), "label": col, "k": k,
-                         "precision": float(np.nanmean(per_query_precision(lab[col], pos)))})
-    return pd.DataFrame(rows)
-
-
+    the first two label columns unless ``columns`` says otherwise: :func:`weight_sweep` over the weightings
+    ``{image: alpha, text: 1 - alpha}``, with columns ``alpha, label, k, precision``."""
+    alphas = [params.check_alpha(a) for a in alphas]
+    sweep = weight_sweep(recommender, labels, [{"image": a, "text": 1.0 - a} for a in alphas], k=k,
+                         columns=columns, progress=progress)
+    per_setting = len(sweep) // max(len(alphas), 1)  # rows per weighting: one per label
+    return sweep.assign(alpha=np.repeat(alphas, per_setting))[["alpha", "label", "k", "precision"]]

@@ -28,6 +28,8 @@ from ..data import fetch
 from ..data.formats import FORMATS
 from ..data.schema import TEXT_CLEAN
 from ..embed.registry import ARMS, arm_names, modes, text_query_arms
+from ..evaluation.metrics import check_metrics, metric_names
+from ..evaluation.significance import TESTS
 from . import commands
 
 log = logging.getLogger("prodrec")
@@ -224,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", default=[], metavar="COLUMN=VALUE",
                    help="keep products whose column equals the value, e.g. gender=Women (repeatable)")
 
-    p = sub.add_parser("evaluate", help="precision@k, coverage and diversity of every mode")
+    p = sub.add_parser("evaluate", help="precision@k (or any registered metric), coverage and diversity of every "
+                       "mode")
     _add(p, _catalog_flags, _sample_flags, _model_flags, _output_flags)
     p.add_argument("-k", type=_positive_int, default=5)
     _fusion_flags(p)
@@ -232,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "catalog's label columns)")
     p.add_argument("--modes", default=None, help=f"comma list of {', '.join(modes())} (default: all available)")
     p.add_argument("--n-boot", type=_positive_int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--metrics", type=_typed(lambda t: check_metrics(t, backends=False)), default=["precision"],
+                   help=f"comma list of per-query metrics from the registry: {', '.join(metric_names())} "
+                   "(default: precision; ndcg, map, mrr, recall need pip install 'prodrec[eval]')")
+    p.add_argument("--grade-levels", type=_positive_int, default=2, help="label columns that grade relevance "
+                   "for ndcg/map/mrr/recall: the first gives grade 1, matching the first two grade 2... (default 2)")
+    p.add_argument("--significance", nargs="?", const="student", default=None, choices=TESTS,
+                   help="also test every pair of modes on every metric: student (paired t-test, the default "
+                   "when the flag is bare) or fisher (randomisation), Holm-adjusted (needs 'prodrec[eval]')")
 
     p = sub.add_parser("load-report", help="load a catalog and print what was wrong with it")
     _add(p, _catalog_flags, _output_flags, _store_flag)

@@ -26,8 +26,10 @@ from ..data.locate import fetch_data, find_data_dir
 from ..data.text import LabelMask
 from ..embed.embedding import default_store_dir, open_store
 from ..embed.registry import ARMS
-from ..evaluation.report import metric_table, precision_table
+from ..evaluation.metrics import check_metrics
+from ..evaluation.report import metric_table, precision_table, significance_legend, significance_table
 from ..evaluation.runs import evaluate
+from ..evaluation.significance import check_test, compare_modes
 from .experiment import ArmRequest, Experiment, build_experiment, request_arms, withheld_columns
 from .notebooks import copy_notebooks, find_notebooks, kaggle_stage, resources_root, run_notebooks
 
@@ -197,22 +199,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else None
     request = arm_request(args).check(modes or [], args.weights)
     labels = [c.strip() for c in args.labels.split(",") if c.strip()] if args.labels else None
+    metrics = check_metrics(args.metrics)  # a missing library is named before any embedding
+    if args.significance:
+        check_test(args.significance)
     exp = _experiment(args, request, k=args.k, modes=modes)
-    res = evaluate(exp.recommender, exp.catalog, k=args.k, modes=modes, columns=labels, alpha=args.alpha,
-                   weights=args.weights, n_boot=args.n_boot, seed=args.seed, progress=not args.quiet,
-                   protocol=args.protocol)
-    prov = exp.provenance(k=args.k, alpha=args.alpha, weights=args.weights, protocol=args.protocol)
+    res, scores = evaluate(exp.recommender, exp.catalog, k=args.k, modes=modes, columns=labels, alpha=args.alpha,
+                           weights=args.weights, n_boot=args.n_boot, seed=args.seed, progress=not args.quiet,
+                           protocol=args.protocol, metrics=metrics, grade_levels=args.grade_levels,
+                           return_scores=True)
+    asked = {"metrics": metrics, "grade_levels": args.grade_levels, "significance": args.significance}
+    prov = exp.provenance(k=args.k, alpha=args.alpha, weights=args.weights, protocol=args.protocol,
+                          **(asked if metrics != ["precision"] or args.significance else {}))
     records = res.to_dict(orient="records")
-    _save(args, "metrics.json", records, prov)
-    other = metric_table(res[res.metric != "precision"])
+    payload: dict[str, Any] = {"results": records}
     m = exp.models()
     arms = ", ".join(f"{a}: {s['model_id']}" for a, s in m.items() if s)
-    text = (
-        f"{len(exp.recommender)} products, k={args.k}, seed={args.seed}, protocol {args.protocol}; {arms}\n"
-        f"precision@{args.k} (share of recommendations with the query's label):\n"
-        f"{precision_table(res).to_string()}\n\n{other.to_string()}"
-    )
-    _emit(args, text, {"provenance": prov, "results": records})
+    text = f"{len(exp.recommender)} products, k={args.k}, seed={args.seed}, protocol {args.protocol}; {arms}\n"
+    precision = precision_table(res)
+    if not precision.empty:
+        text += f"precision@{args.k} (share of recommendations with the query's label):\n{precision.to_string()}\n\n"
+    text += metric_table(res, exclude=["precision"]).to_string()
+    if args.significance:
+        sig = compare_modes(scores.per_query, test=args.significance)
+        payload["significance"] = sig.to_dict(orient="records")
+        marked = significance_table(res, sig)
+        text += "\n\n" + ("" if marked.empty else f"{marked.to_string()}\n") + significance_legend(sig)
+    _save(args, "metrics.json", records, prov)
+    if args.significance:
+        _save(args, "significance.json", payload["significance"], prov)
+    _emit(args, text, {"provenance": prov, **payload})
     return 0
 
 

@@ -302,7 +302,7 @@ def plot_precision_bars(results: pd.DataFrame, modes: Sequence[str] | None = Non
     fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 3.6))
     w = 0.8 / len(modes)
     for i, m in enumerate(modes):
-        sub = p[p["mode"] == m].set_index("label").reindex(labels)
+        sub = p[p["mode"] == m].groupby("label", sort=False)[["value", "ci_low", "ci_high"]].first().reindex(labels)
         x = np.arange(len(labels)) + (i - (len(modes) - 1) / 2) * w
         err = np.vstack([sub["value"] - sub["ci_low"], sub["ci_high"] - sub["value"]])
         ax.bar(x, sub["value"], w, label=m, color=registry.colour(m),
