@@ -152,7 +152,7 @@ def drop_self(
     """Top-(k+1) rows -> top-k rows without each row's own query position.
 
     Where the query is in its row it is removed; where it is not (an approximate search missed it, or the
-    query is not an indexed row: position ``-1``) the (k+1)-th entry is dropped. Order is kept.
+    query is not an indexed row: a negative position) the (k+1)-th entry is dropped. Order is kept.
 
     Parameters
     ----------
@@ -162,6 +162,7 @@ def drop_self(
     query_pos : int array [m]
     k : int
     """
-    order = np.argsort(pos == np.asarray(query_pos)[:, None], axis=1, kind="stable")[:, :k]  # own row last
+    own = np.asarray(query_pos)[:, None]
+    order = np.argsort((pos == own) & (own >= 0), axis=1, kind="stable")[:, :k]  # the own row moves last
     kept = np.take_along_axis(pos, order, axis=1)
     return kept, None if scores is None else np.take_along_axis(scores, order, axis=1)
