@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def test_exact_in_blocks_equals_one_product(monkeypatch: pytest.MonkeyPatch,
                                             data: tuple[np.ndarray, np.ndarray]) -> None:
     x, q = data
     whole = ExactIndex(x).search(q, 5)
-    monkeypatch.setattr("prodrec.rank.index.BLOCK_BYTES", 4 * N * 7)  # 7 queries per block
+    monkeypatch.setattr("prodrec.rank.topk.BLOCK_BYTES", 4 * N * 7)  # 7 queries per block
     blocked = ExactIndex(x).search(q, 5)
     np.testing.assert_array_equal(whole[0], blocked[0])
 
@@ -150,6 +151,33 @@ def test_cache_recalibrates_for_other_queries_without_rebuilding(tmp_path: Path)
     assert cache.get("fused", x, "ivf", "fp")[1] == f"loaded; recalibrated with sample rows: nprobe {weighted} -> {plain}"
     assert cache.get("fused", x, "ivf", "fp", {"nprobe": 3}, calibration_queries=cal)[1].startswith("built: params")
     assert cache.get("fused", x, "ivf", "fp", {"nprobe": 3})[1] == "loaded"  # nprobe given: nothing to calibrate
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf", "hnsw"])
+def test_effort_scales_one_search_and_never_mutates_params(kind: str, data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, q = data
+    given = {"ivf": {"nlist": 60, "nprobe": 2}, "hnsw": {"M": 8, "efConstruction": 20, "efSearch": 16}}.get(kind)
+    idx = build_index(x, kind, params=given, seed=0)
+    before = dict(idx.params)
+    assert VectorIndex.effort_for(5) == VectorIndex.effort_for(10) == 1 and idx.effort_for(50) > 1
+    deep_pos, deep_scores = idx.search(q, 50, effort=idx.effort_for(50))
+    assert idx.params == before  # the index's own settings are untouched
+    np.testing.assert_array_equal(idx.search(q, 50)[0], idx.search(q, 50, effort=1)[0])
+    exact_pos, _ = brute_force(x, q, 50)
+    if kind == "exact":
+        np.testing.assert_array_equal(deep_pos, exact_pos)  # nothing to scale
+        return
+    tuned = "nprobe" if kind == "ivf" else "efSearch"
+    # effort multiplies the tuned value for this call only: the same as a copy of the index set to it
+    scaled = load_index(idx.save(Path(tempfile.mkdtemp()) / kind))
+    scaled.params[tuned] = before[tuned] * idx.effort_for(50)
+    np.testing.assert_array_equal(scaled.search(q, 50)[0], deep_pos)
+    assert recall_at_k(deep_pos, exact_pos) > recall_at_k(idx.search(q, 50)[0], exact_pos)
+    if kind == "ivf":  # capped at every cell: an exhaustive search
+        assert recall_at_k(idx.search(q, 50, effort=1000)[0], exact_pos) > 0.9999  # float near-ties aside
+    assert idx.params == before
+    with pytest.raises(ConfigError, match="effort"):
+        idx.search(q, 5, effort=0)
 
 
 def test_short_ivf_results_are_completed(data: tuple[np.ndarray, np.ndarray]) -> None:

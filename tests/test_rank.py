@@ -12,7 +12,8 @@ from hypothesis.extra.numpy import arrays
 from prodrec.core.errors import ConfigError, UnknownIdError
 from prodrec.core.errors import RankingError
 from prodrec.rank.recommender import CosineIndex, Recommender
-from prodrec.rank.topk import select_topk
+from prodrec.rank import fusion
+from prodrec.rank.topk import blocked_search, drop_self, exclude_self, select_topk
 from prodrec.embed.vectors import Embeddings
 
 
@@ -191,6 +192,97 @@ def test_chunked_selection_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> N
     np.testing.assert_array_equal(whole[1], parts[1])
 
 
+def reference_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Independent top-k: a full stable sort per row (best score first, equal scores by smaller position)."""
+    pos = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return pos, np.take_along_axis(scores, pos, axis=1)
+
+
+@pytest.mark.parametrize("block", [None, 1, 7, 1000])
+def test_blocked_search_equals_brute_force_including_ties(block: int | None) -> None:
+    rng = np.random.default_rng(11)
+    base = rng.integers(-2, 3, size=(120, 5)).astype(np.float32)  # small integers: exact, often equal scores
+    x = np.concatenate([base, base[::-1], base[:30]])  # duplicated rows at other positions
+    q = rng.integers(-2, 3, size=(45, 5)).astype(np.float32)
+    for k in (1, 6, 40, len(x)):
+        pos, val = blocked_search(x, k, queries=q, block=block)
+        want_pos, want_val = reference_topk(q.astype(np.float64) @ x.T.astype(np.float64), k)
+        assert pos.dtype == np.intp and val.dtype == np.float32
+        np.testing.assert_array_equal(pos, want_pos)
+        np.testing.assert_array_equal(val, want_val)
+    # rows of x as queries: each is left out of its own results, everything else as brute force
+    qp = np.array([0, 5, 5, 119, 120, 269, 3])
+    full = x.astype(np.float64)[qp] @ x.T.astype(np.float64)
+    full[np.arange(len(qp)), qp] = -np.inf
+    for k in (1, 9, len(x) - 1):
+        pos, val = blocked_search(x, k, query_pos=qp, block=block)
+        want_pos, want_val = reference_topk(full, k)
+        np.testing.assert_array_equal(pos, want_pos)
+        np.testing.assert_array_equal(val, want_val)
+        assert not (pos == qp[:, None]).any()
+    with pytest.raises(ValueError, match="exactly one"):
+        blocked_search(x, 3, queries=q, query_pos=qp)
+
+
+def test_drop_self_with_the_query_in_and_not_in_its_list() -> None:
+    pos = np.array([[4, 7, 2, 9], [3, 1, 8, 6], [5, 0, 2, 4], [1, 2, 3, 4]])
+    scores = -np.arange(16, dtype=np.float32).reshape(4, 4)
+    query = np.array([7, 5, 4, -1])  # in the list (2nd, last), not in it, not an indexed row
+    kept, kept_scores = drop_self(pos, scores, query, 3)
+    assert kept.tolist() == [[4, 2, 9], [3, 1, 8], [5, 0, 2], [1, 2, 3]]
+    assert kept_scores.tolist() == [[0, -2, -3], [-4, -5, -6], [-8, -9, -10], [-12, -13, -14]]
+    only_pos, none = drop_self(pos, None, query, 2)
+    assert none is None and only_pos.tolist() == kept[:, :2].tolist()
+    # the same as excluding the query before selection, on a search with ties
+    s = np.round(np.random.default_rng(2).random((30, 60)), 1).astype(np.float32)
+    qp = np.arange(30) * 2
+    masked = reference_topk(exclude_self(s.copy(), qp), 5)
+    cut = drop_self(*reference_topk(s, 6), qp, 5)
+    np.testing.assert_array_equal(cut[0], masked[0])
+    np.testing.assert_array_equal(cut[1], masked[1])
+
+
+def test_exclude_self_leaves_outside_queries_alone() -> None:
+    s = np.ones((3, 4), dtype=np.float32)
+    exclude_self(s, np.array([2, -1, 0]))
+    assert np.isinf(s).sum() == 2 and s[0, 2] == -np.inf and s[2, 0] == -np.inf and (s[1] == 1).all()
+
+
+def test_rrf_lists_against_a_direct_sum() -> None:
+    rng = np.random.default_rng(4)
+    lists = [np.stack([rng.permutation(40)[:depth] for _ in range(6)]) for depth in (10, 25, 7)]
+    weights = [0.5, 0.3, 0.2]
+    fused = fusion.rrf_lists(lists, weights)
+    pos, val = fusion.rrf_topk(lists, weights, 5)
+    for r, (cand, score) in enumerate(fused):
+        want: dict[int, float] = {}
+        for lst, w in zip(lists, weights):
+            for rank, p in enumerate(lst[r].tolist(), start=1):
+                want[p] = want.get(p, 0.0) + w / (fusion.RRF_K + rank)
+        assert cand.tolist() == sorted(want)
+        np.testing.assert_allclose(score, [want[c] for c in cand.tolist()], rtol=1e-12)
+        best = sorted(want, key=lambda p: (-want[p], p))[:5]
+        assert pos[r].tolist() == best and val.dtype == np.float32
+
+
+def test_fused_queries_give_the_zscore_fused_score_by_inner_product() -> None:
+    arms = {name: unit_rows(50, d, seed) for seed, (name, d) in enumerate((("image", 6), ("text", 4), ("colour", 3)))}
+    w = {"image": 0.5, "text": 0.0, "colour": 0.5}
+    qp = np.array([0, 7, 49])
+    q, offset = fusion.fused_queries({a: x[qp] for a, x in arms.items()}, w,
+                                     {a: fusion.moments(x) for a, x in arms.items()})
+    got = q.astype(np.float64) @ np.hstack(list(arms.values())).T.astype(np.float64) - offset[:, None]
+    want = sum(w[a] * np.stack([(x @ x[i] - (x @ x[i]).mean()) / (x @ x[i]).std() for i in qp])
+               for a, x in arms.items() if w[a])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    raw, zero = fusion.fused_queries({a: x[qp] for a, x in arms.items()}, w)  # raw: the weighted cosines
+    assert not zero.any()
+    np.testing.assert_allclose(raw @ np.hstack(list(arms.values())).T,
+                               sum(w[a] * x[qp] @ x.T for a, x in arms.items()), atol=1e-5)
+    assert fusion.default_weights(["image", "text", "learned"], 0.3) == {"image": 0.3, "text": 0.7, "learned": 0.0}
+    assert fusion.default_weights(["image", "colour"], 0.3) == {"image": 0.5, "colour": 0.5}
+
+
 def test_three_named_arms_fuse_with_weights_and_rrf() -> None:
     """Any number of named arms: fused scores are the weighted sum of each arm's cosine; RRF uses them all."""
     ids = np.arange(30)
@@ -296,6 +388,25 @@ def test_approximate_indexes_agree_with_exact_in_every_mode(kind: str, tmp_path)
     changed = Recommender({**arms, "text": Embeddings(ids, clustered(1500, 12, 9))}, index=kind, index_cache=cache)
     changed.topk_positions(5, "text", query_pos=np.arange(3))
     assert changed.index_status["text"].startswith("built")
+
+
+def test_deep_lists_on_approximate_indexes_leave_their_params_alone(tmp_path) -> None:
+    ids = [f"p{i:05d}" for i in range(600)]
+    arms = {"image": Embeddings(ids, clustered(600, 16, 1)), "text": Embeddings(ids, clustered(600, 8, 2))}
+    rec = Recommender(arms, index="ivf")
+    rec.topk_positions(5, "image", query_pos=np.arange(3))
+    before = {name: dict(rec._indexes.arm(name).params) for name in arms}
+    pos, val = rec.topk_positions(5, "rrf")  # reads 50-deep lists: searched with more effort
+    assert {name: rec._indexes.arm(name).params for name in arms} == before
+    depth, lists = fusion.rrf_depth(5, 600), []
+    for name in arms:  # the same lists through the indexes' public search, effort asked for explicitly
+        ann = rec._indexes.arm(name)
+        deep, _ = ann.search(rec.arms[name].vectors, depth + 1, effort=ann.effort_for(depth))
+        assert ann.effort_for(depth) > 1
+        lists.append(drop_self(deep, None, np.arange(600), depth)[0])
+    want_pos, want_val = fusion.rrf_topk(lists, [0.5, 0.5], 5)
+    np.testing.assert_array_equal(pos, want_pos)
+    np.testing.assert_array_equal(val, want_val)
 
 
 def test_auto_index_is_exact_for_small_catalogs() -> None:
