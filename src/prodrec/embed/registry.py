@@ -54,6 +54,8 @@ class ArmEntry:
     default_model: str | None = None
     #: Help of the ``--<name>-model`` flag.
     model_help: str = "auto | a model name"
+    #: What its model is called in messages ("no CLIP checkpoint could be loaded").
+    model_noun: str = "model"
     #: The smallest batch and resumable chunk the arm is embedded in (cheap arms go in larger steps).
     min_batch: int = 1
     min_chunk: int = 1
@@ -107,7 +109,8 @@ ARMS: dict[str, ArmEntry] = {
                  text_query=True),
         ArmEntry("clip", ClipArm, "clip (photos and text in one space)", "#da8bc3",
                  model_help="none (default) | auto | a CLIP checkpoint (hub name, e.g. "
-                 "patrickjohncyh/fashion-clip, or folder): adds the clip arm", text_query=True),
+                 "patrickjohncyh/fashion-clip, or folder): adds the clip arm", text_query=True,
+                 model_noun="CLIP checkpoint"),
         ArmEntry("colour", ColourArm, "colour (foreground histogram)", "#c44e52",
                  model_help="none (default) | auto | colour-hist: adds the training-free colour arm",
                  min_batch=256, min_chunk=1024),

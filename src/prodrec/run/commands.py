@@ -179,7 +179,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError("search needs a non-empty description, e.g. \"white sports shoes for women\"")
     filters = _filters(args.filter)
     if not _model(getattr(args, f"{args.mode}_model", None)):
-        raise ConfigError(f"--mode {args.mode} needs a model: --{args.mode}-model NAME|PATH|auto")
+        entry = ARMS[args.mode]
+        raise ConfigError(f"--mode {args.mode} needs a {entry.model_noun}: {entry.flag} NAME|PATH|auto")
     # only the arm the search needs is embedded
     request = arm_request(args, **{name: None for name in ARMS if name != args.mode and not ARMS[name].trained})
     exp = _experiment(args, request.check([args.mode]), k=args.k, modes=[args.mode])

@@ -255,7 +255,7 @@ def build_experiment(
             try:
                 spec.resolve("auto", **arm_options.get(name, {}))
             except ModelUnavailable as exc:  # auto never fails for want of weights: the arm is left out
-                why_not = f"auto: no {name} model could be loaded ({str(exc).splitlines()[0]})"
+                why_not = f"auto: no {ARMS[name].model_noun} could be loaded ({str(exc).splitlines()[0]})"
         if why_not:
             skipped[name] = why_not
             log.warning("leaving out the %s arm: %s", name, why_not)
