@@ -24,7 +24,7 @@ from ..data.catalog import Catalog
 from ..data.schema import COLOUR_LABEL, STYLE_LABEL
 from .arms import ArmSpec, Resolved
 from .encoders.base import Encoder
-from .learned import LearnedHead, train_head
+from .learned import HEAD_PATH_KEY, LearnedHead, train_head
 from .ray_engine import ray_compute
 from .registry import arm_spec
 from .store import EmbeddingStore
@@ -236,6 +236,6 @@ def learned_embeddings(
         "weights": "trained", "weight_source": f"store:{folder}", "cache": cache, "computed": len(s_ids),
         "loaded": 0, "input": f"the {', '.join(head.arms)} arms' vectors",
         "choice_reason": f"trained on {len(ids)} products outside the evaluated sample",
-        "training": head.provenance(), "device": "cpu", "head_path": str(folder),
+        "training": head.provenance(), "device": "cpu", HEAD_PATH_KEY: str(folder),
     }
     return Embeddings(np.asarray(s_ids, dtype=str), vectors, meta, {})
