@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ...core import params
 from ...core.errors import ConfigError, MissingDependency, RankingError
@@ -181,7 +182,6 @@ def train_head(
         raise MissingDependency(
             f"training a learned head needs torch ({exc}); install it with pip install 'prodrec[image]'"
         ) from None
-    from tqdm.auto import tqdm
 
     # Input scaling, fixed from the training products: unit rows, centred, one RMS scale per arm.
     state: dict[str, np.ndarray] = {}
@@ -200,7 +200,7 @@ def train_head(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _fit(torch, tqdm, x_all, codes, label_w, state, arms=arms, blocks=blocks, models=models, ids=ids,
+        return _fit(torch, x_all, codes, label_w, state, arms=arms, blocks=blocks, models=models, ids=ids,
                     columns=columns, weights=weights, classes=classes, epochs=epochs, seed=int(seed),
                     hidden=hidden, out_dim=out_dim, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                     temperature=temperature, progress=progress)
@@ -208,7 +208,7 @@ def train_head(
         torch.set_num_threads(threads_before)
 
 
-def _fit(torch: Any, tqdm: Any, x_all: np.ndarray, codes: np.ndarray, label_w: np.ndarray,
+def _fit(torch: Any, x_all: np.ndarray, codes: np.ndarray, label_w: np.ndarray,
          state: dict[str, np.ndarray], *, arms: tuple[str, ...], blocks: Mapping[str, np.ndarray],
          models: dict[str, str], ids: list[str], columns: list[str], weights: dict[str, float],
          classes: dict[str, int], epochs: int, seed: int, hidden: int, out_dim: int, batch_size: int, lr: float,
