@@ -5,6 +5,7 @@ loop and the supervised-contrastive loss. torch is imported lazily, by :func:`tr
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,14 +54,13 @@ def _resolve_label_weights(labels: pd.DataFrame, label_weights: Mapping[str, flo
     return {c: w for c, w in weights.items() if w > 0}  # a label of weight 0 is not trained on
 
 
-def _check_positive_float(name: str, value: Any) -> float:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a positive number; got {value!r}") from None
-    if not math.isfinite(f) or f <= 0 or isinstance(value, bool):
-        raise ConfigError(f"{name} must be a positive number; got {value!r}")
-    return f
+def _check_number(name: str, value: Any, *, positive: bool) -> float:
+    """``value`` as a finite float, > 0 when ``positive``, else >= 0 (bools and strings are refused)."""
+    what = "a positive number" if positive else "a number >= 0"
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise ConfigError(f"{name} must be {what}; got {value!r}")
+    return number
 
 
 def train_head(
@@ -130,14 +130,9 @@ def train_head(
         threads = params.check_positive_int("threads", threads)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0; got {seed!r}")
-    lr = _check_positive_float("lr", lr)
-    temperature = _check_positive_float("temperature", temperature)
-    try:
-        weight_decay = float(weight_decay)
-    except (TypeError, ValueError):
-        raise ConfigError(f"weight_decay must be a number >= 0; got {weight_decay!r}") from None
-    if not math.isfinite(weight_decay) or weight_decay < 0:
-        raise ConfigError(f"weight_decay must be a number >= 0; got {weight_decay!r}")
+    lr = _check_number("lr", lr, positive=True)
+    temperature = _check_number("temperature", temperature, positive=True)
+    weight_decay = _check_number("weight_decay", weight_decay, positive=False)
 
     ids = [str(i) for i in ids]
     if not ids:
