@@ -142,7 +142,7 @@ def test_kill_9_during_prodrec_embed_engine_ray_resumes(ray_address: str, tmp_pa
     base = [sys.executable, "-m", "prodrec.run.cli", "embed", "--data", str(data), "--image-model",
             "efficientnet-lite0", "--text-model", "none", "--batch-size", "8", "--chunk-size", "16",
             "--store", str(store), "--engine", "ray", "--address", ray_address, "--workers", "2"]
-    env = dict(os.environ, PRODREC_SLOW_CHUNKS="1.0")  # test hook: sleep after each chunk (store.py)
+    env = dict(os.environ, PRODREC_SLOW_CHUNKS="1.0")  # test hook: sleep after each chunk (embed/store/facade.py)
     proc = subprocess.Popen([*base, "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def stored() -> int:
