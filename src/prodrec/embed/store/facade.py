@@ -92,7 +92,7 @@ class EmbeddingStore:
             most ``chunk_size`` at a time) and returns ``(vectors float32 [len(positions), dim],
             {local index: failure reason})``. It is never called when everything is stored, so a model
             built lazily inside it is not loaded on a warm run. A ``compute`` with a ``prepare`` method
-            (:class:`prodrec.scale.RayCompute`) gets ``prepare(missing)`` once, before ``meta`` and the
+            (:class:`prodrec.embed.ray_engine.RayCompute`) gets ``prepare(missing)`` once, before ``meta`` and the
             first chunk: every position it will be asked for, in the order of the calls.
         meta : dict or callable, optional
             Model provenance (weight source, device...) saved with the model's entry; a callable is called
