@@ -2,9 +2,9 @@
 
 What runs where
 ---------------
-* **Driver** (the process that runs ``prodrec embed`` or :func:`prodrec.pipeline.embed_arm`): loads the
+* **Driver** (the process that runs ``prodrec embed`` or :func:`prodrec.embed.embedding.embed_arm`): loads the
   catalog, computes every product's input key (photo digests, sentence hashes), asks the per-product
-  :class:`~prodrec.store.EmbeddingStore` what is missing, and writes the vectors that come back, chunk by
+  :class:`~prodrec.embed.store.EmbeddingStore` what is missing, and writes the vectors that come back, chunk by
   chunk. Store, lock and resume points are exactly those of the local engine: a run killed at any moment
   leaves whole chunks behind, and the next run (with either engine) computes only what is missing.
 * **Actors** (a Ray Data actor pool, ``--workers`` of them): each builds the arm's encoder once, then
