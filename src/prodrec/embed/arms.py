@@ -202,6 +202,10 @@ class TextArm(ArmSpec):
         self.fields = None if fields is None else tuple(fields)
         self._sentences: tuple[Catalog, list[str]] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for Ray workers) and copied without the sentence cache: it holds the whole catalog."""
+        return {**self.__dict__, "_sentences": None}
+
     def sentences(self, catalog: Catalog) -> list[str]:
         """The product sentences of ``catalog`` (built once per catalog: keys and compute both read them)."""
         if self._sentences is None or self._sentences[0] is not catalog:
