@@ -124,7 +124,7 @@ def embed_arm(
     if spec.input_kind == "text":
         emb.meta["fields"] = list(spec.fields if spec.fields is not None else catalog.text_columns)
     if emb.failures:
-        log.warning("%d product(s) of the %s arm failed and are left out, e.g. %s",
+        log.warning("%d product(s) have no %s vector (they keep the arms they have), e.g. %s",
                     len(emb.failures), spec.name, list(emb.failures.items())[:3])
     return emb
 

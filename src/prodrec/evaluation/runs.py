@@ -55,8 +55,11 @@ def label_table(labels: Catalog | pd.DataFrame, columns: Sequence[str] | None = 
 
 
 def per_query_precision(labels: pd.Series, neighbors: np.ndarray) -> np.ndarray:
-    """Per-query share of neighbours with the query's label; NaN where the query's label is missing."""
-    return precision_at_k(neighbors, label_codes(labels.reset_index(drop=True)))
+    """Per-query share of neighbours with the query's label; NaN where the query's label is missing or the
+    query has no full list (-1 entries: it lacks the mode's arm)."""
+    ranked = (neighbors >= 0).all(axis=1)
+    out = precision_at_k(np.where(neighbors >= 0, neighbors, 0), label_codes(labels.reset_index(drop=True)))
+    return np.where(ranked, out, np.nan)
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -87,7 +90,7 @@ def coverage(neighbors: np.ndarray, n_items: int) -> float:
 def intra_list_diversity(neighbors: np.ndarray, vectors: np.ndarray, block: int = 4096) -> float:
     """Mean over lists of the mean pairwise cosine distance (1 - cos) among a list's items."""
     k = neighbors.shape[1]
-    if k < 2:
+    if k < 2 or not len(neighbors):
         return float("nan")
     total = 0.0
     iu = np.triu_indices(k, 1)
@@ -150,13 +153,19 @@ class QueryScores:
         """Score one mode's top-k ``positions`` [n, k]: every job per query, then coverage and the intra-list
         diversity in each arm's space (``vectors``: arm -> [n, d])."""
         self.modes.append(mode)
+        # a query the mode cannot rank (it lacks the mode's arm) has -1 entries: it is not scored (NaN)
+        ranked = (positions >= 0).all(axis=1)
+        safe = np.where(positions >= 0, positions, 0)
         for job in jobs:
-            values = job.spec.per_query(positions, job.codes)
-            self.per_query[(mode, job.spec.name, job.label)] = np.asarray(values, dtype=np.float64)
+            values = np.asarray(job.spec.per_query(safe, job.codes), dtype=np.float64)
+            values[~ranked] = np.nan
+            self.per_query[(mode, job.spec.name, job.label)] = values
         n = len(positions)
-        self.extras[(mode, "coverage")] = (coverage(positions, n), n)
+        self.extras[(mode, "coverage")] = (coverage(positions[positions >= 0], n), int(ranked.sum()))
         for arm, v in vectors.items():
-            self.extras[(mode, f"ild_{arm}")] = (intra_list_diversity(positions, v), n)
+            has = np.linalg.norm(v, axis=1) > 0  # products without this arm hold zero rows
+            rows = ranked & has[safe].all(axis=1)
+            self.extras[(mode, f"ild_{arm}")] = (intra_list_diversity(safe[rows], v), int(rows.sum()))
 
     def table(self, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
         """The tidy table of :func:`evaluate`: means with percentile-bootstrap 95% intervals over queries."""
