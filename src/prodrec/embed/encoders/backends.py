@@ -53,6 +53,7 @@ from .export import (
     convert_openvino,
     export_onnx_checked,
     folder_name,
+    key_of,
     require_runtime,
     runtime_installed,
     runtime_version,
@@ -62,6 +63,8 @@ from .int8 import Calibration, int8_id, int8_model_id, quantize
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx", "openvino")
+#: The folder of a store that keeps exported models (``<store>/models``).
+MODELS_FOLDER = "models"
 PRECISIONS = ("fp32", "int8")
 #: The exported runtimes, fastest first on a CPU (benchmarks/RESULTS.md, section backends).
 CPU_PREFERENCE = ("openvino", "onnx")
@@ -168,8 +171,9 @@ class BackendRequest:
         kept = [b for b in installed if self.kept(key, b)]
         if kept:
             return kept[0], f"auto: fastest exact backend installed on this CPU ({kept[0]}; export kept in the store)"
-        if self.n_items is not None and self.n_items < AUTO_MIN_ITEMS:
-            return "torch", f"auto: {self.n_items} inputs do not pay for a first export (from {AUTO_MIN_ITEMS})"
+        if self.n_items is None or self.n_items < AUTO_MIN_ITEMS:
+            return "torch", (f"auto: {self.n_items or 'a few'} inputs do not pay for a first export "
+                             f"(from {AUTO_MIN_ITEMS})")
         return installed[0], f"auto: fastest exact backend installed on this CPU ({installed[0]})"
 
     def kept(self, key: str, backend: str) -> bool:
@@ -304,7 +308,7 @@ class BackendImageEncoder(ImageEncoder):
 
     @property
     def export_key(self) -> str:
-        return f"{self.base_model_id}|{self.input_size}"
+        return key_of(self.base_model_id, self.input_size)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self.backend.describe(self.framework)}

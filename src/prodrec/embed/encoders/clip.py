@@ -28,7 +28,7 @@ from ...core.net import reachable
 from ...core.errors import MissingDependency, ModelUnavailable
 from .backends import BackendImageEncoder, BackendRequest, torch_device
 from .base import l2_normalize
-from .export import ExportError, export_torch, runtime_version, save_probe
+from .export import ExportError, export_torch, key_of, runtime_version, save_probe
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class ClipEncoder(BackendImageEncoder):
 
     @property
     def export_key(self) -> str:
-        return f"{self._id}|{self._load_from}"
+        return key_of(self._id, self._load_from)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "checkpoint": self.model_name}

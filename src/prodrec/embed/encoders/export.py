@@ -128,6 +128,12 @@ class Exportable(Protocol):
         """The graph inputs of ``inputs``, in batches (what a static int8 model takes its ranges from)."""
 
 
+def key_of(model_id: str, detail: Any) -> str:
+    """The key an exported model is kept under: the store id of its vectors and what else tells its weights
+    apart (the folder it was loaded from, the input size)."""
+    return f"{model_id}|{detail}"
+
+
 def folder_name(key: str, backend: str, precision: str, opset: int = OPSET) -> str:
     """``<model>-<hash>-<backend>-opset<N>-<precision>``: readable, and distinct for distinct keys."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "-", key.split("|")[0]).strip("-.")[:60]

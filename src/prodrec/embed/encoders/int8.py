@@ -75,7 +75,7 @@ def calibration_set(
     ``inputs`` are the products' photo paths or sentences, ``keys`` their input keys (what the store keys
     vectors by), ``labels`` the catalog's label columns, one value per product. Products are ordered by the
     sha256 of their key; photo models take the first :data:`N_CALIBRATE` for calibration, and the next up to
-    :data:`N_VALIDATE` check the model.
+    :data:`N_VALIDATE` check the model (too few for a check is refused when a model is to be built).
     """
     if not len(inputs) == len(keys) or any(len(v) != len(inputs) for v in labels.values()):
         raise ConfigError("calibration_set: inputs, keys and every label column must have one entry per product")
@@ -83,10 +83,6 @@ def calibration_set(
                    key=lambda i: hashlib.sha256(str(keys[i]).encode("utf-8", "surrogatepass")).hexdigest())
     n_cal = N_CALIBRATE if kind == "image" else 0
     cal, val = order[:n_cal], order[n_cal:n_cal + N_VALIDATE]
-    if len(val) < MIN_VALIDATE:
-        raise ConfigError(f"--precision int8 is calibrated and checked on the catalog: it needs at least "
-                          f"{n_cal + MIN_VALIDATE} products with an input, this one has {len(order)}; embed a "
-                          "larger catalog with --precision int8 first, or use fp32")
     label_of = {col: tuple(None if _missing(v[i]) else str(v[i]) for i in val) for col, v in labels.items()}
     fp = fingerprint([kind, *(str(keys[i]) for i in cal), "|", *(str(keys[i]) for i in val)])
     return Calibration(tuple(inputs[i] for i in cal), tuple(inputs[i] for i in val), label_of, fp, source,
@@ -158,6 +154,13 @@ def quantize(model: Exportable, models_dir: str | Path, fp32_folder: Path, calib
     folder = int8_folder(models_dir, model.export_key)
     if calibration is None and not (folder / "manifest.json").is_file():
         int8_model_id("", models_dir, model.export_key, None)  # raises: no calibration set, no kept model
+
+    if calibration is not None and len(calibration.validate) < MIN_VALIDATE and not (folder / "manifest.json").is_file():
+        n_cal = len(calibration.calibrate)
+        raise ConfigError(f"--precision int8 is calibrated and checked on the catalog: it needs at least "
+                          f"{n_cal + MIN_VALIDATE} products with an input, this one has "
+                          f"{n_cal + len(calibration.validate)}; embed a larger catalog with --precision int8 "
+                          "first (the model is then kept), or use fp32")
 
     def build(tmp: Path) -> dict[str, Any]:
         assert calibration is not None  # checked above: a missing folder needs a calibration set

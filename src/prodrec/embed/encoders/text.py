@@ -17,7 +17,7 @@ from ...core.net import reachable
 from ...core.errors import MissingDependency, ModelUnavailable
 from .backends import Backend, BackendRequest
 from .base import l2_normalize
-from .export import ExportError, Runtime, export_torch, runtime_version, save_probe
+from .export import ExportError, Runtime, export_torch, key_of, runtime_version, save_probe
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class SentenceEncoder:
 
     @property
     def export_key(self) -> str:
-        return f"{self.name}|{self._load_from}"
+        return key_of(self.name, self._load_from)
 
     def describe(self) -> dict[str, Any]:
         return {
