@@ -278,7 +278,7 @@ class BackendImageEncoder(ImageEncoder):
     #: The exported graph that embeds photos.
     image_graph = "model"
     #: Photos per exported forward pass on a CPU (benchmarks, section backends).
-    exported_micro_batch: int | None = 16
+    exported_micro_batch: int | None = 8
 
     def __init__(self) -> None:
         super().__init__()

@@ -205,7 +205,7 @@ def _quantize_file(model: Exportable, src: Path, tmp: Path, calibration: Calibra
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = tmp / "prepared.onnx"
-    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=model.kind == "image")
+    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
     if model.kind != "image":
         quantize_dynamic(str(prepared), str(tmp / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True)
         prepared.unlink()
