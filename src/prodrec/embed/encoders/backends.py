@@ -217,7 +217,7 @@ class Backend:
                               "(embed_arm and build_experiment use <store>/models)")
         try:
             return cls._open(request, model, name, reason, graphs, what)
-        except (ExportError, MissingDependency) as exc:
+        except (ExportError, MissingDependency, OSError) as exc:  # OSError: a models folder it cannot write
             if request.backend != "auto" or request.precision != "fp32":
                 raise
             log.warning("%s: %s; using torch", what, exc)
