@@ -290,8 +290,8 @@ class BackendImageEncoder(ImageEncoder):
         """Choose and open the backend; True when an exported graph runs (the framework need not load)."""
         self.backend = Backend.open(request, self, device=device, graphs=graphs, what=self.name)
         if self.backend.exported:
-            self.device = "cpu"
-            self.micro_batch = self.exported_micro_batch
+            self.device = self.backend.runtimes[self.image_graph].device
+            self.micro_batch = self.exported_micro_batch if self.device == "cpu" else None
         return self.backend.exported
 
     def prepare_exported(self, facts: Mapping[str, Any]) -> None:

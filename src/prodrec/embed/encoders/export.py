@@ -89,12 +89,14 @@ class Runtime:
                          if p in ort.get_available_providers()]
             self._session = ort.InferenceSession(str(path), so, providers=providers)
             self.input_names = tuple(i.name for i in self._session.get_inputs())
+            self.device = "cuda" if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         elif backend == "openvino":
             import openvino as ov
 
             self._compiled = ov.Core().compile_model(
                 str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
             self.input_names = tuple(i.get_any_name() for i in self._compiled.inputs)
+            self.device = "cpu"
         else:
             raise ConfigError(f"no exported runtime for backend {backend!r}; choose onnx or openvino")
 

@@ -97,9 +97,10 @@ def precision_at_k(vectors: np.ndarray, labels: Sequence[str | None], k: int = K
     """Mean over products with a label of the share of their ``k`` nearest other products (cosine of unit
     rows) that carry the same label."""
     lab = np.asarray([("" if v is None else v) for v in labels], dtype=object)
+    k = min(k, len(lab) - 1)
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, -np.inf)
-    top = np.argpartition(-sims, k, axis=1)[:, :k]
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     hits = lab[top] == lab[:, None]
     keep = lab != ""
     return float(hits[keep].mean()) if keep.any() else float("nan")
@@ -107,10 +108,14 @@ def precision_at_k(vectors: np.ndarray, labels: Sequence[str | None], k: int = K
 
 def compare(fp32: np.ndarray, int8: np.ndarray, calibration: Calibration) -> dict[str, Any]:
     """The int8 report: cosine of int8 to fp32 vectors, precision@5 per label column with each, and whether
-    the largest change stays within ``calibration.max_p5_change``."""
+    the largest change stays within ``calibration.max_p5_change``. Products whose input failed (a zero row,
+    an undecodable photo) are left out."""
+    ok = (np.linalg.norm(fp32, axis=1) > 0) & (np.linalg.norm(int8, axis=1) > 0)
+    fp32, int8 = fp32[ok], int8[ok]
     cos = np.sum(fp32 * int8, axis=1)
     p5 = {}
-    for col, labels in calibration.labels.items():
+    for col, all_labels in calibration.labels.items():
+        labels = [v for v, keep in zip(all_labels, ok) if keep]
         a, b = precision_at_k(fp32, labels), precision_at_k(int8, labels)
         p5[col] = {"fp32": round(a, 4), "int8": round(b, 4), "change": round(b - a, 4)}
     worst = max((abs(v["change"]) for v in p5.values()), default=0.0)
@@ -164,6 +169,8 @@ def quantize(model: Exportable, models_dir: str | Path, fp32_folder: Path, calib
 
     def build(tmp: Path) -> dict[str, Any]:
         assert calibration is not None  # checked above: a missing folder needs a calibration set
+        log.info("%s: int8 quantisation, checked on %d products of the catalog against fp32", what,
+                 len(calibration.validate))
         method = _quantize_file(model, fp32_folder / "model.onnx", tmp, calibration)
         reference = model.embed_exported({"model": Runtime("onnx", fp32_folder / "model.onnx")}, calibration.validate)
         quantised = model.embed_exported({"model": Runtime("onnx", tmp / "model.onnx")}, calibration.validate)

@@ -119,7 +119,9 @@ class SentenceEncoder:
         self._tokenizer: _Tokenizer | None = None
         self.backend = Backend("torch", "not opened yet")
         self.backend = Backend.open(backend, self, device=device, what=self.name)
-        if not self.backend.exported:
+        if self.backend.exported:
+            self.device = self.backend.runtimes["model"].device
+        else:
             self._load(device)
         log.info("text model %s (%d-d) from %s on %s (%s)", self.name, self.dim, self.weight_source, self.device,
                  self.backend.name)
