@@ -16,7 +16,8 @@ PYTEST_ARGS ?=
 # used as it is; otherwise PyTorch's CPU index supplies it (PyPI's default Linux torch wheel brings
 # multi-GB CUDA libraries). TORCH_INDEX=... overrides the choice, e.g. a CUDA index on a GPU machine.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-$(VENV)/.installed: pyproject.toml constraints-cpu.txt setup.py
+# $(call pip_install,EXTRAS): the venv with prodrec[EXTRAS] editable, torch from the index chosen above.
+define pip_install
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	@probe=$$(mktemp -d); torch_pin=$$(grep -E '^torch==' constraints-cpu.txt); \
@@ -25,12 +26,25 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt setup.py
 	  echo "torch: $$torch_pin found without an index (local wheel)"; \
 	else index="--extra-index-url $(TORCH_CPU_INDEX)"; echo "torch: $$torch_pin from $(TORCH_CPU_INDEX)"; fi; \
 	rm -rf $$probe; \
-	$(PIP) install $$index -c constraints-cpu.txt -e ".[all]"
+	$(PIP) install $$index -c constraints-cpu.txt -e ".[$(1)]"
+endef
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt setup.py
+	$(call pip_install,all)
 	touch $@
 
 install: $(VENV)/.installed
 
-run: install
+# `make run` installs only what the notebooks use (the paper's models, the notebooks, the fast CPU backends:
+# no test tools, no Ray), unless everything is installed already; `make install` / `make test` add the rest.
+RUN_EXTRAS ?= image,resnet,text,notebooks,fast
+$(VENV)/.installed-run: pyproject.toml constraints-cpu.txt setup.py
+	$(call pip_install,$(RUN_EXTRAS))
+	touch $@
+
+# Every notebook on the paper's 5,000 products; every model on the fastest exact backend (build_experiment's
+# default backend="auto": OpenVINO / ONNX Runtime on a CPU, exported once into the store; torch on a GPU).
+run: $(if $(wildcard $(VENV)/.installed),install,$(VENV)/.installed-run)
 	$(VENV)/bin/prodrec run-notebooks --out $(OUT) --demo-if-missing $(if $(DATA),--data $(DATA)) -p n_products $(N)
 
 test: install

@@ -27,8 +27,10 @@ import numpy as np
 
 from ..data.catalog import Catalog
 from .encoders import get_image_encoder, get_text_encoder, image_model_id, resolve_image_model
+from .encoders.backends import BackendRequest
 from .encoders.base import Encoder, ImageEncoderLike, TextEncoderLike
 from .encoders.clip import ClipEncoder, clip_dim, resolve_clip_model
+from .encoders.export import key_of
 from ..core.errors import ConfigError
 from .encoders.colour import ColourEncoder
 from .encoders.text import resolve_text_model
@@ -117,6 +119,13 @@ class Resolved:
     spec: ModelSpec | None = None
 
 
+def backend_request(options: dict[str, Any]) -> BackendRequest:
+    """The backend options of :meth:`ArmSpec.resolve` (``backend``, default ``torch``; ``precision``,
+    ``models_dir``, ``n_items``, ``calibration``) as a :class:`~prodrec.embed.encoders.backends.BackendRequest`."""
+    keys = ("backend", "precision", "models_dir", "n_items", "calibration")
+    return BackendRequest(**{k: options[k] for k in keys if options.get(k) is not None})
+
+
 class ArmSpec:
     """How one arm gets its vectors. Subclasses fill in the four methods."""
 
@@ -124,6 +133,9 @@ class ArmSpec:
     input: str = ""
     #: What the arm reads: ``"image"`` (photo paths: whole-batch chunks, Ray actors get paths) or ``"text"``.
     input_kind: ClassVar[str] = ""
+    #: Whether the arm's model runs on a backend: ``--backend`` / ``--precision`` (``backend``, ``precision``,
+    #: ``models_dir``, ``n_items``, ``calibration`` options of :meth:`resolve`) apply to it.
+    backends: ClassVar[bool] = False
 
     def inputs(self, catalog: Catalog) -> Sequence[str]:
         """One input per product: its photo path or its sentence."""
@@ -156,6 +168,7 @@ class ImageArm(ArmSpec):
     name = "image"
     input = "product photo"
     input_kind = "image"
+    backends = True
 
     def inputs(self, catalog: Catalog) -> Sequence[str]:
         return catalog.image_paths
@@ -168,10 +181,12 @@ class ImageArm(ArmSpec):
         return None
 
     def resolve(self, model: str = "auto", *, weights: str | None = "imagenet",
-                weights_path: str | None = None, **_: Any) -> Resolved:
+                weights_path: str | None = None, **options: Any) -> Resolved:
         concrete, reason = resolve_image_model(model, weights, weights_path)
-        return Resolved("image", concrete, image_model_id(concrete, weights), MODELS[concrete].dim, reason,
-                        {"weights": weights, "weights_path": weights_path}, MODELS[concrete])
+        request = backend_request(options)
+        base = image_model_id(concrete, weights)
+        return Resolved("image", concrete, request.model_id(base, key_of(base, 224)), MODELS[concrete].dim, reason,
+                        {"weights": weights, "weights_path": weights_path, "backend": request}, MODELS[concrete])
 
     def keys(self, catalog: Catalog, store: EmbeddingStore, progress: bool = False) -> list[str]:
         paths = catalog.image_paths
@@ -181,7 +196,8 @@ class ImageArm(ArmSpec):
         return [next(digests) if p else f"missing:{note or 'no photo'}" for p, note in zip(paths, notes)]
 
     def build(self, resolved: Resolved) -> Encoder:
-        enc = get_image_encoder(resolved.model, resolved.options["weights"], resolved.options["weights_path"])
+        enc = get_image_encoder(resolved.model, resolved.options["weights"], resolved.options["weights_path"],
+                                backend=resolved.options.get("backend"))
         enc.choice_reason = resolved.reason
         return enc
 
@@ -211,6 +227,7 @@ class TextArm(ArmSpec):
     name = "text"
     input = "product sentence"
     input_kind = "text"
+    backends = True
 
     def __init__(self, fields: Sequence[str] | None = None) -> None:
         self.fields = None if fields is None else tuple(fields)
@@ -236,19 +253,21 @@ class TextArm(ArmSpec):
             return "the catalog has no text columns"
         return None
 
-    def resolve(self, model: str = "auto", **_: Any) -> Resolved:
-        model_id, _path, source = resolve_text_model(model)
+    def resolve(self, model: str = "auto", **options: Any) -> Resolved:
+        model_id, path, source = resolve_text_model(model)
         spec = model_spec(model_id)
         reason = "requested" if model != "auto" else (
             "paper model available" if spec and spec.name == "bert-base-nli-mean-tokens"
             else "bert-base-nli-mean-tokens not cached and huggingface.co unreachable")
-        return Resolved("text", model, model_id, spec.dim if spec else None, reason, {"source": source}, spec)
+        request = backend_request(options)
+        return Resolved("text", model, request.model_id(model_id, key_of(model_id, path)),
+                        spec.dim if spec else None, reason, {"source": source, "backend": request}, spec)
 
     def keys(self, catalog: Catalog, store: EmbeddingStore, progress: bool = False) -> list[str]:
         return [text_key(s) for s in self.sentences(catalog)]
 
     def build(self, resolved: Resolved) -> Encoder:
-        return get_text_encoder(resolved.model)
+        return get_text_encoder(resolved.model, backend=resolved.options.get("backend"))
 
     def compute(self, catalog: Catalog, encoder: Callable[[], Encoder], batch_size: int) -> ComputeFn:
         sentences = self.sentences(catalog)
@@ -270,13 +289,15 @@ class ClipArm(ImageArm):
     input = "product photo (CLIP image tower)"
     DEFAULT = "openai/clip-vit-base-patch32"
 
-    def resolve(self, model: str = "auto", **_: Any) -> Resolved:
+    def resolve(self, model: str = "auto", **options: Any) -> Resolved:
         model_id, load_from, source = resolve_clip_model(self.DEFAULT if model == "auto" else model)
         reason = "requested" if model != "auto" else f"auto: {self.DEFAULT} available ({source})"
-        return Resolved("clip", load_from, model_id, clip_dim(load_from), reason, {"source": source}, MODELS["clip"])
+        request = backend_request(options)
+        return Resolved("clip", load_from, request.model_id(model_id, key_of(model_id, load_from)),
+                        clip_dim(load_from), reason, {"source": source, "backend": request}, MODELS["clip"])
 
     def build(self, resolved: Resolved) -> Encoder:
-        enc = ClipEncoder(resolved.model)
+        enc = ClipEncoder(resolved.model, backend=resolved.options.get("backend"))
         enc.choice_reason = resolved.reason
         return enc
 
@@ -285,6 +306,8 @@ class TrainingFreeImageArm(ImageArm):
     """An image arm whose encoder has no weights to load (so resolving it may build it): the colour arm, or
     any :class:`~prodrec.embed.encoders.base.ImageEncoder` subclass a user writes. ``encoder`` is the class
     (or any factory) that builds it; its ``name``, ``dim`` and ``model_id`` say the rest."""
+
+    backends = False  # no weights: nothing to export
 
     def __init__(self, name: str, encoder: Callable[[], Encoder], input: str = "product photo") -> None:
         self.name, self.encoder, self.input = name, encoder, input

@@ -23,7 +23,9 @@ from ..core.vocab import LEARNED
 from ..data.catalog import Catalog
 from ..data.schema import COLOUR_LABEL, STYLE_LABEL
 from .arms import ArmSpec, Resolved
+from .encoders.backends import MODELS_FOLDER, check_backend, check_precision
 from .encoders.base import Encoder
+from .encoders.int8 import calibration_set
 from .learned import HEAD_PATH_KEY, LearnedHead, train_head
 from .ray_engine import ray_compute
 from .registry import arm_spec
@@ -66,6 +68,8 @@ def embed_arm(
     force: bool = False,
     engine: str = "local",
     engine_options: Mapping[str, Any] | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
     **options: Any,
 ) -> Embeddings:
     """Vectors of one arm for every product of ``catalog``, from the store where it has them.
@@ -75,19 +79,35 @@ def embed_arm(
     Products whose input fails (an undecodable photo) are listed in ``emb.failures``; use ``emb.valid()``.
     ``engine="ray"`` computes the missing vectors on a Ray cluster (``engine_options``: ``address``,
     ``workers``, ``gpus_per_worker``; see :mod:`prodrec.embed.ray_engine`) into the same store.
+    ``backend`` (``auto``, ``torch``, ``onnx``, ``openvino``) is where the model runs, its exports kept in
+    ``<store>/models`` (or the ``models_dir`` option); fp32 gives the torch vectors on every backend, under
+    one store key. ``precision="int8"`` quantises the model, calibrated and checked on this catalog, and
+    refuses one that moves precision@5 (see :mod:`prodrec.embed.encoders.backends` and ``.int8``).
     """
     params.check_positive_int("batch_size", batch_size)
     engine = params.check_engine(engine)
     params.check_positive_int("chunk_size", chunk_size)
+    check_backend(backend)
+    check_precision(precision)
     spec = arm if isinstance(arm, ArmSpec) else arm_spec(arm)
     why_not = spec.unavailable(catalog)
     if why_not:
         raise ConfigError(f"the {spec.name} arm cannot be built: {why_not}")
+    st = open_store(store)
+    models_dir = options.pop("models_dir", None)
+    keys: list[str] | None = None
     if encoder is not None:
         resolved = Resolved(spec.name, encoder.name, encoder.model_id, encoder.dim, encoder.choice_reason, {})
     else:
+        if spec.backends:
+            options.update(backend=backend, precision=precision, n_items=len(catalog),
+                           models_dir=str(models_dir or st.root / MODELS_FOLDER))
+            if precision == "int8":  # drawn from this catalog by content; used only when no int8 model is kept
+                keys = spec.keys(catalog, st, progress=progress)
+                labels = {c: catalog.df[c].tolist() for c in catalog.label_columns if c in catalog.df}
+                options["calibration"] = calibration_set(spec.inputs(catalog), keys, labels, kind=spec.input_kind,
+                                                         source=f"{len(catalog)} products of {catalog.root}")
         resolved = spec.resolve(model, **options)
-    st = open_store(store)
     built: dict[str, Encoder | None] = {"enc": encoder}
 
     def get_encoder() -> Encoder:
@@ -107,7 +127,7 @@ def embed_arm(
     if spec.input_kind == "image":  # chunks of whole batches of photos
         chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
     dim = resolved.dim or get_encoder().dim
-    keys = spec.keys(catalog, st, progress=progress)
+    keys = keys if keys is not None else spec.keys(catalog, st, progress=progress)
     compute = spec.compute(catalog, get_encoder, batch_size)
     if engine == "ray":
         compute = remote = ray_compute(spec, catalog, resolved, batch_size=batch_size, encoder=encoder,
@@ -163,8 +183,9 @@ def text_embeddings(
                      progress=progress, encoder=encoder)
 
 
-_SUMMARY_KEYS = ("name", "model_id", "dim", "weights", "weight_source", "choice_reason", "device", "fields",
-                 "input", "preprocessing", "why", "cache", "loaded", "computed", "engine", "ray", "training")
+_SUMMARY_KEYS = ("name", "model_id", "dim", "weights", "weight_source", "choice_reason", "device", "backend",
+                 "backend_version", "precision", "fields", "input", "preprocessing", "why", "cache", "loaded",
+                 "computed", "engine", "ray", "training")
 
 
 def model_summary(emb: Embeddings | None) -> dict[str, Any] | None:

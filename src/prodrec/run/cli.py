@@ -27,6 +27,7 @@ from ..core.vocab import AUTO_APPROX_KIND, AUTO_EXACT_MAX, CALIBRATIONS, ENGINES
 from ..data import fetch
 from ..data.formats import FORMATS
 from ..data.schema import TEXT_CLEAN
+from ..embed.encoders.backends import BACKENDS, PRECISIONS
 from ..embed.registry import ARMS, arm_names, modes, text_query_arms
 from ..evaluation.metrics import check_metrics, metric_names
 from ..evaluation.significance import TESTS
@@ -143,6 +144,13 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    help="path to resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
     g.add_argument("--store", default=None, help="embedding store folder (default $PRODREC_STORE or "
                    "~/.cache/prodrec/store)")
+    g.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="where the models run: auto (default: torch on a GPU; on a CPU OpenVINO or ONNX Runtime "
+                   "when installed, pip install 'prodrec[fast]', for large jobs or once exported) | torch | onnx | "
+                   "openvino. Exports are kept in <store>/models; fp32 gives the torch vectors on every backend")
+    g.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (default, exact) | int8: quantised, calibrated and checked on the catalog; "
+                   "refused when it moves precision@5 by more than 0.01 (its own store key)")
     g.add_argument("--batch-size", type=_positive_int, default=32)
     g.add_argument("--chunk-size", type=_positive_int, default=1024, help="items per resumable chunk")
     g = p.add_argument_group("index", "how many-query searches find neighbours")

@@ -88,7 +88,7 @@ def _experiment(args: argparse.Namespace, request: ArmRequest, include_ids: tupl
         chunk_size=args.chunk_size, stratify=args.stratify, include_ids=include_ids,
         alpha=getattr(args, "alpha", 0.5), weights=getattr(args, "weights", None),
         catalog_options=catalog_options(args), k=k, modes=modes, require_ids=require_ids, progress=not args.quiet,
-        engine=args.engine, engine_options=_engine_options(args),
+        engine=args.engine, engine_options=_engine_options(args), backend=args.backend, precision=args.precision,
         fetch_images=bool(getattr(args, "fetch_images", False)),
     )
 

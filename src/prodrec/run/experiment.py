@@ -25,6 +25,7 @@ from ..data.locate import find_data_dir
 from ..data.text import LabelMask
 from ..embed.arms import ArmSpec
 from ..embed.embedding import ArmRunner, embed_arm, learned_embeddings, model_summary, open_store
+from ..embed.encoders.backends import MODELS_FOLDER, check_backend, check_precision
 from ..embed.encoders.base import Encoder
 from ..embed.registry import ARMS, arm_names, requested_models
 from ..embed.store import EmbeddingStore
@@ -129,6 +130,8 @@ def build_experiment(
     index: str = "exact",
     index_params: Mapping[str, Any] | None = None,
     fetch_images: bool = False,
+    backend: str = "auto",
+    precision: str = "fp32",
 ) -> Experiment:
     """Load (or take) a catalog, sample ``n_products`` with ``seed``, embed each arm, build a recommender.
 
@@ -161,8 +164,14 @@ def build_experiment(
     ``index`` (``exact``, ``ivf``, ``hnsw``, ``auto``) is how many-query searches find neighbours (see
     :mod:`prodrec.rank.index`); approximate indexes are kept in ``<store>/indexes`` and reused while the
     vectors are the same.
+
+    ``backend`` (``auto``, ``torch``, ``onnx``, ``openvino``) is where every arm's model runs (exports kept
+    in ``<store>/models``; fp32 vectors are the torch ones on every backend); ``precision="int8"`` quantises
+    the models, calibrated and checked on the catalog (see :mod:`prodrec.embed.encoders.backends`).
     """
     params.check_sample_size(n_products)
+    check_backend(backend)
+    check_precision(precision)
     params.check_positive_int("batch_size", batch_size)
     params.check_positive_int("chunk_size", chunk_size)
     params.check_alpha(alpha)
@@ -185,10 +194,11 @@ def build_experiment(
             learned = True
         given = {a: m for a, m in given.items() if a in names}
     wanted = requested_models(given, arms=[a for a in arms if not ARMS[a].trained] if arms is not None else None)
-    arm_options = {"image": {"weights": image_weights,
-                             "weights_path": None if resnet_weights is None else str(resnet_weights)}}
-
     store = open_store(store_dir)
+    on_backend = {"backend": backend, "precision": precision, "models_dir": str(store.root / MODELS_FOLDER)}
+    arm_options: dict[str, dict[str, Any]] = {name: dict(on_backend) for name in wanted}
+    arm_options["image"] = {"weights": image_weights, "weights_path": None if resnet_weights is None
+                            else str(resnet_weights), **on_backend}
     if catalog is None:
         options = {"image_cache": store.root / CACHE_DIR, "fetch": fetch_images, "progress": progress,
                    **dict(catalog_options or {})}

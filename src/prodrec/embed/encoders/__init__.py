@@ -8,6 +8,7 @@ import logging
 import os
 from typing import Any
 
+from .backends import BACKENDS, PRECISIONS, BackendRequest
 from .base import ImageEncoder, l2_normalize
 from .efficientnet import EfficientNetLite0Encoder
 from .resnet import ResNet50Encoder, WeightsUnavailable, resolve_resnet50_weights
@@ -66,7 +67,9 @@ def get_image_encoder(
     """Build an image encoder by name (``auto``, ``resnet50``, ``efficientnet-lite0``).
 
     ``weights=None`` gives random weights (only when asked for explicitly; every output records it).
-    The auto choice and its reason are kept in ``encoder.choice_reason``.
+    The auto choice and its reason are kept in ``encoder.choice_reason``. ``backend=`` (keyword): ``torch``
+    (default), ``onnx``, ``openvino``, ``auto`` or a :class:`~prodrec.embed.encoders.backends.BackendRequest`
+    (an exported backend needs one with ``models_dir``; ``embed_arm`` makes it).
     """
     concrete, reason = resolve_image_model(name, weights, weights_path)
     enc: ImageEncoder
@@ -78,13 +81,18 @@ def get_image_encoder(
     return enc
 
 
-def get_text_encoder(name: str = "auto", device: str | None = None) -> Any:
-    """A :class:`~prodrec.encoders.text.SentenceEncoder` (``auto`` = the paper's model when reachable)."""
-    return SentenceEncoder(name, device=device)
+def get_text_encoder(name: str = "auto", device: str | None = None,
+                     backend: BackendRequest | str | None = "torch") -> Any:
+    """A :class:`~prodrec.encoders.text.SentenceEncoder` (``auto`` = the paper's model when reachable) on
+    ``backend`` (see :func:`get_image_encoder`)."""
+    return SentenceEncoder(name, device=device, backend=backend)
 
 
 __all__ = [
+    "BACKENDS",
     "IMAGE_MODELS",
+    "PRECISIONS",
+    "BackendRequest",
     "ImageEncoder",
     "get_image_encoder",
     "get_text_encoder",

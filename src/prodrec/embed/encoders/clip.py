@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ import numpy as np
 
 from ...core.net import reachable
 from ...core.errors import MissingDependency, ModelUnavailable
-from .base import ImageEncoder, l2_normalize
-from .efficientnet import torch_device
+from .backends import BackendImageEncoder, BackendRequest, torch_device
+from .base import l2_normalize
+from .export import ExportError, export_torch, key_of, runtime_version, save_probe
 
 log = logging.getLogger(__name__)
 
@@ -77,59 +79,85 @@ def resolve_clip_model(name: str) -> tuple[str, str, str]:
 
 
 def _weights_kind(folder: Path) -> str:
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return "pretrained"
+    config = _local_config(str(folder)) or {}
     return "random" if config.get(RANDOM_MARK) else "pretrained"
 
 
 def clip_dim(folder: str) -> int | None:
     """The projection size of a local checkpoint (None when it is not local yet)."""
-    try:
-        return int(json.loads((Path(folder) / "config.json").read_text())["projection_dim"])
-    except (OSError, ValueError, KeyError):
-        return None
+    config = _local_config(folder)
+    return None if config is None else int(config.get("projection_dim", 512))
 
 
-class ClipEncoder(ImageEncoder):
-    """A transformers CLIP model: image tower for product photos, text tower for descriptions."""
+class ClipEncoder(BackendImageEncoder):
+    """A transformers CLIP model: image tower for product photos, text tower for descriptions.
+
+    ``backend``: ``torch`` (default here), ``onnx`` / ``openvino`` (both towers exported once, the photo
+    normalisation inside the image graph; needs the checkpoint in a local folder), or ``auto``; see
+    :mod:`prodrec.embed.encoders.backends`.
+    """
 
     name = "clip"
+    image_graph = "image"
 
-    def __init__(self, model: str = "openai/clip-vit-base-patch32", device: str | None = None) -> None:
+    def __init__(self, model: str = "openai/clip-vit-base-patch32", device: str | None = None,
+                 backend: BackendRequest | str | None = "torch") -> None:
         super().__init__()
         try:
+            from transformers import AutoTokenizer
+        except ImportError as exc:
+            raise MissingDependency(
+                "the CLIP arm needs torch and transformers: pip install 'prodrec[image,text]'"
+            ) from exc
+        self._id, self._load_from, self.weight_source = resolve_clip_model(model)
+        self.model_name = self._id.rsplit("/", 1)[0]
+        self._local = not self.weight_source.startswith("download:")
+        self.tokenizer = AutoTokenizer.from_pretrained(self._load_from, local_files_only=self._local)
+        self.model: Any = None
+        config = _local_config(self._load_from)
+        if config is None:  # a download: the model itself says what it is
+            self._load(device)
+            config = self.model.config.to_dict()
+        self._configure(config)
+        if not self._open_backend(backend, device, graphs=("image", "text")):
+            self._load(device)
+        log.info("clip: %s (%d-d, %s weights) from %s on %s (%s)", self.model_name, self.dim, self.weights,
+                 self.weight_source, self.device, self.backend.name)
+
+    def _configure(self, config: dict[str, Any]) -> None:
+        self.weights = "random" if config.get(RANDOM_MARK) else "pretrained"
+        if self.weights == "random" and "randomly initialised" not in self.weight_source:
+            self.weight_source += " (randomly initialised test checkpoint: not a real CLIP)"
+        self.dim = int(config.get("projection_dim", 512))  # transformers' defaults where a config omits them
+        self.input_size = int((config.get("vision_config") or {}).get("image_size", 224))
+        self.max_length = int(min((config.get("text_config") or {}).get("max_position_embeddings", 77), 77))
+
+    def _load(self, device: str | None = None) -> None:
+        """Load the torch model (once): for the torch backend, or to export it."""
+        if self.model is not None:
+            return
+        try:
             import torch
-            from transformers import AutoTokenizer, CLIPModel
+            from transformers import CLIPModel
         except ImportError as exc:
             raise MissingDependency(
                 "the CLIP arm needs torch and transformers: pip install 'prodrec[image,text]'"
             ) from exc
         self._torch = torch
-        self._id, load_from, self.weight_source = resolve_clip_model(model)
-        self.model_name = self._id.rsplit("/", 1)[0]
-        local = not self.weight_source.startswith("download:")
-        self.model = CLIPModel.from_pretrained(load_from, local_files_only=local).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(load_from, local_files_only=local)
-        cfg = self.model.config
-        self.weights = "random" if getattr(cfg, RANDOM_MARK, False) else "pretrained"
-        if self.weights == "random":
-            self.weight_source += " (randomly initialised test checkpoint: not a real CLIP)"
-        self.dim = int(cfg.projection_dim)
-        self.input_size = int(cfg.vision_config.image_size)
-        mean, std = _image_stats(load_from, local)
+        self.model = CLIPModel.from_pretrained(self._load_from, local_files_only=self._local).eval()
         self.device = device or torch_device(torch)
         self.model.to(self.device)
+        mean, std = _image_stats(self._load_from, self._local)
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
-        self.max_length = int(min(getattr(cfg.text_config, "max_position_embeddings", 77), 77))
-        log.info("clip: %s (%d-d, %s weights) from %s on %s", self.model_name, self.dim, self.weights,
-                 self.weight_source, self.device)
 
     @property
-    def model_id(self) -> str:
+    def base_model_id(self) -> str:
         return self._id
+
+    @property
+    def export_key(self) -> str:
+        return key_of(self._id, self._load_from)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "checkpoint": self.model_name}
@@ -139,24 +167,77 @@ class ClipEncoder(ImageEncoder):
         """transformers 5 returns model outputs (projected features in ``pooler_output``); 4.x a tensor."""
         return out.pooler_output if hasattr(out, "pooler_output") else out
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
+    def _image_features(self, pixels: Any) -> Any:
+        """uint8 NHWC tensor -> projected image features (what the image graph traces)."""
+        x = pixels.permute(0, 3, 1, 2).float()
+        x = (x / 255.0 - self._mean) / self._std
+        return self._features(self.model.get_image_features(pixel_values=x))
+
+    def _text_features(self, input_ids: Any, attention_mask: Any) -> Any:
+        return self._features(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+
+    def _framework_forward(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            x = torch.from_numpy(np.require(batch, requirements="W")).to(self.device).permute(0, 3, 1, 2).float()
-            x = (x / 255.0 - self._mean) / self._std
-            return self._features(self.model.get_image_features(pixel_values=x)).float().cpu().numpy()
+            x = torch.from_numpy(np.require(batch, requirements="W")).to(self.device)
+            return self._image_features(x).float().cpu().numpy()
+
+    def _tokens(self, sentences: Sequence[str]) -> dict[str, np.ndarray]:
+        tok = self.tokenizer(list(sentences), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="np")
+        return {k: np.asarray(tok[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
 
     def encode(self, sentences: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Text-tower vectors of ``sentences`` (L2-normalised), comparable with the photo vectors."""
-        torch = self._torch
         out = np.zeros((len(sentences), self.dim), dtype=np.float32)
-        with torch.inference_mode():
-            for i in range(0, len(sentences), batch_size):
-                tok = self.tokenizer(list(sentences[i : i + batch_size]), padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(self.device)
-                feats = self._features(self.model.get_text_features(**tok))
-                out[i : i + len(feats)] = feats.float().cpu().numpy()
+        for i in range(0, len(sentences), batch_size):
+            feeds = self._tokens(sentences[i : i + batch_size])
+            if self.backend.exported:
+                out[i : i + len(feeds["input_ids"])] = self.backend.runtimes["text"].run(feeds)
+                continue
+            torch = self._torch
+            with torch.inference_mode():
+                feats = self._text_features(*(torch.from_numpy(feeds[k]).to(self.device)
+                                              for k in ("input_ids", "attention_mask")))
+            out[i : i + len(feats)] = feats.float().cpu().numpy()
         return l2_normalize(out)
+
+    def export_onnx(self, folder: Path) -> dict[str, Any]:
+        """``image.onnx`` (uint8 photos in, normalisation inside) and ``text.onnx`` (token ids and mask in)."""
+        if not self._local or not Path(self._load_from).is_dir():
+            raise ExportError(f"exporting CLIP needs the checkpoint in a local folder (it is {self._load_from})")
+        self._load("cpu")
+        torch, encoder = self._torch, self
+
+        class Tower(torch.nn.Module):
+            def __init__(self, text: bool) -> None:
+                super().__init__()
+                self.net, self.text = encoder.model, text
+
+            def forward(self, *args: Any) -> Any:
+                return encoder._text_features(*args) if self.text else encoder._image_features(*args)
+
+        pixels = self.probe_pixels()
+        tokens = self._tokens(["a probe description", "white sports shoes for women, size 8, with laces"])
+        with torch.inference_mode():
+            text_out = self._text_features(*(torch.from_numpy(tokens[k]) for k in ("input_ids", "attention_mask")))
+        save_probe(folder, {"image": ({"pixels": pixels}, self._framework_forward(pixels)),
+                            "text": (tokens, text_out.float().numpy())})
+        export_torch(Tower(False).eval(), (torch.from_numpy(pixels),), folder / "image.onnx", ["pixels"],
+                     {"pixels": {0: "batch"}})
+        export_torch(Tower(True).eval(), tuple(torch.from_numpy(tokens[k]) for k in ("input_ids", "attention_mask")),
+                     folder / "text.onnx", ["input_ids", "attention_mask"],
+                     {k: {0: "batch", 1: "tokens"} for k in ("input_ids", "attention_mask")})
+        return {"weight_source": self.weight_source, "framework": runtime_version("torch"), "exporter": "torch.onnx"}
+
+
+def _local_config(folder: str) -> dict[str, Any] | None:
+    """A local checkpoint's config.json (None when it is not local yet)."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def _image_stats(load_from: str, local: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:

