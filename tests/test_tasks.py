@@ -20,15 +20,15 @@ from prodrec.embed.vectors import Embeddings
 from prodrec.evaluation.reference import KAGL_REFERENCE, kagl_reference
 from prodrec.evaluation.retrieval import cutoff_metrics, metric_names, relevant_counts
 from prodrec.evaluation.significance import compare_modes
-from prodrec.evaluation.tasks import (
+from prodrec.evaluation.composed import (
     ComposedWeights,
     composed_queries,
+    composed_runs,
+    composed_table,
     composed_task,
-    label_task,
-    name_task,
-    task_modes,
-    text_space,
+    describe_composed,
 )
+from prodrec.evaluation.tasks import label_task, leaderboard_runs, name_task, task_modes, text_space
 from prodrec.rank.compose import Composer, Prototypes
 from prodrec.rank.recommender import Recommender
 from prodrec.rank.search import Searcher
@@ -263,6 +263,35 @@ def test_composed_task_rows_tuning_and_the_query_api() -> None:
     assert fixed.settings["tuned_on_queries"] == 0
     np.testing.assert_array_equal(fixed.per_query[("X+C tuned", "P@5", "articleType+baseColour")],
                                   run.per_query[("X+C tuned", "P@5", "articleType+baseColour")])
+
+
+def test_composed_runs_table_and_findings() -> None:
+    searcher, protos, _ = composed_setup()
+    runs = composed_runs({"full": searcher}, protos, seeds=(0, 1), n_queries=40, progress=False)
+    assert [r.settings["seed"] for r in runs] == [0, 1]
+    table = composed_table(runs)
+    assert ("X+C", "X+C tuned") in table.index and ("C", "C:colour") in table.index
+    assert list(table.columns) == [("full", 0), ("full", 1), ("full", "mean"), ("full", "sd")]
+    row = table.loc[("X+C", "X+C tuned")]
+    assert row[("full", "mean")] == pytest.approx((row[("full", 0)] + row[("full", 1)]) / 2, abs=1e-3)
+    text = describe_composed(runs)
+    assert text.startswith("**full.** X + \"C\" with tuned weights reaches precision@5 " + f"{row[('full', 'mean')]:.3f}")
+    assert composed_runs({"full": searcher}, protos, seeds=(0,), min_relevant=1000, progress=False) == []
+    assert describe_composed([]) == "No composed query could be drawn on this catalog."
+
+
+def test_leaderboard_runs_skip_what_cannot_run(demo_parts: tuple) -> None:
+    cat, enc, text, image, *_ = demo_parts
+    searchers = {p: Searcher(Recommender({"image": image, "text": text}, protocol=p), cat, lambda arm: enc)
+                 for p in ("full", "withheld")}
+    runs = leaderboard_runs(searchers, ["articleType", "baseColour"], withheld={"withheld": ["articleType", "baseColour"]},
+                            progress=False)
+    assert [(r.task, r.protocol, list(r.kinds)) for r in runs] == [("label", "withheld", ["text"])]
+    rec = Recommender({"clip": image, "text": text})
+    clip = FakeClip(cat.labels.reindex(rec.ids)["productDisplayName"].tolist(), rec.arm("clip").vectors)
+    both = {p: Searcher(rec, cat, lambda arm: clip if arm == "clip" else enc) for p in ("full", "full2")}
+    runs = leaderboard_runs(both, ["articleType"], name_queries=10, progress=False)
+    assert [r.task for r in runs] == ["label", "name", "label"]  # the name task once
 
 
 # ------------------------------------------------------------------------------------------- reference

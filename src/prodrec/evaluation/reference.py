@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["KAGL_REFERENCE", "KAGL_SOURCE", "kagl_reference"]
+__all__ = ["HEADLINE_MODELS", "KAGL_REFERENCE", "KAGL_SOURCE", "beside_reference", "kagl_reference"]
 
 KAGL_SOURCE = ("marqo-ai/marqo-FashionCLIP LEADERBOARD.md (2024-08-09), KAGL section; "
                "https://github.com/marqo-ai/marqo-FashionCLIP/blob/main/LEADERBOARD.md")
@@ -73,3 +73,32 @@ def kagl_reference(task: str | None = None, models: tuple[str, ...] | None = Non
     if models is not None:
         table = table[table.model.isin(models)]
     return table.reset_index(drop=True)
+
+
+#: The three models the kit's rows are usually set beside (the issue's and Marqo's headline models).
+HEADLINE_MODELS: tuple[str, ...] = ("FashionCLIP2.0", "Marqo-FashionCLIP", "Marqo-FashionSigLIP")
+
+
+def beside_reference(results: pd.DataFrame, task: str, models: tuple[str, ...] = HEADLINE_MODELS,
+                     digits: int = 3) -> pd.DataFrame:
+    """The kit's rows of one leaderboard task (``label`` or ``name`` records of
+    :meth:`~prodrec.evaluation.tasks.TaskRun.table`) beside the published ones: one row per (label, metric),
+    one column per published model (``published: <model>``) and per kit mode (``kit <protocol>: <mode>
+    (<query>)``). The kit's ``AvgP`` / ``AvgRecall`` are the mean of its P@1 and P@10 / R@1 and R@10, as
+    published. A metric a side does not report is left empty."""
+    avg, parts = ("AvgRecall", ("R@1", "R@10")) if task == "name" else ("AvgP", ("P@1", "P@10"))
+    kit = results[results["task"] == task]
+    kit = kit.assign(column=[f"kit {p}: {m} ({q})" for p, m, q in zip(kit.protocol, kit["mode"], kit["query"])])
+    wide = kit.pivot_table(index=["label", "metric"], columns="column", values="value", sort=False)
+    for label in dict.fromkeys(kit.label):
+        if all((label, m) in wide.index for m in parts):
+            wide.loc[(label, avg), :] = wide.loc[[(label, m) for m in parts]].mean()
+    ref = kagl_reference(task, models)
+    pub = ref.assign(column="published: " + ref.model).pivot_table(
+        index=["label", "metric"], columns="column", values="value", sort=False)
+    out = pub.join(wide, how="outer")
+    labels = list(dict.fromkeys([*kit.label, *ref.label]))
+    metrics = [avg, *parts, *(m for m in ("R@1", "R@10", "P@1", "P@10") if m not in parts), "MRR"]
+    order = [(lab, m) for lab in labels for m in metrics if (lab, m) in out.index]
+    cols = [f"published: {m}" for m in models if f"published: {m}" in out.columns] + list(wide.columns)
+    return out.loc[order, cols].round(digits)

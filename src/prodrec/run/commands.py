@@ -32,7 +32,8 @@ from ..evaluation.metrics import check_metrics
 from ..evaluation.report import metric_table, precision_table, significance_legend, significance_table
 from ..evaluation.reference import KAGL_SOURCE, kagl_reference
 from ..evaluation.runs import evaluate
-from ..evaluation.tasks import COMPOSED_QUERIES, KAGL_LABELS, NAME_QUERIES, composed_task, label_task, name_task, task_modes
+from ..evaluation.composed import COMPOSED_QUERIES, composed_task
+from ..evaluation.tasks import KAGL_LABELS, NAME_QUERIES, label_task, name_task, task_modes
 from ..evaluation.significance import check_test, compare_modes
 from ..rank.compose import Composer
 from .experiment import ArmRequest, Experiment, build_experiment, request_arms, withheld_columns

@@ -73,9 +73,9 @@ def outside_prototypes(
     if not len(outside):
         raise ConfigError(f"every product of the catalog ({len(catalog)}) is in the evaluated sample: prototypes "
                           "are fitted outside it; sample fewer products (--n / n_products)")
-    if max_products is not None and len(outside) > params.check_positive_int("max_products", max_products):
-        outside = np.sort(np.random.default_rng(seed).choice(outside, size=max_products, replace=False))
     subset = catalog.subset(outside.tolist())
+    if max_products is not None:  # the draw the learned arm makes of its training products (same store rows)
+        subset = subset.sample(params.check_positive_int("max_products", max_products), seed=seed)
     settings = exp.settings
     embeddings: dict[str, Embeddings] = {}
     for arm in names:
@@ -83,7 +83,7 @@ def outside_prototypes(
         embeddings[arm] = embed_arm(subset, entry(), str(settings.get(entry.settings_key) or "auto"),
                                     store=settings.get("store"), batch_size=int(settings.get("batch_size", 32)),
                                     progress=progress, **dict((settings.get("arm_options") or {}).get(arm) or {}))
-    log.info("prototypes of %s fitted on %d products outside the sample", cols, len(outside))
+    log.info("prototypes of %s fitted on %d products outside the sample", cols, len(subset))
     return Prototypes.fit(embeddings, subset.labels, cols, min_count=min_count)
 
 
