@@ -113,3 +113,36 @@ def test_widget_renders_and_search_updates_grid(voila: str, demo_dir: Path) -> N
             assert "Error displaying widget" not in page.content()
         finally:
             browser.close()
+
+
+def test_like_and_refine_in_the_browser(voila: str) -> None:
+    """Like a recommendation, type a modifier in the refine box and press Enter: a REFINED row replaces the
+    grid (the like and the modifier in its status line) and no widget error shows."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1300, "height": 1100})
+        try:
+            page.goto(voila, timeout=120_000)
+            page.wait_for_selector(".prodrec-browser .prodrec-tile img", timeout=180_000)
+            srcs = lambda: page.eval_on_selector_all(".prodrec-tile img", "els => els.map(e => e.src)")  # noqa: E731
+            before = srcs()
+            page.click(".prodrec-browser .prodrec-tile .prodrec-like >> nth=0")
+            page.wait_for_function("() => document.querySelector('.prodrec-browser').innerText.includes('liked 1')",
+                                   timeout=60_000)
+            page.fill(".prodrec-browser .prodrec-refine input", "in red")
+            page.press(".prodrec-browser .prodrec-refine input", "Enter")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.prodrec-query')].some(e => e.innerText.includes('REFINED'))",
+                timeout=60_000)
+            page.wait_for_function("old => { const n = [...document.querySelectorAll('.prodrec-tile img')]"
+                                   ".map(e => e.src); return n.length === 5 && n.join() !== old.join(); }",
+                                   arg=before, timeout=60_000)
+            status = page.inner_text(".prodrec-browser")
+            assert "like 1, dislike 0" in status and "text model" in status  # the modifier, placed by the text arm
+            page.screenshot(path=str(ARTIFACTS / "browser-refine.png"), full_page=True)
+            assert "Error displaying widget" not in page.content()
+        finally:
+            browser.close()

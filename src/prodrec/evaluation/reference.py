@@ -85,9 +85,10 @@ def beside_reference(results: pd.DataFrame, task: str, models: tuple[str, ...] =
     :meth:`~prodrec.evaluation.tasks.TaskRun.table`) beside the published ones: one row per (label, metric),
     one column per published model (``published: <model>``) and per kit mode (``kit <protocol>: <mode>
     (<query>)``). The kit's ``AvgP`` / ``AvgRecall`` are the mean of its P@1 and P@10 / R@1 and R@10, as
-    published. A metric a side does not report is left empty."""
+    published. A metric a side does not report is left empty; without kit rows, the published ones alone."""
     avg, parts = ("AvgRecall", ("R@1", "R@10")) if task == "name" else ("AvgP", ("P@1", "P@10"))
-    kit = results[results["task"] == task]
+    kit = results[results["task"] == task] if "task" in results.columns else pd.DataFrame(
+        columns=["protocol", "mode", "query", "label", "metric", "value"])
     kit = kit.assign(column=[f"kit {p}: {m} ({q})" for p, m, q in zip(kit.protocol, kit["mode"], kit["query"])])
     wide = kit.pivot_table(index=["label", "metric"], columns="column", values="value", sort=False)
     for label in dict.fromkeys(kit.label):
