@@ -17,6 +17,8 @@ The models are CLIP-family checkpoints (none is available offline here):
 
 from __future__ import annotations
 
+import importlib.resources
+
 import pandas as pd
 
 __all__ = ["HEADLINE_MODELS", "KAGL_REFERENCE", "KAGL_SOURCE", "beside_reference", "kagl_reference"]
@@ -24,44 +26,32 @@ __all__ = ["HEADLINE_MODELS", "KAGL_REFERENCE", "KAGL_SOURCE", "beside_reference
 KAGL_SOURCE = ("marqo-ai/marqo-FashionCLIP LEADERBOARD.md (2024-08-09), KAGL section; "
                "https://github.com/marqo-ai/marqo-FashionCLIP/blob/main/LEADERBOARD.md")
 
-_MODELS = ("FashionCLIP2.0", "Marqo-FashionCLIP", "Marqo-FashionSigLIP", "OpenFashionCLIP",
-           "ViT-B-16-laion2b_s34b_b88k", "ViT-B-16-SigLIP-webli")
-_LABEL_METRICS = ("AvgP", "P@1", "P@10", "MRR")
-_NAME_METRICS = ("AvgRecall", "R@1", "R@10", "MRR")
+#: The KAGL section's tables as published, verbatim, each headed by the kit's task and label for it.
+PUBLISHED_FILE = "kagl_leaderboard.md"
 
-#: (task, label) -> one row of values per model (in the order of the models above), in the metric order of
-#: the task (label: AvgP, P@1, P@10, MRR; name: AvgRecall, R@1, R@10, MRR), as published.
-_TABLES: dict[tuple[str, str], tuple[tuple[float, ...], ...]] = {
-    ("name", "productDisplayName"): (
-        (0.263, 0.122, 0.404, 0.217), (0.303, 0.159, 0.446, 0.265), (0.334, 0.179, 0.489, 0.293),
-        (0.208, 0.091, 0.325, 0.170), (0.295, 0.155, 0.435, 0.259), (0.319, 0.169, 0.468, 0.272)),
-    ("label", "masterCategory"): (
-        (0.700, 0.714, 0.686, 0.714), (0.643, 0.714, 0.571, 0.714), (0.629, 0.571, 0.686, 0.643),
-        (0.493, 0.429, 0.557, 0.500), (0.550, 0.571, 0.529, 0.619), (0.707, 0.714, 0.700, 0.714)),
-    ("label", "subCategory"): (
-        (0.586, 0.600, 0.571, 0.627), (0.640, 0.667, 0.613, 0.691), (0.699, 0.711, 0.687, 0.756),
-        (0.479, 0.467, 0.491, 0.566), (0.598, 0.622, 0.573, 0.664), (0.667, 0.689, 0.644, 0.731)),
-    ("label", "articleType"): (
-        (0.605, 0.634, 0.577, 0.694), (0.669, 0.725, 0.613, 0.772), (0.667, 0.704, 0.629, 0.763),
-        (0.515, 0.542, 0.489, 0.607), (0.628, 0.683, 0.573, 0.748), (0.640, 0.669, 0.611, 0.736)),
-    ("label", "baseColour"): (
-        (0.428, 0.413, 0.443, 0.518), (0.498, 0.500, 0.496, 0.614), (0.545, 0.587, 0.502, 0.664),
-        (0.472, 0.478, 0.465, 0.587), (0.487, 0.500, 0.474, 0.605), (0.459, 0.500, 0.417, 0.564)),
-    ("label", "season"): (
-        (0.362, 0.500, 0.225, 0.550), (0.338, 0.250, 0.425, 0.542), (0.425, 0.500, 0.350, 0.500),
-        (0.400, 0.500, 0.300, 0.583), (0.300, 0.250, 0.350, 0.490), (0.325, 0.250, 0.400, 0.375)),
-    ("label", "usage"): (
-        (0.244, 0.250, 0.237, 0.275), (0.256, 0.250, 0.263, 0.354), (0.388, 0.375, 0.400, 0.438),
-        (0.188, 0.125, 0.250, 0.225), (0.263, 0.250, 0.275, 0.292), (0.444, 0.500, 0.388, 0.500)),
-}
+
+def _parse(text: str) -> list[dict[str, object]]:
+    """The published tables as tidy rows (bold marks dropped; ``Recall@k`` written ``R@k`` as the kit does)."""
+    rows: list[dict[str, object]] = []
+    task = label = ""
+    header: list[str] = []
+    for line in filter(None, (ln.strip() for ln in text.splitlines())):
+        if line.startswith("<!--") or line.endswith("-->"):
+            continue
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        if not line.startswith("|"):
+            task, label = line.split()[:2]
+        elif cells[0] == "Model":
+            header = [c.replace("Recall@", "R@") for c in cells[1:]]
+        else:
+            rows += [{"source": "published", "model": cells[0], "task": task, "label": label, "metric": m,
+                      "value": float(v)} for m, v in zip(header, cells[1:])]
+    return rows
+
 
 #: The published rows, tidy: ``source, model, task, label, metric, value``.
 KAGL_REFERENCE: tuple[dict[str, object], ...] = tuple(
-    {"source": "published", "model": model, "task": task, "label": label, "metric": metric, "value": value}
-    for (task, label), rows in _TABLES.items()
-    for model, values in zip(_MODELS, rows)
-    for metric, value in zip(_NAME_METRICS if task == "name" else _LABEL_METRICS, values)
-)
+    _parse((importlib.resources.files(__package__) / PUBLISHED_FILE).read_text(encoding="utf-8")))
 
 
 def kagl_reference(task: str | None = None, models: tuple[str, ...] | None = None) -> pd.DataFrame:

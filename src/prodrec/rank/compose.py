@@ -117,13 +117,12 @@ class Prototypes:
         """Prototypes of every value of ``columns`` with at least ``min_count`` products, in every arm of
         ``embeddings`` (failed products left out). ``labels`` is indexed by product id."""
         params.check_positive_int("min_count", min_count)
-        missing = [c for c in columns if c not in labels.columns]
-        if missing:
-            raise ConfigError(f"cannot fit prototypes of {missing}: not label columns ({list(labels.columns)})")
         if not embeddings:
             raise ConfigError("prototypes need the vectors of at least one arm")
-        table = labels.copy()
-        table.index = table.index.map(str)
+        if not set(columns) <= set(labels.columns):
+            raise ConfigError(f"cannot fit prototypes of {sorted(set(columns) - set(labels.columns))}: not label "
+                              f"columns ({list(labels.columns)})")
+        table = labels.set_axis(labels.index.map(str), axis=0)
         vectors: dict[str, dict[tuple[str, str], np.ndarray]] = {}
         counts: dict[tuple[str, str], int] = {}
         fitted: set[str] = set()

@@ -49,17 +49,9 @@ def _columns(exp: Experiment, catalog: Catalog, columns: Sequence[str] | None) -
     return cols
 
 
-def outside_prototypes(
-    exp: Experiment,
-    catalog: Catalog,
-    columns: Sequence[str] | None = None,
-    arms: Sequence[str] | None = None,
-    *,
-    max_products: int | None = None,
-    seed: int = 0,
-    min_count: int = 1,
-    progress: bool = True,
-) -> Prototypes:
+def outside_prototypes(exp: Experiment, catalog: Catalog, columns: Sequence[str] | None = None,
+                       arms: Sequence[str] | None = None, *, max_products: int | None = None, seed: int = 0,
+                       min_count: int = 1, progress: bool = True) -> Prototypes:
     """Prototypes of ``columns`` (default: the label columns) in ``exp``'s arms that read no text, fitted on
     the products of ``catalog`` (the one ``exp`` was sampled from) outside its sample: at most
     ``max_products`` of them (a seeded draw), embedded through the experiment's store and models."""
