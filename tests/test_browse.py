@@ -91,3 +91,49 @@ def test_three_arms_get_a_weight_slider_each(demo_dir: Path) -> None:
     assert only_colour == b.rec.recommend(b.query_id, k=5, mode="colour")["id"].tolist()
     b.arm_weights["colour"].value, b.arm_weights["image"].value = 0.0, 1.0
     assert b.compute()["fused"]["id"].tolist() == b.rec.recommend(b.query_id, k=5, mode="image")["id"].tolist()
+
+
+def test_like_dislike_and_refine(demo_dir: Path) -> None:
+    """Like/dislike under each tile, then refine: the list is re-ranked as Recommender.query ranks it, with
+    the refine box's modifier placed by the composer; clearing brings the query's own list back."""
+    from prodrec.data.text import product_sentences
+    from prodrec.rank.compose import Composer, Prototypes
+    from prodrec.rank.search import Searcher
+    from test_search import BagOfWords
+
+    cat = load_catalog(demo_dir)
+    enc = BagOfWords()
+    rng = np.random.default_rng(0)
+    img = Embeddings(cat.ids, rng.normal(size=(len(cat), 16)))
+    txt = Embeddings(cat.ids, enc.encode(product_sentences(cat.df, cat.text_columns)))
+    rec = Recommender({"image": img, "text": txt})
+    composer = Composer(Searcher(rec, cat, lambda arm: enc), Prototypes.fit({"image": img}, cat.labels, ["baseColour"]))
+    b = Browser(rec, cat, k=5, composer=composer)
+    b.show_query("90000")
+    tiles = b.grid.children[0].children[1:]
+    first, second = tiles[0]._prodrec_id, tiles[1]._prodrec_id
+    tiles[0].children[3].children[0].click()  # like the first recommendation
+    tiles[1].children[3].children[1].click()  # dislike the second
+    assert b.liked == [first] and b.disliked == [second]
+    assert tiles[0].children[3].children[0].button_style == "success"
+    assert tiles[1].children[3].children[1].button_style == "danger"
+    b.refine_button.click()
+    want = rec.query(["90000", first], [second], None, rec.fusion_weights(alpha=b.alpha.value), 5)
+    assert b.refined["id"].tolist() == want["id"].tolist() == [t._prodrec_id for t in b.grid.children[0].children[1:]]
+    assert "REFINED" in b.grid.children[0].children[0].children[1].value and "like 1, dislike 1" in b.status.value
+    b.refine_box.value = "in Red"  # submitting the box refines with the modifier
+    want = rec.query(["90000", first], [second], composer("in Red"), rec.fusion_weights(alpha=b.alpha.value), 5)
+    assert b.refined["id"].tolist() == want["id"].tolist()
+    assert "prototype baseColour=Red" in b.status.value and "text model" in b.status.value
+    b.k.value = 3  # a changed control re-ranks the refined list
+    assert len(b.refined) == 3 and len(b.grid.children[0].children) == 4
+    b.like(first)  # a second click unmarks
+    assert b.liked == []
+    b.clear_feedback()
+    assert b.refined is None and b.refine_box.value == "" and b.disliked == []
+    assert [t._prodrec_id for t in b.grid.children[0].children[1:]] == rec.recommend("90000", 3, "fused", b.alpha.value)["id"].tolist()
+    b.refine_box.value = "zzz unknown"  # the text arm still places it; a bad k is shown, never raised
+    b.k.value = 5
+    b2 = Browser(Recommender({"image": img}), cat, k=5)
+    b2.refine_box.value = "in red"
+    assert "needs an arm that reads text" in b2.status.value

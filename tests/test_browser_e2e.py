@@ -66,13 +66,11 @@ def voila(demo_dir: Path, tmp_path: Path):
         log.close()
 
 
-def test_widget_renders_and_search_updates_grid(voila: str, demo_dir: Path) -> None:
+@pytest.fixture
+def page(voila: str):
+    """Headless Chromium on the Voila page, once the widget's first grid is drawn."""
     from playwright.sync_api import sync_playwright
 
-    from prodrec import load_catalog
-
-    cat = load_catalog(demo_dir)
-    target = cat.row(90021)["productDisplayName"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
@@ -80,36 +78,65 @@ def test_widget_renders_and_search_updates_grid(voila: str, demo_dir: Path) -> N
         try:
             page.goto(voila, timeout=120_000)
             page.wait_for_selector(".prodrec-browser .prodrec-tile img", timeout=180_000)
-            assert "Error displaying widget" not in page.content()
-            srcs = lambda: page.eval_on_selector_all(".prodrec-tile img", "els => els.map(e => e.src)")
-            names = lambda: page.eval_on_selector_all(".prodrec-tile .prodrec-name", "els => els.map(e => e.textContent)")
-            before_src, before_names = srcs(), names()
-            assert len(before_src) == 5
-            page.fill(".prodrec-browser .prodrec-search input", target)
-            page.wait_for_function(
-                "t => [...document.querySelectorAll('.prodrec-query .prodrec-name')].some(e => e.textContent === t)",
-                arg=target, timeout=60_000)
-            page.wait_for_function("old => { const n = [...document.querySelectorAll('.prodrec-tile img')]"
-                                   ".map(e => e.src); return n.length === 5 && n.join() !== old.join(); }",
-                                   arg=before_src, timeout=60_000)
-            after_names = names()
-            assert after_names != before_names and len(after_names) == 5
-            assert "90021" in page.inner_text(".prodrec-browser")
-            page.screenshot(path=str(ARTIFACTS / "browser-search.png"), full_page=True)
-            assert "Error displaying widget" not in page.content()
-            # describe a product in words: the grid shows what the description finds (text arm here)
-            before_src = srcs()
-            page.fill(".prodrec-browser .prodrec-describe input", "red handbags for women")
-            page.press(".prodrec-browser .prodrec-describe input", "Enter")
-            page.wait_for_function(
-                "t => [...document.querySelectorAll('.prodrec-query .prodrec-name')].some(e => e.textContent === t)",
-                arg="red handbags for women", timeout=60_000)
-            page.wait_for_function("old => { const n = [...document.querySelectorAll('.prodrec-tile img')]"
-                                   ".map(e => e.src); return n.length === 5 && n.join() !== old.join(); }",
-                                   arg=before_src, timeout=60_000)
-            found = names()
-            assert sum("Handbags" in n for n in found) >= 4, found
-            page.screenshot(path=str(ARTIFACTS / "browser-describe.png"), full_page=True)
-            assert "Error displaying widget" not in page.content()
+            yield page
         finally:
             browser.close()
+
+
+def test_widget_renders_and_search_updates_grid(page, demo_dir: Path) -> None:
+    from prodrec import load_catalog
+
+    cat = load_catalog(demo_dir)
+    target = cat.row(90021)["productDisplayName"]
+    assert "Error displaying widget" not in page.content()
+    srcs = lambda: page.eval_on_selector_all(".prodrec-tile img", "els => els.map(e => e.src)")
+    names = lambda: page.eval_on_selector_all(".prodrec-tile .prodrec-name", "els => els.map(e => e.textContent)")
+    before_src, before_names = srcs(), names()
+    assert len(before_src) == 5
+    page.fill(".prodrec-browser .prodrec-search input", target)
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('.prodrec-query .prodrec-name')].some(e => e.textContent === t)",
+        arg=target, timeout=60_000)
+    page.wait_for_function("old => { const n = [...document.querySelectorAll('.prodrec-tile img')]"
+                           ".map(e => e.src); return n.length === 5 && n.join() !== old.join(); }",
+                           arg=before_src, timeout=60_000)
+    after_names = names()
+    assert after_names != before_names and len(after_names) == 5
+    assert "90021" in page.inner_text(".prodrec-browser")
+    page.screenshot(path=str(ARTIFACTS / "browser-search.png"), full_page=True)
+    assert "Error displaying widget" not in page.content()
+    # describe a product in words: the grid shows what the description finds (text arm here)
+    before_src = srcs()
+    page.fill(".prodrec-browser .prodrec-describe input", "red handbags for women")
+    page.press(".prodrec-browser .prodrec-describe input", "Enter")
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('.prodrec-query .prodrec-name')].some(e => e.textContent === t)",
+        arg="red handbags for women", timeout=60_000)
+    page.wait_for_function("old => { const n = [...document.querySelectorAll('.prodrec-tile img')]"
+                           ".map(e => e.src); return n.length === 5 && n.join() !== old.join(); }",
+                           arg=before_src, timeout=60_000)
+    found = names()
+    assert sum("Handbags" in n for n in found) >= 4, found
+    page.screenshot(path=str(ARTIFACTS / "browser-describe.png"), full_page=True)
+    assert "Error displaying widget" not in page.content()
+
+
+def test_like_and_refine_in_the_browser(page) -> None:
+    """Like a recommendation, type a modifier in the refine box and press Enter: a REFINED row replaces the
+    grid (the like and the modifier in its status line) and no widget error shows."""
+    before = page.eval_on_selector_all(".prodrec-tile img", "els => els.map(e => e.src)")
+    page.click(".prodrec-browser .prodrec-tile .prodrec-like >> nth=0")
+    page.wait_for_function("() => document.querySelector('.prodrec-browser').innerText.includes('liked 1')",
+                           timeout=60_000)
+    page.fill(".prodrec-browser .prodrec-refine input", "in red")
+    page.press(".prodrec-browser .prodrec-refine input", "Enter")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.prodrec-query')].some(e => e.innerText.includes('REFINED'))",
+        timeout=60_000)
+    page.wait_for_function("old => { const n = [...document.querySelectorAll('.prodrec-tile img')]"
+                           ".map(e => e.src); return n.length === 5 && n.join() !== old.join(); }",
+                           arg=before, timeout=60_000)
+    status = page.inner_text(".prodrec-browser")
+    assert "like 1, dislike 0" in status and "text model" in status  # the modifier, placed by the text arm
+    page.screenshot(path=str(ARTIFACTS / "browser-refine.png"), full_page=True)
+    assert "Error displaying widget" not in page.content()

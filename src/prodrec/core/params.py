@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import ConfigError, RankingError
-from .vocab import CALIBRATIONS, ENGINES, FUSION_MODES, INDEX_KINDS, LEARNED, PAPER_ARMS, PROTOCOLS
+from .vocab import CALIBRATIONS, ENGINES, FUSION_MODES, INDEX_KINDS, LEARNED, PAPER_ARMS, PROTOCOLS, TASKS
 
 
 def _is_int(value: Any) -> bool:
@@ -147,3 +147,8 @@ def check_calibration(calibration: str, arms: Iterable[str] | None = None) -> st
 def check_protocol(protocol: str) -> str:
     """``protocol`` is one of :data:`~prodrec.core.vocab.PROTOCOLS` (``full`` or ``withheld``)."""
     return check_choice("protocol", protocol, PROTOCOLS)
+
+
+def check_task(task: str) -> str:
+    """``task`` is one of :data:`~prodrec.core.vocab.TASKS` (item, label, name, composed)."""
+    return check_choice("task", task, TASKS)

@@ -55,3 +55,10 @@ AUTO_APPROX_KIND = "ivf"
 
 #: The words that turn an optional model or feature off on the command line (``--clip-model none``).
 NONE_WORDS: tuple[str, ...] = ("", "none", "off")
+
+#: Evaluation tasks (:mod:`prodrec.evaluation.tasks`): ``item`` (product -> similar products, the paper's),
+#: ``label`` (a label value as a text query -> products with it) and ``name`` (a product name -> its
+#: photos), the public leaderboard's two tasks on this dataset, and ``composed`` (a product plus a colour
+#: word -> products of its article type in that colour).
+Task = Literal["item", "label", "name", "composed"]
+TASKS: tuple[str, ...] = get_args(Task)

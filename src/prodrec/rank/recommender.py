@@ -23,7 +23,7 @@ from ..core import params
 from ..core.errors import RankingError
 from ..core.vocab import FUSION_MODES
 from ..embed.vectors import Embeddings, align, align_outer
-from . import fusion
+from . import compose, fusion
 from .cosine import CosineIndex
 from .index import ArmIndexes, IndexCache, resolve_kind
 from .topk import block_rows, blocked_topk, drop_self, exclude_self, select_topk, unranked
@@ -297,6 +297,52 @@ class Recommender:
             params.check_k(k, len(self) + 1)
         pos, vals = select_topk(scores[None, :], k)
         return pd.DataFrame({"rank": np.arange(1, k + 1), "id": self.ids[pos[0]], "score": vals[0]})
+
+    def query(
+        self,
+        positive: Sequence[Any] = (),
+        negative: Sequence[Any] = (),
+        text: str | compose.Modifier | Mapping[str, np.ndarray] | None = None,
+        weights: Mapping[str, float] | None = None,
+        k: int = 5,
+        *,
+        embed: Any = None,
+        text_weights: Mapping[str, float] | float | None = None,
+        negative_weight: float = compose.NEGATIVE_WEIGHT,
+        allowed: np.ndarray | None = None,
+    ) -> pd.DataFrame:
+        """A composed or feedback query: more like ``positive``, less like ``negative``, plus a ``text``
+        modifier ("in red"), Rocchio-style per arm on the fusion's scale (see :mod:`prodrec.rank.compose`).
+
+        ``text`` is a :class:`~prodrec.rank.compose.Modifier`, a mapping arm -> vector, or a string placed
+        by ``embed`` (a :class:`~prodrec.rank.compose.Composer`). ``weights`` are the arms' weights (default
+        the fusion weights), ``text_weights`` the modifier's. The given products are never recommended.
+        Returns rank, id, score and each arm's weighted part (``<arm>_score``).
+        """
+        pos, neg = self.positions(list(positive)), self.positions(list(negative))
+        both = sorted(set(self.ids[pos]) & set(self.ids[neg]))
+        if both:
+            raise RankingError(f"product(s) {both} are both liked and disliked")
+        w = self.weights if weights is None else (
+            self.fusion_weights(weights=weights) if len(self.arms) > 1 else params.check_weights(weights, self.arms))
+        score, parts = compose.rocchio_scores(
+            {name: a.vectors for name, a in self.arms.items()}, pos, neg, compose.as_modifier(text, embed), w,
+            text_weights, self.calibration, negative_weight)
+        given = np.concatenate([pos, neg])
+        mask = None if allowed is None else np.asarray(allowed, dtype=bool)
+        n_ok = len(self) - len(np.unique(given)) if mask is None else int(np.delete(mask, given).sum())
+        params.check_k(k)
+        if k > n_ok:
+            raise RankingError(f"k={k} but only {n_ok} products can be recommended")
+        key = score[None, :].copy()
+        key[0, given] = -np.inf
+        if mask is not None:
+            key[:, ~mask] = -np.inf
+        top, vals = select_topk(key, k)
+        df = pd.DataFrame({"rank": np.arange(1, k + 1), "id": self.ids[top[0]], "score": vals[0]})
+        for name, part in parts.items():
+            df[f"{name}_score"] = part[top[0]]
+        return df
 
     # -------------------------------------------------------------- many queries
     def topk_positions(

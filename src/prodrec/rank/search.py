@@ -16,7 +16,7 @@ over a recommender's arms whose model also embeds free text:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -96,6 +96,51 @@ class Searcher:
             return self.store.embed(f"{mode}-query", model_id, dim, [key], [key], compute, progress=False).vectors[0]
         return compute(np.zeros(1))[0][0]
 
+    def check_mode(self, mode: str | None) -> str:
+        """``mode`` (default :meth:`default_mode`) if a description can be embedded by that arm's model."""
+        mode = mode or self.default_mode()
+        if mode not in self.modes:
+            raise ConfigError(f"cannot search with mode {mode!r}: searchable arms here are {self.modes} "
+                              "(the image arm's model cannot read text; add --clip-model for photo search)")
+        return mode
+
+    def embed(self, texts: Sequence[str], mode: str | None = None, persist: bool = False, batch_size: int = 64,
+              progress: bool = False) -> np.ndarray:
+        """Unit vectors ``[m, d]`` of ``texts`` by the model of arm ``mode`` (default :meth:`default_mode`):
+        label values, product names or query modifiers (:mod:`.compose`, :mod:`prodrec.evaluation.tasks`).
+        Repeated texts are embedded once; with a ``store``, vectors kept there are read back and, with
+        ``persist``, new ones are kept (arm ``<mode>-query``, keyed by the text's hash)."""
+        mode = self.check_mode(mode)
+        clean = [" ".join(str(t).split()) for t in texts]
+        uniq = list(dict.fromkeys(clean))
+        if len(uniq) <= 1:
+            vecs = np.stack([self._embed(mode, t, persist) for t in uniq]) if uniq else np.zeros((0, 1))
+        else:
+            vecs = self._embed_many(mode, uniq, persist, batch_size, progress)
+        vecs = np.asarray(vecs, dtype=np.float32)
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        row = {t: i for i, t in enumerate(uniq)}
+        return vecs[[row[t] for t in clean]] if clean else vecs[:0]
+
+    def _embed_many(self, mode: str, texts: list[str], persist: bool, batch_size: int, progress: bool) -> np.ndarray:
+        keys = [text_key(t) for t in texts]
+
+        def compute(pos: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+            enc = cast(TextEncoderLike, self._encoder(mode))
+            return enc.encode([texts[i] for i in pos], batch_size=batch_size, progress=progress), {}
+
+        model_id, dim = self._model_ids.get(mode), self.rec.arms[mode].vectors.shape[1]
+        if self.store is not None and model_id:
+            if persist:
+                return self.store.embed(f"{mode}-query", model_id, dim, keys, keys, compute, progress=progress,
+                                        desc=f"{mode} text queries").vectors
+            found, vectors, _ = self.store.lookup(f"{mode}-query", model_id, keys, keys, dim)
+            missing = np.flatnonzero(~found)
+            if len(missing):
+                vectors[missing] = compute(missing)[0]
+            return vectors
+        return compute(np.arange(len(texts)))[0]
+
     def mask(self, filters: Mapping[str, Any] | None) -> np.ndarray | None:
         """Products whose label columns equal ``filters`` (compared as text), as a mask over the ids."""
         if not filters:
@@ -116,10 +161,7 @@ class Searcher:
         ``persist`` keeps the description's vector in the store (figures and CLI calls that are re-run)."""
         if not isinstance(text, str) or not text.strip():
             raise ConfigError("search needs a non-empty description, e.g. 'white sports shoes for women'")
-        mode = mode or self.default_mode()
-        if mode not in self.modes:
-            raise ConfigError(f"cannot search with mode {mode!r}: searchable arms here are {self.modes} "
-                              "(the image arm's model cannot read text; add --clip-model for photo search)")
+        mode = self.check_mode(mode)
         vec = self._embed(mode, " ".join(text.split()), persist)
         with _one_blas_thread():
             df = self.rec.rank_vector(vec, mode, k, allowed=self.mask(filters))

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 from .._version import __version__
 from ..core import params
 from ..core.errors import ConfigError, ProdrecError
-from ..core.vocab import AUTO_APPROX_KIND, AUTO_EXACT_MAX, CALIBRATIONS, ENGINES, INDEX_KINDS, PROTOCOLS
+from ..core.vocab import AUTO_APPROX_KIND, AUTO_EXACT_MAX, CALIBRATIONS, ENGINES, INDEX_KINDS, PROTOCOLS, TASKS
 from ..data import fetch
 from ..data.formats import FORMATS
 from ..data.schema import TEXT_CLEAN
@@ -222,10 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recommend", help="top-k recommendations for one product")
     _add(p, _catalog_flags, _sample_flags, _model_flags, _output_flags)
-    p.add_argument("--id", required=True, help="query product id, as written in the catalog")
+    p.add_argument("--id", required=True, action="append", help="query product id, as written in the catalog; "
+                   "repeat it for several liked products (a composed query)")
     p.add_argument("-k", type=_positive_int, default=5)
     p.add_argument("--mode", default="fused", choices=modes())
     _fusion_flags(p)
+    g = p.add_argument_group("composed queries", "more like the --id products, less like the --not ones, plus a "
+                             "text modifier (Rocchio per arm on the fusion's scale)")
+    g.add_argument("--not", dest="not_ids", action="append", default=[], metavar="ID",
+                   help="a product to move away from (repeatable)")
+    g.add_argument("--text", default=None, help='a modifier, e.g. "in red": embedded by the arms that read text, '
+                   "mapped into the image/colour arms through the catalog's label prototypes")
+    g.add_argument("--text-weight", type=float, default=1.0, help="weight of the text modifier against the "
+                   "products (default 1: each arm's fusion weight)")
 
     p = sub.add_parser("search", help="products matching a description (text arm, or CLIP: text -> photos)")
     p.add_argument("query", help='a description, e.g. "white sports shoes for women"')
@@ -254,6 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--significance", nargs="?", const="student", default=None, choices=TESTS,
                    help="also test every pair of modes on every metric: student (paired t-test, the default "
                    "when the flag is bare) or fisher (randomisation), Holm-adjusted (needs 'prodrec[eval]')")
+    g = p.add_argument_group("tasks", "what a query is: item (a product -> similar products, default), label "
+                             "(a label value as text -> products with it) and name (a product name -> its photos), "
+                             "the KAGL leaderboard's tasks, or composed (a product + a colour word)")
+    g.add_argument("--task", default="item", choices=TASKS,
+                   help="item (default) | label (P@1, P@10, R@1, R@10, MRR; the text arm needs --protocol withheld) "
+                   "| name (needs --clip-model) | composed (precision@k of X + 'C')")
+    g.add_argument("--n-queries", type=_positive_int, default=None,
+                   help="queries of the name task (default 2000) or the composed task (default 400)")
+    g.add_argument("--query-seed", type=int, default=0, help="seed of the sampled names / composed queries")
 
     p = sub.add_parser("load-report", help="load a catalog and print what was wrong with it")
     _add(p, _catalog_flags, _output_flags, _store_flag)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,18 +20,24 @@ from ..core.errors import ConfigError, DataNotFound
 from ..core.io import dumps
 from ..core.provenance import provenance, save_json
 from ..core.vocab import NONE_WORDS
-from ..data.catalog import load_catalog
+from ..data.catalog import Catalog, load_catalog
 from ..data.demo import write_demo_catalog
 from ..data.fetch import CACHE_DIR
 from ..data.locate import fetch_data, find_data_dir
+from ..data.schema import COLOUR_LABEL, STYLE_LABEL
 from ..data.text import LabelMask
 from ..embed.embedding import default_store_dir, open_store
 from ..embed.registry import ARMS
 from ..evaluation.metrics import check_metrics
 from ..evaluation.report import metric_table, precision_table, significance_legend, significance_table
+from ..evaluation.reference import KAGL_SOURCE, kagl_reference
 from ..evaluation.runs import evaluate
+from ..evaluation.composed import COMPOSED_QUERIES, composed_task
+from ..evaluation.tasks import KAGL_LABELS, NAME_QUERIES, label_task, name_task, task_modes
 from ..evaluation.significance import check_test, compare_modes
+from ..rank.compose import Composer
 from .experiment import ArmRequest, Experiment, build_experiment, request_arms, withheld_columns
+from .prototypes import catalog_prototypes, outside_prototypes, prototype_arms
 from .notebooks import copy_notebooks, find_notebooks, kaggle_stage, resources_root, run_notebooks
 
 log = logging.getLogger("prodrec")
@@ -75,11 +82,12 @@ def arm_request(args: argparse.Namespace, **overrides: str | None) -> ArmRequest
 
 
 def _experiment(args: argparse.Namespace, request: ArmRequest, include_ids: tuple[str, ...] = (),
-                k: int | None = None, modes: Sequence[str] | None = None, require_ids: bool = False) -> Experiment:
+                k: int | None = None, modes: Sequence[str] | None = None, require_ids: bool = False,
+                catalog: Catalog | None = None, withheld: Sequence[str] | None = None) -> Experiment:
     learned = request.learned
     return build_experiment(
-        args.data, args.n, args.seed,
-        models=request.models, protocol=args.protocol, withheld=_labels(args),
+        args.data, args.n, args.seed, catalog=catalog,
+        models=request.models, protocol=args.protocol, withheld=_labels(args) if withheld is None else withheld,
         learned={"epochs": args.learn_epochs, "seed": args.learn_seed, "max_train": args.max_train} if learned
         else False,
         calibration=getattr(args, "calibration", "auto"), index=args.index,
@@ -147,19 +155,64 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     _check_out(args)
+    ids = [str(i) for i in args.id]
+    if len(ids) > 1 or args.not_ids or args.text is not None:
+        return _recommend_composed(args, ids)
+    qid = ids[0]
     request = arm_request(args).check([args.mode], args.weights)
-    exp = _experiment(args, request, include_ids=(args.id,), k=args.k, modes=[args.mode], require_ids=True)
-    df = exp.recommender.recommend(args.id, k=args.k, mode=args.mode, alpha=args.alpha, weights=args.weights)
+    exp = _experiment(args, request, include_ids=(qid,), k=args.k, modes=[args.mode], require_ids=True)
+    df = exp.recommender.recommend(qid, k=args.k, mode=args.mode, alpha=args.alpha, weights=args.weights)
     cols = list(dict.fromkeys([*(exp.catalog.schema.caption_columns or ()), *exp.catalog.label_columns]))
     lab = exp.labels
-    q = lab.loc[str(args.id)]
+    q = lab.loc[qid]
     df = df.join(lab[cols], on="id")
-    payload = {"query": {"id": str(args.id), **{c: q[c] for c in cols}}, "mode": args.mode, "k": args.k,
+    payload = {"query": {"id": qid, **{c: q[c] for c in cols}}, "mode": args.mode, "k": args.k,
                "recommendations": df.to_dict(orient="records")}
-    text = f"query {args.id}: " + " | ".join(str(q[c]) for c in cols) + f"\n{args.mode} top-{args.k}:\n"
+    text = f"query {qid}: " + " | ".join(str(q[c]) for c in cols) + f"\n{args.mode} top-{args.k}:\n"
     text += df.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    prov = exp.provenance(query=str(args.id), k=args.k, mode=args.mode)
-    _save(args, f"recommend-{args.id}-{args.mode}.json", payload, prov)
+    prov = exp.provenance(query=qid, k=args.k, mode=args.mode)
+    _save(args, f"recommend-{qid}-{args.mode}.json", payload, prov)
+    _emit(args, text, {"provenance": prov, **payload})
+    return 0
+
+
+def _recommend_composed(args: argparse.Namespace, ids: list[str]) -> int:
+    """``recommend --id A --id B --not C --text "in red"``: one composed query (Rocchio per arm, see
+    :mod:`prodrec.rank.compose`), ranked with the fusion weights (or one arm's, with an arm as --mode)."""
+    if args.mode == "rrf":
+        raise ConfigError("a composed query is ranked by fused scores: use --mode fused or one arm")
+    if args.text is not None and not args.text.strip():
+        raise ConfigError('--text needs a modifier, e.g. --text "in red"')
+    if not math.isfinite(args.text_weight) or args.text_weight < 0:
+        raise ConfigError(f"--text-weight must be finite and ≥ 0, got {args.text_weight}")
+    request = arm_request(args).check([args.mode], args.weights)
+    both = sorted(set(ids) & set(args.not_ids))
+    if both:
+        raise ConfigError(f"product(s) {both} are both --id and --not")
+    given = list(dict.fromkeys([*ids, *args.not_ids]))
+    exp = _experiment(args, request, include_ids=tuple(given), k=args.k, modes=[args.mode], require_ids=True)
+    rec = exp.recommender
+    weights = args.weights if args.mode == "fused" else {args.mode: 1.0}
+    if args.mode != "fused" and len(rec.arms) > 1:
+        weights = {a: float(a == args.mode) for a in rec.arms}
+    modifier = None
+    if args.text is not None:
+        searcher = exp.searcher()
+        protos = catalog_prototypes(exp) if prototype_arms(exp) and exp.catalog.label_columns else None
+        modifier = Composer(searcher if searcher.modes else None, protos)(args.text)
+    df = rec.query(ids, args.not_ids, modifier, weights, k=args.k, text_weights=args.text_weight)
+    cols = list(dict.fromkeys([*(exp.catalog.schema.caption_columns or ()), *exp.catalog.label_columns]))
+    df = df.join(exp.labels[cols], on="id")
+    placed = dict(modifier.sources) if modifier is not None else {}
+    query = {"positive": ids, "negative": list(args.not_ids), "text": args.text, "text_weight": args.text_weight,
+             "placed": placed}
+    payload = {"query": query, "mode": args.mode, "k": args.k, "recommendations": df.to_dict(orient="records")}
+    head = "query: like " + ", ".join(ids) + (f"; not {', '.join(args.not_ids)}" if args.not_ids else "")
+    if args.text is not None:
+        head += f"; text {args.text!r} (" + "; ".join(f"{a}: {how}" for a, how in placed.items()) + ")"
+    text = f"{head}\n{args.mode} top-{args.k}:\n" + df.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    prov = exp.provenance(query=query, k=args.k, mode=args.mode, weights=args.weights)
+    _save(args, f"recommend-composed-{ids[0]}-{args.mode}.json", payload, prov)
     _emit(args, text, {"provenance": prov, **payload})
     return 0
 
@@ -199,6 +252,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_out(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else None
+    if args.task != "item":
+        return _evaluate_task(args, modes)
     request = arm_request(args).check(modes or [], args.weights)
     labels = [c.strip() for c in args.labels.split(",") if c.strip()] if args.labels else None
     metrics = check_metrics(args.metrics)  # a missing library is named before any embedding
@@ -229,6 +284,73 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _save(args, "metrics.json", records, prov)
     if args.significance:
         _save(args, "significance.json", payload["significance"], prov)
+    _emit(args, text, {"provenance": prov, **payload})
+    return 0
+
+
+def _evaluate_task(args: argparse.Namespace, modes: list[str] | None) -> int:
+    """``evaluate --task label|name|composed`` (:mod:`prodrec.evaluation.tasks`): which arms take the task
+    is checked before anything is loaded; prototypes (label: arms that read no text; composed: the colour
+    word in them) are fitted on the catalog's products outside the sample."""
+    task = args.task
+    labels = _labels(args)
+    columns = labels or (list(KAGL_LABELS) if task == "label" else [STYLE_LABEL, COLOUR_LABEL])
+    withheld = (labels or columns) if task == "label" and args.protocol == "withheld" else None
+    request = arm_request(args).check([m for m in modes or () if m != "fused"], args.weights)
+    proto_arms = [a for a in request.arms if a in ARMS and not ARMS[a].trained and not ARMS[a].text_query]
+    # refused before any work: arms that cannot take the task, modes that are not there
+    task_modes(task, request.arms, args.protocol, columns=columns, withheld=withheld or (),
+               prototype_arms=proto_arms if task == "label" else (), modes=modes if task != "composed" else None)
+    if args.significance:
+        check_test(args.significance)
+    wants_protos = bool(proto_arms) and task in ("label", "composed") and (
+        modes is None or any(m in proto_arms or m == "fused" for m in modes))
+    full = (load_catalog(find_data_dir(args.data), **catalog_options(args), image_cache=_image_cache(args),
+                         progress=not args.quiet) if wants_protos else None)
+    exp = _experiment(args, request, catalog=full, withheld=withheld)
+    searcher = exp.searcher()
+    hidden = exp.settings.get("withheld_fields") or []
+    protos = None
+    if wants_protos:
+        try:
+            protos = outside_prototypes(exp, full, [c for c in columns if c in exp.catalog.df.columns],
+                                        [a for a in proto_arms if a in exp.embeddings], progress=not args.quiet)
+        except ConfigError as exc:
+            if modes is not None and any(m in proto_arms for m in modes):
+                raise
+            log.warning("no prototypes, so the %s arm(s) do not take the %s task: %s", ", ".join(proto_arms), task, exc)
+    progress = not args.quiet
+    if task == "label":
+        run = label_task(searcher, columns, modes, withheld=hidden, prototypes=protos, progress=progress)
+    elif task == "name":
+        run = name_task(searcher, args.n_queries or NAME_QUERIES, args.query_seed, modes, progress=progress)
+    else:
+        run = composed_task(searcher, protos, n_queries=args.n_queries or COMPOSED_QUERIES, seed=args.query_seed,
+                            k=args.k, withheld=hidden, type_column=columns[0], colour_column=columns[1],
+                            progress=progress)
+    res = run.table(n_boot=args.n_boot, seed=args.seed)
+    prov = exp.provenance(task=task, task_settings=run.settings, query_kinds=run.kinds, refused=run.skipped,
+                          protocol=args.protocol, prototypes=None if protos is None else {
+                              "columns": protos.columns, "arms": protos.arms, "fitted_on": len(protos.fitted_ids),
+                              "overlap_with_sample": protos.overlap(exp.recommender.ids)})
+    records = res.to_dict(orient="records")
+    payload: dict[str, Any] = {"results": records, "refused": run.skipped}
+    m = exp.models()
+    arms = ", ".join(f"{a}: {s['model_id']}" for a, s in m.items() if s)
+    text = (f"{task} task: {len(exp.recommender)} products, protocol {args.protocol}; {arms}\n"
+            + "".join(f"  {a}: not this task ({why})\n" for a, why in run.skipped.items())
+            + metric_table(res).to_string() + "\n")
+    if task in ("label", "name"):
+        ref = kagl_reference(task, ("FashionCLIP2.0", "Marqo-FashionCLIP", "Marqo-FashionSigLIP"))
+        text += f"\npublished ({KAGL_SOURCE}):\n" + ref.pivot_table(
+            index=["label", "metric"], columns="model", values="value", sort=False).to_string() + "\n"
+    if args.significance:
+        sig = compare_modes(run.per_query, test=args.significance)
+        payload["significance"] = sig.to_dict(orient="records")
+        marked = significance_table(res, sig)
+        text += "\n" + ("" if marked.empty else f"{marked.to_string()}\n") + significance_legend(sig)
+        _save(args, f"significance-{task}.json", payload["significance"], prov)
+    _save(args, f"task-{task}.json", records, prov)
     _emit(args, text, {"provenance": prov, **payload})
     return 0
 

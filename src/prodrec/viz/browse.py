@@ -11,6 +11,11 @@ text / fused, or all of them as rows: the paper's comparison figure made live), 
 optional filter (recommendations share the query's gender, say). Each interaction costs one
 matrix-vector product per arm (:meth:`Recommender.recommend_modes`); thumbnails are decoded lazily and
 cached.
+
+Feedback: **like** / **dislike** under each recommendation, then **refine** (optionally with a modifier in
+the refine box, "in red") re-ranks the catalog from the current list: more like the query and the liked
+products, less like the disliked ones, plus the modifier (:meth:`Recommender.query`, Rocchio per arm); the
+refined list is shown as a REFINED row and can be refined again.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ import numpy as np
 import pandas as pd
 
 from ..data.catalog import Catalog
-from ..core.errors import MissingDependency
+from ..core.errors import ConfigError, MissingDependency
 from .gallery import caption_parts, thumbnail
 from ..rank.recommender import Recommender
 from ..core.vocab import LEARNED, PAPER_ARMS
+from ..rank.compose import Composer
 from ..rank.search import Searcher
 
 #: The choice that shows every arm and the fused ranking as rows (the paper's comparison figure, live).
@@ -64,6 +70,7 @@ class Browser:
         thumb_size: int = 128,
         seed: int = 0,
         searcher: Searcher | None = None,
+        composer: Composer | None = None,
     ) -> None:
         try:
             import ipywidgets as w
@@ -116,6 +123,21 @@ class Browser:
         self.grid = w.VBox()
         self.query_id: Any = None
         self._updating = False  # True while search() fills the dropdown (its change is not a user's pick)
+        # feedback: liked / disliked products of the current list, and the refine box's modifier
+        self.composer = composer if composer is not None else (
+            Composer(self.searcher) if self.searcher is not None else None)
+        self.liked: list[Any] = []
+        self.disliked: list[Any] = []
+        self.refined: pd.DataFrame | None = None
+        self.refine_box = w.Text(placeholder="refine: in red (optional)", description="refine",
+                                 continuous_update=False, layout=w.Layout(width="360px"))
+        self.refine_box.add_class("prodrec-refine")
+        self.refine_button = w.Button(description="refine", icon="filter", layout=w.Layout(width="100px"))
+        self.refine_button.add_class("prodrec-refine-button")
+        self.clear_button = w.Button(description="clear feedback", layout=w.Layout(width="130px"))
+        self.refine_box.observe(lambda ch: self.refine() if ch["new"].strip() else None, names="value")
+        self.refine_button.on_click(lambda _: self.refine())
+        self.clear_button.on_click(lambda _: self.clear_feedback())
 
         self.search_box.observe(lambda ch: self.search(ch["new"]), names="value")
         self.describe_box.observe(lambda ch: self.describe(ch["new"]), names="value")
@@ -126,7 +148,8 @@ class Browser:
         controls = w.VBox([
             w.HBox([self.search_box, self.random_button]), self.matches, self.describe_box,
             w.HBox([self.mode, self.k]), w.HBox([self.alpha, self.filter]),
-            w.HBox(list(self.arm_weights.values())), self.status,
+            w.HBox(list(self.arm_weights.values())),
+            w.HBox([self.refine_box, self.refine_button, self.clear_button]), self.status,
         ])
         self.widget = w.VBox([controls, self.grid])
         self.widget.add_class("prodrec-browser")
@@ -170,6 +193,7 @@ class Browser:
     def show_query(self, product_id: Any) -> None:
         self.query_id = product_id
         self.description = None
+        self.liked, self.disliked, self.refined = [], [], None
         self.refresh()
 
     def describe(self, text: str) -> pd.DataFrame | None:
@@ -228,6 +252,9 @@ class Browser:
         if self.description is not None:  # k changed while a description is shown
             self._show_description()
             return
+        if self.refined is not None:  # k, weights or the filter changed while a refined list is shown
+            self.refine()
+            return
         try:
             results = self.compute()
         except (ValueError, KeyError) as exc:  # RankingError, unknown id: shown, never raised into the UI
@@ -270,7 +297,100 @@ class Browser:
             btn = w.Button(description="use as query", layout=w.Layout(width=f"{self.thumb_size}px"))
             btn.on_click(lambda _, p=pid: self.show_query(p))
             children.append(btn)
+            children.append(self._feedback_buttons(pid))
         box = w.VBox(children, layout=w.Layout(border="2px solid #d62728" if query else "1px solid #ccc",
                                                 padding="4px", margin="2px"))
         box.add_class("prodrec-query" if query else "prodrec-tile")
+        box._prodrec_id = pid  # which product a tile shows (its like/dislike buttons are restyled by id)
         return box
+
+    # ------------------------------------------------------------------ feedback and refine
+    def _feedback_buttons(self, pid: Any) -> Any:
+        import ipywidgets as w
+
+        half = w.Layout(width=f"{self.thumb_size // 2 - 2}px")
+        like = w.Button(description="like", icon="thumbs-up", layout=half,
+                        button_style="success" if pid in self.liked else "")
+        dislike = w.Button(description="dislike", icon="thumbs-down", layout=half,
+                           button_style="danger" if pid in self.disliked else "")
+        like.add_class("prodrec-like")
+        dislike.add_class("prodrec-dislike")
+        like.on_click(lambda _, p=pid: self.like(p))
+        dislike.on_click(lambda _, p=pid: self.dislike(p))
+        return w.HBox([like, dislike])
+
+    def like(self, product_id: Any) -> None:
+        """Mark ``product_id`` liked (again: unmark it); it is used by the next :meth:`refine`."""
+        self._toggle(product_id, self.liked, self.disliked)
+
+    def dislike(self, product_id: Any) -> None:
+        """Mark ``product_id`` disliked (again: unmark it); it is used by the next :meth:`refine`."""
+        self._toggle(product_id, self.disliked, self.liked)
+
+    def _toggle(self, product_id: Any, into: list[Any], other: list[Any]) -> None:
+        if product_id in into:
+            into.remove(product_id)
+        else:
+            into.append(product_id)
+            if product_id in other:
+                other.remove(product_id)
+        for row in self.grid.children:  # restyle the tile's buttons in place (no re-ranking)
+            for tile in row.children:
+                if len(tile.children) == 4 and getattr(tile, "_prodrec_id", None) == product_id:
+                    like, dislike = tile.children[3].children
+                    like.button_style = "success" if product_id in self.liked else ""
+                    dislike.button_style = "danger" if product_id in self.disliked else ""
+        self.status.value = (f"liked {len(self.liked)}, disliked {len(self.disliked)}: press <b>refine</b> to "
+                             "re-rank")
+
+    def clear_feedback(self) -> None:
+        """Forget likes, dislikes and the modifier; show the query's own list again."""
+        self.refine_box.value = ""
+        self.liked, self.disliked, self.refined = [], [], None
+        self.refresh()
+
+    def _weights(self) -> dict[str, float] | None:
+        mode = self.mode.value
+        if mode in self.rec.arms:
+            return {a: float(a == mode) for a in self.rec.arms} if len(self.rec.arms) > 1 else None
+        if self.arm_weights:
+            w = {arm: float(sl.value) for arm, sl in self.arm_weights.items()}
+            return w if sum(w.values()) > 0 else None
+        return self.rec.fusion_weights(alpha=float(self.alpha.value)) if len(self.rec.arms) > 1 else None
+
+    def refine(self) -> pd.DataFrame | None:
+        """Re-rank from the current list: more like the query and the liked products, less like the disliked
+        ones, plus the refine box's modifier (placed by :attr:`composer`); shown as the REFINED row."""
+        import ipywidgets as w
+
+        if self.query_id is None:
+            return None
+        text = self.refine_box.value.strip()
+        t0 = time.perf_counter()
+        try:
+            modifier = None
+            if text:
+                if self.composer is None:
+                    raise ConfigError("a modifier needs an arm that reads text (a searcher) or prototypes")
+                modifier = self.composer(text)
+            df = self.rec.query([self.query_id, *self.liked], self.disliked, modifier, self._weights(),
+                                int(self.k.value), allowed=self._allowed())
+        except (ValueError, KeyError) as exc:
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            return None
+        self.last_ms = (time.perf_counter() - t0) * 1e3
+        self.refined = df
+        q = self.labels.loc[self.query_id]
+        tiles = [self._tile(self.query_id, q, None, query=True, label="REFINED")]
+        arm_cols = [f"{a}_score" for a in self.rec.arms if f"{a}_score" in df.columns]
+        for rec in df.to_dict(orient="records"):
+            per_arm = {c[: -len("_score")]: float(rec[c]) for c in arm_cols}
+            tiles.append(self._tile(rec["id"], self.labels.loc[rec["id"]], ("refined", float(rec["score"]), per_arm)))
+        self.grid.children = [w.HBox(tiles)]
+        parts = [f"like {len(self.liked)}", f"dislike {len(self.disliked)}"]
+        if modifier is not None:
+            parts.append(f"text <b>{html.escape(text)}</b> (" + "; ".join(
+                f"{a}: {html.escape(how)}" for a, how in modifier.sources.items()) + ")")
+        self.status.value = (f"refined from query <b>{html.escape(str(self.query_id))}</b> · {', '.join(parts)} · "
+                             f"ranked {len(self.rec)} products in {self.last_ms:.1f} ms")
+        return df

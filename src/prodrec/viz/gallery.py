@@ -12,7 +12,7 @@ import logging
 import os
 import textwrap
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from ..core.provenance import save_json
 from ..data.schema import KAGGLE
 from ..embed import registry
 from ..evaluation.report import pareto_front
+from ..rank.compose import Composer
 from ..rank.recommender import Recommender
 from ..rank.search import Searcher
 
@@ -256,6 +257,24 @@ def plot_search_grid(searcher: Searcher, descriptions: Sequence[str], k: int = 5
     fig.suptitle(title or f"search by description: top-{k} by the {mode} arm", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def plot_composed_queries(
+    recommender: Recommender, catalog: Catalog, queries: Sequence[tuple[Any, str]], composer: Composer, k: int = 5,
+    weights: Mapping[str, float] | None = None, text_weights: Mapping[str, float] | float | None = None,
+    title: str | None = None,
+) -> Any:
+    """Three rows per composed query (product X, modifier text): X alone (the fused list), the text alone and
+    X + the text (:meth:`Recommender.query`, with ``weights`` / ``text_weights``), each beside X's photo."""
+    rows = []
+    for q, text in queries:
+        mod = composer(text)
+        rows.append((q, "X ALONE", recommender.recommend(q, k=k)))
+        rows.append((q, f'"{text}" ALONE', recommender.query(text=mod, weights=weights, text_weights=text_weights,
+                                                              k=k)))
+        rows.append((q, f'X + "{text}"', recommender.query([q], text=mod, weights=weights,
+                                                          text_weights=text_weights, k=k)))
+    return _grid(catalog, rows, k, title or f"composed queries: top-{k}")
 
 
 def plot_distribution(df: pd.DataFrame, column: str, top: int = 20, ax: Any = None) -> Any:
