@@ -29,6 +29,7 @@ from ..data.formats import FORMATS
 from ..data.schema import TEXT_CLEAN
 from ..embed.registry import ARMS, arm_names, modes, text_query_arms
 from ..evaluation.metrics import check_metrics, metric_names
+from ..evaluation.runs import TUNABLE
 from ..evaluation.significance import TESTS
 from . import commands
 
@@ -243,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--significance", nargs="?", const="student", default=None, choices=TESTS,
                    help="also test every pair of modes on every metric: student (paired t-test, the default "
                    "when the flag is bare) or fisher (randomisation), Holm-adjusted (needs 'prodrec[eval]')")
+    p.add_argument("--tune", default=None, choices=TUNABLE,
+                   help="choose the fusion on validation queries (a seeded half of the sample, --seed) and score "
+                   "every mode, and the chosen weighting as fused_tuned, on the other half: alpha (the image "
+                   "weight) or weights (a 0.1 grid over the arms); the objective is mean precision@k on the "
+                   "first two labels")
 
     p = sub.add_parser("load-report", help="load a catalog and print what was wrong with it")
     _add(p, _catalog_flags, _output_flags, _store_flag)
