@@ -68,7 +68,7 @@ def fusion_title(recommender: Recommender, weights: Mapping[str, float] | None =
     w = recommender.fusion_weights(weights=weights) if weights is not None else recommender.weights
     used = {a: float(v) for a, v in w.items() if v > 0}
     arms = "+".join(used)
-    if set(w) - {LEARNED} == {"image", "text"}:  # the paper's two arms: alpha is the image weight
+    if mode != "rrf" and set(w) - {LEARNED} == {"image", "text"}:  # the paper's two arms: alpha, the image weight
         spread = f"α={w['image']:.2g}"
     elif len(set(round(v, 6) for v in used.values())) == 1:
         spread = "equal weights"

@@ -10,12 +10,14 @@ galleries, not numbers - is only ever agreed with qualitatively (:func:`paper_no
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..core.errors import CatalogError
+from ..core.io import read_json_object
 from ..core.vocab import LEARNED
 from ..data.catalog import Catalog
 from ..data.schema import COLOUR_LABEL, STYLE_LABEL
@@ -121,8 +123,10 @@ def significance_legend(significance: pd.DataFrame) -> str:
     r = significance.iloc[0]
     test = {"student": "paired t-test", "fisher": "paired randomisation test"}.get(r.test, r.test)
     pairs = int(significance.groupby(["metric", "label"], sort=False).size().max())
-    return (f"superscript letters: significantly higher than that mode ({test}; p {r.correction}-adjusted over "
-            f"the {pairs} mode pairs of each metric, significant at ≤ {r.max_p:g})")
+    correction = {"holm": "Holm", "bonferroni": "Bonferroni"}.get(str(r.correction))
+    adjusted = f"p {correction}-adjusted over the {pairs} mode pairs of each metric" if correction else "p unadjusted"
+    return (f"superscript letters: significantly higher than that mode ({test}; {adjusted}, significant at "
+            f"≤ {r.max_p:g})")
 
 
 def _rows(results: pd.DataFrame, mode: str, label: str, protocol: str | None = None) -> pd.DataFrame:
@@ -238,8 +242,8 @@ def paper_findings(
         claims = [modes_claim(scores, "fused", arm, lab, significance) for lab, arm in pairs] if with_tests else []
         if claims:
             verdicts = "; ".join(_verdict_on(claims, "fused", lab) for lab in (style, colour) if lab in labels)
-            f.paragraphs.append(f"**Fusion: {verdicts}.** " + " ".join(f.claim(c) + "." for c in claims if c)
-                                + f" ({fused}: {_fmt(results, 'fused', style)} on {style}.)")
+            f.paragraphs.append(f"**Fusion ({fused}): {verdicts}.** "
+                                + " ".join(f.claim(c) + "." for c in claims if c))
         else:
             f.paragraphs.append(f"**Fusion (not tested).** {fused}: {style} {_fmt(results, 'fused', style)} against "
                                 f"image {_fmt(results, 'image', style)} and text {_fmt(results, 'text', style)}.")
@@ -294,6 +298,14 @@ def describe_findings(
                           tuned=tuned, titles=titles).markdown
 
 
+#: What the paper's model of an arm differs in from the kit's offline stand-in.
+MODEL_DIFFERENCES: dict[str, str] = {
+    "image": "ResNet-50 is a larger ImageNet network than EfficientNet-Lite0, with 2048-d features instead of 1280",
+    "text": "bert-base-nli-mean-tokens embeds a sentence in 768 dimensions, all-MiniLM-L6-v2 in 384, and the two "
+            "were trained on different sentence pairs",
+}
+
+
 def paper_note(models: Mapping[str, Mapping[str, Any] | None]) -> str:
     """What a comparison with the paper can and cannot say, from the models this run used: the paper
     published example galleries, not numbers, so agreement is qualitative; which of its models were replaced
@@ -312,10 +324,9 @@ def paper_note(models: Mapping[str, Mapping[str, Any] | None]) -> str:
     if swaps:
         text += (" This run replaces the paper's models: " + "; ".join(
             f"{arm} arm {used} instead of {paper}" for arm, used, paper in swaps) + ". The paper's models could "
-                 "move the levels (ResNet-50 is a larger ImageNet network than EfficientNet-Lite0; "
-                 "bert-base-nli-mean-tokens embeds sentences in 768 dimensions, all-MiniLM-L6-v2 in 384, and "
-                 "both were trained on different data) and so the gaps between arms; the direction of a gap "
-                 "is the part most likely to carry over, its size the least.")
+                 "move the levels (" + "; ".join(MODEL_DIFFERENCES[arm] for arm, _, _ in swaps) + ") and so the "
+                 "gaps between arms; the direction of a gap is the part most likely to carry over, its size the "
+                 "least.")
     if same:
         text += " " + "; ".join(f"The {arm} arm uses the paper's {paper}" for arm, _, paper in same) + "."
     text += (" The Kaggle kernel (`notebooks/kaggle_kernel.ipynb`) runs the paper's models where Kaggle can "
@@ -364,7 +375,8 @@ def describe_arm(results: pd.DataFrame, arm: str, style: str = STYLE_LABEL, colo
     p = precision_table(results, digits=6)
     if arm not in p.columns:
         return f"No {arm} results in this table."
-    name = (titles or {}).get(arm) or arm.capitalize()
+    name = (titles or {}).get(arm) or arm
+    name = name[:1].upper() + name[1:]
 
     def pct(label: str, mode: str) -> str:
         return f"{p.loc[label, mode]:.0%}" if mode in p.columns and label in p.index else "n/a"
@@ -580,6 +592,19 @@ def _learned_paragraph(f: Findings, results: pd.DataFrame, prot: str | None, tag
     return text
 
 
+def compare_findings(scores: QueryScores, significance: pd.DataFrame | None, pairs: Sequence[tuple[str, str]],
+                     labels: Sequence[str], titles: Mapping[str, str] | None = None, heading: str = "") -> Findings:
+    """One paragraph per label: a paired claim for each (mode, mode) of ``pairs`` (:func:`~.claims.modes_claim`:
+    "beats" only when the paired test of ``significance`` is significant), headed ``heading + label``."""
+    f = Findings(titles=dict(titles or {}))
+    for label in labels:
+        said = [f.claim(c) + "." for c in (modes_claim(scores, a, b, label, significance) for a, b in pairs)
+                if c is not None]
+        if said:
+            f.paragraphs.append(f"**{heading}{label}.** " + " ".join(said))
+    return f
+
+
 def describe_beyond(
     results: pd.DataFrame, sweep: pd.DataFrame | None = None, style: str = STYLE_LABEL, colour: str = COLOUR_LABEL,
     *, scores: Mapping[str, QueryScores] | None = None, significance: pd.DataFrame | None = None,
@@ -616,3 +641,28 @@ def mode_points(results: pd.DataFrame, x: str, y: str, protocol: str | None = No
              "x": float(m.loc[mode, x]), "y": float(m.loc[mode, y]), "mode": mode}
             for mode in m.index if mode != "random"]
     return pd.DataFrame(rows, columns=["name", "x", "y", "mode"])
+
+
+def shared_name_share(names: pd.Series) -> float:
+    """The share of products whose exact name (``names``; missing ones left out) another product also has."""
+    known = names.dropna().astype(str)
+    return float(known.duplicated(keep=False).mean()) if len(known) else float("nan")
+
+
+def stored_result(path: str | Path, make: str) -> tuple[dict[str, Any] | None, str]:
+    """A result a benchmark stored (``{"provenance": ..., "data": ...}``, e.g. ``benchmarks/samplesize.json``)
+    and one line saying where it came from: the command that made it (``make``), when, on which data and
+    kit version. (None, a line saying how to make it) when the file is not there (an installed kit has no
+    ``benchmarks/``)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"no stored result at {path.name}: make it from a checkout with `{make}`"
+    stored = read_json_object(path)
+    prov = stored.get("provenance") or {}
+    data = prov.get("dataset") or {}
+    versions = prov.get("versions") or {}
+    when = str(prov.get("created_at", "an unknown date"))[:10]
+    return stored.get("data"), (
+        f"stored result {path.name}, made by `{prov.get('command') or make}` on {when} (prodrec "
+        f"{versions.get('prodrec', '?')}; data {Path(str(data.get('data_dir', '?'))).name}, "
+        f"{data.get('products', '?')} products; machine: {prov.get('machine', '?')}); not recomputed here")

@@ -361,7 +361,7 @@ def plot_alpha_sweep(sweep: pd.DataFrame, tuned: Any = None) -> Any:
     (dashed) and the test curve (solid), and ``tuned`` (:class:`~prodrec.evaluation.runs.Tuned`) marks the α
     chosen on validation."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = plt.subplots(figsize=(9.0, 3.8))
     colours = dict(zip(dict.fromkeys(sweep["label"]), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     halves = list(dict.fromkeys(sweep["split"])) if "split" in sweep.columns else [None]
     for half in halves:
@@ -376,7 +376,7 @@ def plot_alpha_sweep(sweep: pd.DataFrame, tuned: Any = None) -> Any:
     ax.set_ylabel(f"precision@{int(sweep['k'].iloc[0])}")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower center", ncol=2)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("raw fusion: α·cos(image) + (1-α)·cos(text)", fontsize=9)
     fig.tight_layout()
     return fig
