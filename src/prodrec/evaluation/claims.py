@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .runs import QueryScores, paired_difference
+from .runs import Difference, QueryScores, paired_difference
 
 #: What the tests are called in sentences.
 TEST_WORDS = {"student": "paired t-test", "fisher": "paired randomisation test"}
@@ -34,23 +34,24 @@ CORRECTION_WORDS = {"holm": "Holm-adjusted", "bonferroni": "Bonferroni-adjusted"
 
 @dataclass(frozen=True)
 class Claim:
-    """One paired comparison behind a sentence (``a`` is the side with the higher mean)."""
+    """One paired comparison behind a sentence (``a`` is the side with the higher mean). The difference's
+    numbers (``mean_a, mean_b, diff, ci_low, ci_high, n_queries``) read through to :attr:`difference`."""
 
     kind: str  # "modes" (two modes, one label) or "labels" (one mode, two labels)
     mode_a: str
     mode_b: str
     label_a: str
     label_b: str
-    mean_a: float
-    mean_b: float
-    diff: float
-    ci_low: float
-    ci_high: float
-    n_queries: int
+    difference: Difference
     significant: bool
     p_value: float = float("nan")
     test: str = "paired bootstrap"
     protocol: str = ""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in Difference._fields:
+            return getattr(self.difference, name)
+        raise AttributeError(name)
 
     def sentence(self, titles: Mapping[str, str] | None = None) -> str:
         """The claim in words, numbers included; ``titles`` name the modes (default: their ids)."""
@@ -70,7 +71,10 @@ class Claim:
         return f"**{a}** and **{b}** do not differ significantly on {self.label_a}: {nums}{test})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+        """The claim flat and JSON-safe (NaN as None)."""
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "difference"}
+        flat.update(self.difference._asdict())
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in flat.items()}
 
 
 @dataclass
@@ -119,31 +123,36 @@ def modes_claim(scores: QueryScores, a: str, b: str, label: str, significance: p
     """Modes ``a`` and ``b`` on ``label``: paired bootstrap interval of the difference from ``scores``, and
     the adjusted p-value and verdict of their row in ``significance`` (no row: not significant). None when
     either mode was not scored on ``label``."""
-    va, vb = _values(scores, a, label), _values(scores, b, label)
-    if va is None or vb is None:
+    d = _oriented(_values(scores, a, label), _values(scores, b, label), n_boot, seed)
+    if d is None:
         return None
-    d = paired_difference(va, vb, n_boot=n_boot, seed=seed)
-    if d.diff < 0:
+    if d[1]:
         a, b = b, a
-        d = paired_difference(vb, va, n_boot=n_boot, seed=seed)
     row = _test_row(significance, a, b, label, protocol)
     p = float(row.p_value) if row is not None else float("nan")
     test = (f"{TEST_WORDS.get(str(row.test), str(row.test))}, {CORRECTION_WORDS.get(str(row.correction), '')}"
             if row is not None else "none")
-    return Claim("modes", a, b, label, label, d.mean_a, d.mean_b, d.diff, d.ci_low, d.ci_high, d.n_queries,
-                 bool(row.significant) if row is not None else False, p, test, protocol)
+    return Claim("modes", a, b, label, label, d[0], bool(row.significant) if row is not None else False, p, test,
+                 protocol)
 
 
 def labels_claim(scores: QueryScores, mode: str, label_a: str, label_b: str, protocol: str = "",
                  n_boot: int = 1000, seed: int = 0) -> Claim | None:
     """One mode's precision on two labels, paired over the queries with both labels known; significant when
     the bootstrap interval of the difference excludes 0. None when either was not scored."""
-    va, vb = _values(scores, mode, label_a), _values(scores, mode, label_b)
+    d = _oriented(_values(scores, mode, label_a), _values(scores, mode, label_b), n_boot, seed)
+    if d is None:
+        return None
+    if d[1]:
+        label_a, label_b = label_b, label_a
+    return Claim("labels", mode, mode, label_a, label_b, d[0], d[0].significant, protocol=protocol)
+
+
+def _oriented(va: np.ndarray | None, vb: np.ndarray | None, n_boot: int,
+              seed: int) -> tuple[Difference, bool] | None:
+    """The paired difference of the higher side minus the lower, and whether ``b`` was the higher (None when
+    a side is missing)."""
     if va is None or vb is None:
         return None
     d = paired_difference(va, vb, n_boot=n_boot, seed=seed)
-    if d.diff < 0:
-        label_a, label_b = label_b, label_a
-        d = paired_difference(vb, va, n_boot=n_boot, seed=seed)
-    return Claim("labels", mode, mode, label_a, label_b, d.mean_a, d.mean_b, d.diff, d.ci_low, d.ci_high,
-                 d.n_queries, d.significant, protocol=protocol)
+    return (d, False) if d.diff >= 0 else (paired_difference(vb, va, n_boot=n_boot, seed=seed), True)
