@@ -125,7 +125,7 @@ def bench(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None
     kit = [n / s for s in repeat(lambda: enc.encode_with_failures(paths, progress=False), reps)]
     one = [n / s for s in repeat(lambda: enc.encode_with_failures(paths, progress=False, workers=1), reps)]
     naive = [n_naive / s for s in repeat(lambda: [naive_vector(p) for p in paths[:n_naive]], max(1, reps - 1))]
-    params = {"images": n, "naive_images": n_naive, "batch_size": 256, "model_id": enc.model_id,
+    params = {"images": n, "naive_images": n_naive, "batch_size": enc.default_batch_size, "model_id": enc.model_id,
               "data": "shared sample" if real else "synthetic demo (not comparable)"}
     out += [Result("colour", "kit encoder (DCT-reduced decode, thread pool, batched numpy)", "img/s", kit, params),
             Result("colour", "kit encoder, 1 decoding thread", "img/s", one, params),

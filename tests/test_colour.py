@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
-from prodrec.embed.encoders.base import ImageEncoderLike
+from prodrec.embed.encoders.base import ImageEncoder, ImageEncoderLike
 from prodrec.embed.encoders.colour import ColourEncoder, rgb_to_hsv
 from prodrec.core.errors import ConfigError
-from prodrec.data.images import ImageError
+from prodrec.data.images import ImageError, to_rgb
 
 RED, DARK_RED, ORANGE, BLUE, GREEN = (200, 30, 30), (120, 15, 20), (235, 120, 20), (30, 60, 190), (40, 150, 60)
 WHITE = (255, 255, 255)
@@ -178,6 +178,57 @@ def test_vectors_do_not_depend_on_batching(enc: ColourEncoder, tmp_path: Path) -
     np.testing.assert_allclose(a, b, atol=1e-6)
     with pytest.raises(ConfigError):
         enc.encode_with_failures(paths, batch_size=0, progress=False)
+
+
+def reference_decode(path: str, size: int) -> np.ndarray:
+    """The colour arm's decoding as it was written before the encoder joined ImageEncoder (one file, no pool)."""
+    with Image.open(path) as f:
+        if f.format == "JPEG":
+            f.draft("RGB", (size, size))
+        f.load()
+        rgb = to_rgb(ImageOps.exif_transpose(f))
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
+
+
+def reference_vector(enc: ColourEncoder, image: np.ndarray) -> np.ndarray:
+    """One image's vector pixel by pixel: the soft bins of each pixel's RGB-cube cell centre, weighted by
+    the foreground mask, summed, normalised, raised to ``power``, unit length (no lookup table, no bincount)."""
+    weights, _ = enc.foreground(image[None])
+    step = 256 // enc.levels
+    centres = (image.reshape(-1, 3) // step + 0.5) * step
+    hist = (enc.bin_weights(centres).astype(np.float64) * weights.reshape(-1, 1)).sum(axis=0)
+    v = (hist / hist.sum()) ** enc.power
+    return v / np.linalg.norm(v)
+
+
+@pytest.mark.parametrize("kw", [{}, {"size": 40, "levels": 16, "power": 1.0}])
+def test_pipeline_matches_the_pre_refactor_computation(tmp_path: Path, kw: dict[str, object]) -> None:
+    enc = ColourEncoder(**kw)  # type: ignore[arg-type]
+    assert isinstance(enc, ImageEncoder) and enc.default_batch_size == 256
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: decoded upright
+    paths = [save(product(RED), tmp_path / "red.jpg", quality=90),
+             save(product(BLUE, "ellipse").resize((300, 120)), tmp_path / "wide.jpg", exif=exif),
+             save(product(GREEN, mode="RGBA", background=(0, 0, 0, 0)), tmp_path / "alpha.png"),
+             save(product(ORANGE, "square", size=41), tmp_path / "odd.png"),
+             str(tmp_path / "absent.jpg"),
+             save(product(DARK_RED).convert("L"), tmp_path / "grey.jpg")]
+    vecs, fails = enc.encode_with_failures(paths, batch_size=4, progress=False, workers=2)
+    assert list(fails) == [4]
+    good = [p for i, p in enumerate(paths) if i not in fails]
+    decoded = np.stack([reference_decode(p, enc.size) for p in good])
+    np.testing.assert_array_equal(vecs[[0, 1, 2, 3, 5]], enc.encode_arrays(decoded))  # bit for bit
+    assert not vecs[4].any()
+    for row, image in zip(vecs[[0, 1, 2, 3, 5]], decoded):
+        np.testing.assert_allclose(row, reference_vector(enc, image), atol=2e-6)
+
+
+def test_model_id_of_stored_vectors_is_unchanged() -> None:
+    # vectors in users' stores are keyed by this id: a change must be a deliberate FEATURE_VERSION bump
+    assert ColourEncoder().model_id == ("colour-hist/hsv-v1-h12s3v3g5-px56-q32-bg4-12-sat0.05-0.2-fg0.01"
+                                        "-border0.4-p0.5")
 
 
 def test_soft_bins_are_a_distribution_and_hue_wraps_around(enc: ColourEncoder) -> None:

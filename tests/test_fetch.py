@@ -225,14 +225,18 @@ def test_catalog_points_at_cached_files(server: str, tmp_path: Path) -> None:
     assert r.image_urls == 3 and r.unfetched_urls == 3 and r.missing_images == 0
     assert r.unfetched_url_examples == {pid(7): "not fetched yet", pid(8): "not fetched yet", pid(9): "not fetched yet"}
     assert f"image URLs not fetched          3  '{pid(7)}', '{pid(8)}', '{pid(9)}'" in str(r)
-    assert "prodrec fetch-images" in str(r) and pid(7) not in before.ids
+    # kept without a photo (for the arms it has), its photo's problem noted
+    assert "prodrec fetch-images" in str(r) and pid(7) in before.ids and before.row(pid(7))["image_path"] == ""
+    assert before.row(pid(7))["image_note"] == "image URL not fetched (not fetched yet)"
+    assert "kept without a photo" in str(r) and pid(7) not in load_catalog(
+        tmp_path / "products.parquet", **FLAGS, image_cache=cache, require_images=True).ids
     after = load_catalog(tmp_path / "products.parquet", **FLAGS, image_cache=cache, fetch=True,
                          fetch_options={"timeout": TIMEOUT, "retries": 0}, progress=False)
     assert after.report.fetch is not None and after.report.fetch.fetched == 2
     assert after.report.unfetched_url_examples == {pid(8): "HTTP 404 Not Found"}
     assert Path(after.row(pid(7))["image_path"]).parent == cache
     assert after.row(pid(7))["image"] == urls[7]  # the URL stays in its column
-    assert pid(7) in after.ids and pid(9) in after.ids and pid(8) not in after.ids
+    assert pid(7) in after.ids and pid(9) in after.ids and after.row(pid(8))["image_note"].endswith("404 Not Found)")
     assert f"not fetched: {pid(8)}: HTTP 404 Not Found" in str(after.report)
     json.dumps(after.report.to_dict())  # the report (fetch included) is JSON-ready
 

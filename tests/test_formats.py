@@ -35,8 +35,12 @@ def test_every_format_gives_the_same_catalog(shop: tuple[Path, pd.DataFrame], na
     root, df = shop
     cat = load_catalog(root / name, **FLAGS)
     ref = df.drop_duplicates("product_id")
+    assert cat.ids.tolist() == ref["product_id"].tolist()  # every product kept, for the arms it has
     usable = [p for i, p in enumerate(ref["product_id"]) if i not in (3, 5)]  # no photo value; an empty file
-    assert cat.ids.tolist() == usable
+    assert [p for p, path in zip(cat.ids, cat.image_paths) if path] == usable
+    assert cat.row(pid(3))["image_note"] == "no image in the catalog"
+    assert cat.row(pid(5))["image_note"].startswith("unreadable image (empty file")
+    assert load_catalog(root / name, **FLAGS, require_images=True).ids.tolist() == usable
     r = cat.report
     assert r.rows_read == 26 and r.duplicate_ids == 2 and r.duplicate_examples == [pid(1), pid(2)]
     assert r.empty_images == 1 and r.empty_image_examples == [pid(3)]
@@ -86,7 +90,7 @@ def test_description_file_beside_any_format(shop: tuple[Path, pd.DataFrame], tmp
     try:
         for name in ("products.parquet", "products.jsonl.gz", "products.json"):
             cat = load_catalog(root / name)
-            assert cat.label_columns == ("category", "colour") and len(cat) == 22
+            assert cat.label_columns == ("category", "colour") and len(cat) == 24
             assert any("settings read from" in n for n in cat.report.notes)
     finally:
         desc.unlink()
@@ -112,14 +116,14 @@ def test_format_flag_and_content_win_over_a_wrong_extension(shop: tuple[Path, pd
     (tmp_path / "export.csv").write_bytes((root / "products.parquet").read_bytes())  # Parquet named .csv
     (tmp_path / "photos").symlink_to(root / "photos")
     cat = load_catalog(tmp_path / "export.csv", **FLAGS)
-    assert cat.report.format == "parquet" and len(cat) == 22
+    assert cat.report.format == "parquet" and len(cat) == 24
     assert any("holds parquet" in n for n in cat.report.notes)
     (tmp_path / "export.txt").write_bytes((root / "products.jsonl").read_bytes())  # unknown extension
     assert detect_format(tmp_path / "export.txt").format == "jsonl"
     (tmp_path / "export.data").write_bytes(gzip.compress((root / "products.tsv").read_bytes()))
     ff = detect_format(tmp_path / "export.data", "tsv")
     assert (ff.format, ff.compression, ff.decided_by) == ("tsv", "gzip", "--format")
-    assert len(load_catalog(tmp_path / "export.data", format="tsv", **FLAGS)) == 22
+    assert len(load_catalog(tmp_path / "export.data", format="tsv", **FLAGS)) == 24
     with pytest.raises(ConfigError, match="did you mean 'parquet'"):
         load_catalog(tmp_path / "export.csv", format="parquett", **FLAGS)
 
@@ -176,6 +180,6 @@ def test_load_report_shows_the_sentence_and_what_withheld_masks(shop: tuple[Path
     assert payload["text"] == {pid(0): "skirt no. 0 A fine skirt & more. Colour: Type:"}
     # every usable product's title and description name its colour, and its description its category
     assert payload["withheld"] == {"columns": ["category", "colour"], "text_fields": ["title", "description"],
-                                   "masked_label_values": {"category": 22, "colour": 44}}
+                                   "masked_label_values": {"category": 24, "colour": 48}}
     assert cli.main([*flags, "--text-clean", "none"]) == 0
     assert "<li>Colour: Blue</li>" in capsys.readouterr().out

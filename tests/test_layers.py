@@ -1,5 +1,5 @@
 """The house in layers: the import rule holds (no circle, counting imports inside functions), old module
-paths still work with a warning, and adding an arm is one registry entry."""
+paths still work with a warning, and adding an arm or a metric is one registry entry each."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from prodrec.core.errors import ConfigError
 from prodrec.embed.arms import TrainingFreeImageArm
 from prodrec.embed.encoders.base import ImageEncoder
 from prodrec.embed.registry import ARMS, ArmEntry, arm_names, modes, register_arm
+from prodrec.evaluation.metrics import METRICS, MetricSpec, register_metric
 
 SRC = Path(prodrec.__file__).resolve().parent
 LAYERS = ["core", "data", "embed", "rank", "evaluation", "viz", "run"]  # bottom to top (viz and run are siblings)
@@ -199,11 +200,21 @@ def test_a_new_arm_is_one_entry(shape_arm: ArmEntry, demo_dir: Path, tmp_path: P
     assert registry.title("shape") == "shape (gradient histogram)"
 
     store = str(tmp_path / "store")
-    assert main(["evaluate", "--data", str(demo_dir), "--n", "30", "--arms", "shape,colour", "--no-learned",
-                 "--store", store, "--json", "--quiet", "--n-boot", "50"]) == 0
+    # ... and a toy metric, one entry too, in the same run: is the first neighbour of the query's label?
+    register_metric(MetricSpec("first_hit", lambda pos, codes: ((codes[pos[:, 0]] == codes) & (codes >= 0)) * 1.0,
+                               baseline=None, description="the first neighbour shares the label"))
+    try:
+        assert main(["evaluate", "--data", str(demo_dir), "--n", "30", "--arms", "shape,colour", "--no-learned",
+                     "--store", store, "--json", "--quiet", "--n-boot", "50", "--metrics", "precision,first_hit"]) == 0
+    finally:
+        METRICS.pop("first_hit")
     out = json.loads(capsys.readouterr().out)
     got = {(r["mode"], r["metric"]) for r in out["results"]}
-    assert {("shape", "precision"), ("colour", "precision"), ("fused", "precision"), ("rrf", "coverage")} <= got
+    assert {("shape", "precision"), ("colour", "precision"), ("fused", "precision"), ("rrf", "coverage"),
+            ("shape", "first_hit"), ("fused", "first_hit")} <= got
+    first = {(r["mode"], r["label"]): r["value"] for r in out["results"] if r["metric"] == "first_hit"}
+    prec = {(r["mode"], r["label"]): r["value"] for r in out["results"] if r["metric"] == "precision"}
+    assert all(0.0 <= v <= 1.0 for v in first.values()) and first.keys() <= prec.keys()
     assert out["provenance"]["settings"]["shape_model"] == "auto"
 
     assert main(["recommend", "--data", str(demo_dir), "--n", "30", "--arms", "shape", "--mode", "shape",

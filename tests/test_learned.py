@@ -7,6 +7,8 @@ carries label A's class centroid plus noise, arm ``b`` label B's, arm ``noise`` 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -105,11 +107,11 @@ def test_numpy_transform_matches_the_torch_forward(problem: dict, head: LearnedH
 
 def test_transform_in_blocks_gives_the_same_rows(problem: dict, head: LearnedHead,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from prodrec import learned
+    import prodrec.embed.learned.head as head_module
 
     held = {k: v[N_TRAIN:] for k, v in problem["arms"].items()}
     whole = head.transform(held)
-    monkeypatch.setattr(learned, "_ROWS_PER_BLOCK", 7)
+    monkeypatch.setattr(head_module, "_ROWS_PER_BLOCK", 7)
     np.testing.assert_allclose(head.transform(held), whole, atol=1e-6)
 
 
@@ -154,6 +156,27 @@ def test_save_load_round_trip(problem: dict, head: LearnedHead, tmp_path: Path) 
     _train(problem, seed=1).save(tmp_path / "h")
     assert len(list((tmp_path / "h").glob("weights-*.npz"))) == 1
     assert LearnedHead.load(tmp_path / "h").config["seed"] == 1
+
+
+def test_head_of_a_learned_arms_embeddings(problem: dict, head: LearnedHead, tmp_path: Path) -> None:
+    head = dataclasses.replace(head, path=None)  # the module's head may have been saved by another test
+    folder = head.save(tmp_path / "h")
+    assert head.path == folder
+    emb = Embeddings(problem["ids"][N_TRAIN:], head.transform({k: v[N_TRAIN:] for k, v in problem["arms"].items()}),
+                     {"arm": "learned", "head_path": str(folder)})
+    back = LearnedHead.of(emb)
+    assert back.path == folder and back.fingerprint() == head.fingerprint()
+    assert back.loss_curve == head.loss_curve and back.train_ids == head.train_ids
+    with pytest.raises(ConfigError, match="not made by a learned head"):
+        LearnedHead.of(Embeddings(emb.ids, emb.vectors, {"arm": "image"}))
+
+
+def test_train_ids_fingerprint_is_the_one_saved_heads_recorded(head: LearnedHead) -> None:
+    # heads saved before the kit shared one fingerprint function hashed each id followed by a NUL byte
+    h = hashlib.sha256()
+    for i in head.train_ids:
+        h.update(i.encode("utf-8") + b"\x00")
+    assert head.provenance()["train_ids"]["sha256"] == h.hexdigest()
 
 
 def test_damaged_save_is_refused(head: LearnedHead, tmp_path: Path) -> None:
@@ -216,15 +239,15 @@ def test_nan_labels_are_never_positives(problem: dict) -> None:
 def test_the_supcon_loss_ignores_missing_labels() -> None:
     import torch
 
-    from prodrec.embed.learned import _supcon_loss
+    from prodrec.embed.learned.train import supcon_loss
 
     z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
     w = torch.tensor([1.0])
     # products 0 and 1 both lack the label: no positives at all
-    assert _supcon_loss(torch, z, torch.tensor([[-1], [-1], [0]]), w, 0.1) is None
+    assert supcon_loss(torch, z, torch.tensor([[-1], [-1], [0]]), w, 0.1) is None
     # 0 and 2 share a class: the loss is small (they are close), and grows when 0 and 1 share it instead
-    near = _supcon_loss(torch, z, torch.tensor([[0], [1], [0]]), w, 0.1)
-    far = _supcon_loss(torch, z, torch.tensor([[0], [0], [1]]), w, 0.1)
+    near = supcon_loss(torch, z, torch.tensor([[0], [1], [0]]), w, 0.1)
+    far = supcon_loss(torch, z, torch.tensor([[0], [0], [1]]), w, 0.1)
     assert float(near) < float(far)
 
 
@@ -252,6 +275,9 @@ def test_argument_errors(problem: dict) -> None:
         train_head(inputs, labels, ids=ids, temperature=-1.0, **FAST)
     with pytest.raises(ConfigError, match="all be 0"):
         train_head(inputs, labels, ids=ids, label_weights={"A": 0.0}, **FAST)
+    for bad in (-0.5, float("nan"), "x"):
+        with pytest.raises(ConfigError, match=r"^label_weights .*'B'"):
+            train_head(inputs, labels, ids=ids, label_weights={"A": 1.0, "B": bad}, **FAST)
     with pytest.raises(ConfigError, match="input_models"):
         train_head(inputs, labels, ids=ids, input_models={"clip": "x"}, **FAST)
 

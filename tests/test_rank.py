@@ -159,28 +159,70 @@ def test_rrf_and_filter() -> None:
         rec.recommend(3, alpha=1.5)
 
 
-def test_misaligned_arms_aligned_or_refused(caplog: pytest.LogCaptureFixture) -> None:
+def test_arms_aligned_by_id_and_every_product_kept_in_the_arms_it_has() -> None:
     img = Embeddings(np.array([1, 2, 3, 4]), unit_rows(4, 3), {"kind": "image"})
     txt = Embeddings(np.array([3, 4, 5, 6]), unit_rows(4, 3, 5), {"kind": "text"})
     rec = Recommender({"image": img, "text": txt})
-    assert rec.ids.tolist() == ["3", "4"] and "kept out" in caplog.text
-    np.testing.assert_allclose(rec.text.vectors[0], txt.vectors[0], rtol=1e-6)  # id 3 paired with id 3
+    assert rec.ids.tolist() == ["1", "2", "3", "4", "5", "6"] and rec.partial
+    assert rec.missing == {"image": {"5": "no vector", "6": "no vector"}, "text": {"1": "no vector", "2": "no vector"}}
+    np.testing.assert_allclose(rec.text.vectors[2], txt.vectors[0], rtol=1e-6)  # id 3 paired with id 3
+    # one arm's mode ranks only that arm's products; a query without it is refused with the reason
+    assert set(rec.recommend(1, 3, mode="image")["id"]) == {"2", "3", "4"}
+    with pytest.raises(RankingError, match="has no text vector \\(no vector\\)"):
+        rec.recommend(1, 2, mode="text")
+    with pytest.raises(RankingError, match="only 3 products can be ranked"):
+        rec.recommend(1, 4, mode="image")
+    # fused: every other product, each on the arms it shares with the query (weights renormalised)
+    fused = rec.recommend(3, 5, mode="fused")
+    assert set(fused["id"]) == {"1", "2", "4", "5", "6"}
+    row1 = fused.set_index("id").loc["1"]
+    assert row1["score"] == pytest.approx(row1["image_score"]) and np.isnan(row1["text_score"])
+    # many-query results: -1 where a query cannot be ranked by a mode
+    pos, val = rec.topk_positions(2, "text")
+    assert (pos[:2] == -1).all() and np.isneginf(val[:2]).all() and (pos[2:] >= 0).all()
     with pytest.raises(RankingError, match="share no product ids"):
         Recommender({"image": img, "text": Embeddings(np.array([7, 8]), unit_rows(2, 3))})
     only_img = Recommender({"image": img})
-    assert only_img.modes == ["image"]
+    assert only_img.modes == ["image"] and not only_img.partial
     with pytest.raises(RankingError, match="fuses arms, but only"):
         only_img.recommend(1, 2, mode="fused")
 
 
-def test_failed_images_left_out_of_ranking() -> None:
-    x = unit_rows(4, 3)
-    x[1] = 0  # a failed image's row is zero in the store
-    emb = Embeddings(np.array([1, 2, 3, 4]), x, {"kind": "image"}, failures={"2": "cannot decode"})
-    rec = Recommender({"image": emb})
-    assert rec.ids.tolist() == ["1", "3", "4"]
-    df = rec.recommend(1, k=2, mode="image")
-    assert set(df["id"]) == {"3", "4"}  # the failed product is never recommended
+def test_fusion_over_the_arms_each_pair_has_matches_a_direct_computation() -> None:
+    """Fused scores with products missing arms equal, pair by pair, the weighted mean of the calibrated
+    cosines of the arms both have (z-scores over the products that have the arm)."""
+    ids = np.arange(12)
+    img_ids, txt_ids, col_ids = ids[:9], ids[3:], ids[::2]
+    arms = {"image": Embeddings(img_ids, unit_rows(9, 4, 1)), "text": Embeddings(txt_ids, unit_rows(9, 5, 2)),
+            "colour": Embeddings(col_ids, unit_rows(6, 3, 3))}
+    w = {"image": 0.5, "text": 0.3, "colour": 0.2}
+    for calibration in ("raw", "zscore"):
+        rec = Recommender(arms, weights=w, calibration=calibration)
+        pos, val = rec.topk_positions(11, "fused")
+        for row, q in enumerate(rec.ids.astype(int)):  # rows in the recommender's (string) id order
+            expected = np.full(12, -np.inf)
+            for c in range(12):
+                if c == q:
+                    continue
+                num = den = 0.0
+                for name, emb in arms.items():
+                    has = {int(i) for i in emb.ids}
+                    if q in has and c in has:
+                        v = {int(i): x / np.linalg.norm(x) for i, x in zip(emb.ids, emb.vectors)}
+                        cos = {j: float(v[q] @ v[j]) for j in has}
+                        s = cos[c]
+                        if calibration == "zscore":
+                            vals = np.array(list(cos.values()))
+                            s = (s - vals.mean()) / vals.std()
+                        num, den = num + w[name] * s, den + w[name]
+                if den:
+                    expected[c] = num / den
+            order = np.lexsort((np.arange(12), -expected))[:11]
+            finite = np.isfinite(expected[order])
+            got = rec.ids[pos[row][finite]].astype(int)
+            np.testing.assert_array_equal(got, order[finite])
+            np.testing.assert_allclose(val[row][finite], expected[order][finite], rtol=1e-4, atol=1e-5)
+            assert (pos[row][~finite] == -1).all()
 
 
 def test_chunked_selection_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,7 @@ import pytest
 from conftest import FakeImageEncoder
 
 from prodrec import load_catalog
-from prodrec.embed.arms import ImageArm, Resolved, TextArm
+from prodrec.embed.arms import ArmSpec, ImageArm, Resolved, TextArm
 from prodrec.data.catalog import Catalog
 from prodrec.core.errors import ConfigError, MissingDependency
 from prodrec.embed.embedding import embed_arm
@@ -142,7 +142,7 @@ def test_kill_9_during_prodrec_embed_engine_ray_resumes(ray_address: str, tmp_pa
     base = [sys.executable, "-m", "prodrec.run.cli", "embed", "--data", str(data), "--image-model",
             "efficientnet-lite0", "--text-model", "none", "--batch-size", "8", "--chunk-size", "16",
             "--store", str(store), "--engine", "ray", "--address", ray_address, "--workers", "2"]
-    env = dict(os.environ, PRODREC_SLOW_CHUNKS="1.0")  # test hook: sleep after each chunk (store.py)
+    env = dict(os.environ, PRODREC_SLOW_CHUNKS="1.0")  # test hook: sleep after each chunk (embed/store/facade.py)
     proc = subprocess.Popen([*base, "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def stored() -> int:
@@ -191,6 +191,39 @@ def test_bad_engine_options_are_config_errors(demo_dir: Path) -> None:
                              ({"address": " "}, "--address")):
         with pytest.raises(ConfigError, match=message):
             ray_compute(ImageArm(), cat, resolved, batch_size=8, **options)
+
+
+def test_any_arm_that_declares_its_input_kind_runs_on_ray(demo_dir: Path) -> None:
+    """The engine asks the spec (input_kind, inputs), not its class; an arm that declares no kind is refused."""
+    pytest.importorskip("ray.data")
+    cat = load_catalog(demo_dir)
+    resolved = Resolved("captions", "fake-text", "fake-text/none", 16, "test", {})
+
+    class Captions(ArmSpec):  # a text arm that is no TextArm
+        name, input_kind = "captions", "text"
+
+        def inputs(self, catalog: Catalog) -> list[str]:
+            return [f"caption of {i}" for i in catalog.ids]
+
+    compute = ray_compute(Captions(), cat, resolved, batch_size=4)
+    assert compute.kind == "text" and list(compute.inputs) == [f"caption of {i}" for i in cat.ids]
+    assert ray_compute(ImageArm(), cat, resolved, batch_size=4).inputs == cat.image_paths
+
+    class Mystery(ArmSpec):
+        name = "mystery"
+
+    with pytest.raises(ConfigError, match="mystery arm has no Ray support.*--engine local"):
+        ray_compute(Mystery(), cat, resolved, batch_size=4)
+
+
+def test_a_text_arm_travels_without_its_sentence_cache(demo_dir: Path) -> None:
+    cat = load_catalog(demo_dir)
+    spec = TextArm(fields=["productDisplayName"])
+    sentences = spec.sentences(cat)
+    shipped = pickle.loads(pickle.dumps(spec))
+    assert shipped._sentences is None and shipped.fields == ("productDisplayName",)
+    assert spec.sentences(cat) is sentences  # the driver keeps its cache
+    assert shipped.sentences(cat) == sentences
 
 
 def test_a_worker_that_cannot_see_a_photo_stops_the_run(demo_dir: Path, tmp_path: Path) -> None:

@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import prodrec
 import prodrec.embed.store
+import prodrec.embed.store.digests
+import prodrec.embed.store.facade
 from prodrec.core.errors import ConfigError, StoreError
 from prodrec.core.io import fingerprint
 from prodrec.embed.store import EmbeddingStore
@@ -28,7 +31,7 @@ from prodrec.embed.vectors import text_key
 DIM = 8
 IDS = [str(i) for i in range(100, 137)]  # 37 products
 KEYS = [f"key-{i}" for i in IDS]
-SRC = str(Path(prodrec.embed.store.__file__).resolve().parents[1])
+SRC = str(Path(prodrec.__file__).resolve().parents[1])  # the source tree under test, for the subprocesses
 
 
 def vectors_of(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -383,8 +386,8 @@ def _old_file(path: Path, data: bytes) -> Path:
 def test_file_digests_read_each_file_once(store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = EmbeddingStore(store_dir)
     reads: list[str] = []
-    real = prodrec.embed.store._hash_file
-    monkeypatch.setattr(prodrec.embed.store, "_hash_file", lambda name: reads.append(name) or real(name))
+    real = prodrec.embed.store.digests.hash_file
+    monkeypatch.setattr(prodrec.embed.store.digests, "hash_file", lambda name: reads.append(name) or real(name))
     files = [_old_file(tmp_path / f"img{i}.jpg", bytes([i]) * 5000) for i in range(40)]
     same = _old_file(tmp_path / "copy.jpg", bytes([0]) * 5000)
     (tmp_path / "folder.jpg").mkdir()
@@ -422,7 +425,7 @@ def test_damaged_file_digest_cache_is_rebuilt(store_dir: Path, tmp_path: Path, c
     with caplog.at_level(logging.WARNING, logger="prodrec.embed.store"):
         assert store.file_digests([image]) == [digest]
     assert "files.sqlite" in caplog.text
-    monkeypatch.setattr(prodrec.embed.store, "_hash_file", never)
+    monkeypatch.setattr(prodrec.embed.store.digests, "hash_file", never)
     assert store.file_digests([image]) == [digest]  # the new cache works
 
 
@@ -449,7 +452,7 @@ def test_full_hit_takes_no_lock(store_dir: Path, monkeypatch: pytest.MonkeyPatch
     def no_lock(*args, **kwargs):
         raise AssertionError("a full hit must not lock")
 
-    monkeypatch.setattr(prodrec.embed.store, "file_lock", no_lock)
+    monkeypatch.setattr(prodrec.embed.store.facade, "file_lock", no_lock)
     assert embed(store, compute=never).meta["cache"] == "hit"
     with pytest.raises(AssertionError, match="must not lock"):  # computing does lock
         embed(store, ["new"], ["k"])

@@ -69,6 +69,10 @@ class LoadReport:
     missing_id: int = 0
     #: Rows whose image column is empty.
     empty_images: int = 0
+    #: Products kept without a usable photo (their other arms still rank them; see ``image_note``).
+    kept_without_image: int = 0
+    #: Products each kind of input can feed: ``{"image": with a usable photo, "text": with text}``.
+    arm_inputs: dict[str, int] = field(default_factory=dict)
     empty_image_examples: list[str] = field(default_factory=list)
     #: Rows whose image file (a path) does not exist.
     missing_images: int = 0
@@ -122,6 +126,9 @@ class LoadReport:
         count("unreadable images", self.unreadable_images, self.unreadable_image_ids)
         count("products without text", self.empty_text, self.empty_text_examples, always=False)
         count("usable products", self.products)
+        count("  kept without a photo", self.kept_without_image, always=False)
+        if self.arm_inputs:
+            lines.append("  products per input: " + ", ".join(f"{k} {v}" for k, v in self.arm_inputs.items()))
         nans = {k: v for k, v in self.nan_counts.items() if v}
         if nans:
             lines.append("  missing values: " + ", ".join(f"{k} {v}" for k, v in nans.items()))
@@ -156,6 +163,9 @@ class Catalog:
     report: LoadReport
     schema: CatalogSchema
     sample_info: dict[str, Any] | None = None
+    #: Products dropped when the catalog was loaded (``require_images``): id -> why (not in the report's
+    #: JSON: the Kaggle sample drops 34,863); an id asked for later is refused with its reason.
+    dropped: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.df) == 0:
@@ -181,6 +191,13 @@ class Catalog:
         return self.df["image_path"].tolist()
 
     @property
+    def image_notes(self) -> list[str]:
+        """Why each product has no usable photo ("" where it has one; see ``load_catalog(require_images=)``)."""
+        if "image_note" not in self.df.columns:
+            return [""] * len(self.df)
+        return self.df["image_note"].fillna("").astype(str).tolist()
+
+    @property
     def text_columns(self) -> tuple[str, ...]:
         return self.schema.text_columns or ()
 
@@ -198,7 +215,7 @@ class Catalog:
         return self.df.set_index("id")
 
     def _derive(self, df: pd.DataFrame, sample_info: dict[str, Any] | None) -> Catalog:
-        return Catalog(df, self.root, self.report, self.schema, sample_info)
+        return Catalog(df, self.root, self.report, self.schema, sample_info, self.dropped)
 
     def positions(self, ids: Sequence[Any]) -> np.ndarray:
         """Row positions of ``ids`` (compared as strings); unknown ids raise :class:`UnknownIdError`."""
@@ -329,7 +346,7 @@ def load_catalog(
     fetch: bool = False,
     fetch_options: Mapping[str, Any] | None = None,
     verify_images: VerifyMode = "header",
-    require_images: bool = True,
+    require_images: bool | None = None,
     max_image_pixels: int = 40_000_000,
     workers: int | None = None,
     progress: bool = True,
@@ -367,7 +384,10 @@ def load_catalog(
         Damage deeper in a file (a truncated JPEG) is caught when the image is decoded for embedding.
     require_images:
         When the catalog has images, drop products whose image is missing, not fetched or unreadable
-        (default). ``False`` keeps them (their image path is empty; the text arm can still use them).
+        (``True``), or keep them for the arms they have (``False``: their image path is empty and the
+        ``image_note`` column says why; the text arm and search still rank them). Default: the schema's
+        ``require_images`` (False for any catalog; True for the Kaggle preset, whose rows without photos are
+        not part of the image study).
     workers:
         Threads for the header checks (default: serial, fastest on local disks; use 8-16 on network storage).
 
@@ -401,7 +421,8 @@ def load_catalog(
     report.text_cleaned = clean_text_columns(
         df, [*sch.text_columns, *sch.label_columns, *sch.caption_columns], sch.text_clean)
     cache = image_cache if isinstance(image_cache, ImageCache) or image_cache is None else ImageCache(image_cache)
-    images = _Images(verify_images, require_images, max_image_pixels, workers, cache, fetch,
+    require = sch.require_images if require_images is None else bool(require_images)
+    images = _Images(verify_images, require, max_image_pixels, workers, cache, fetch,
                      dict(fetch_options or {}, progress=progress))
     df = images.attach(df, sch, spec.root, report)
     report.nan_counts = {c: int(df[c].isna().sum()) for c in dict.fromkeys([*sch.text_columns, *sch.label_columns])}
@@ -410,12 +431,16 @@ def load_catalog(
         empty = ~has_text(df, sch.text_columns).to_numpy()
         report.empty_text = int(empty.sum())
         report.empty_text_examples = [str(i) for i in df.loc[empty, "id"].head(REPORT_EXAMPLES)]
+    if sch.has_images:
+        report.arm_inputs["photo"] = int((df["image_path"] != "").sum())
+    if sch.text_columns:
+        report.arm_inputs["text"] = len(df) - report.empty_text
     if not sch.has_images:
         report.notes.append("no image column or pattern: the catalog has no images (text arm only)")
     if not sch.text_columns:
         report.notes.append("no text columns: the catalog has no product text (image arm only)")
     cols = ["id", "image_path"] + [c for c in df.columns if c not in ("id", "image_path")]
-    return Catalog(df[cols], spec.root, report, sch)
+    return Catalog(df[cols], spec.root, report, sch, dropped=images.dropped)
 
 
 def _spec_from_schema(path: str | os.PathLike[str], schema: CatalogSchema, overrides: dict[str, Any]) -> CatalogSpec:
@@ -460,6 +485,8 @@ class _Images:
     cache: ImageCache | None
     fetch: bool
     fetch_options: dict[str, Any]
+    #: Filled by :meth:`attach` when products without a usable photo are dropped: id -> why.
+    dropped: dict[str, str] = field(default_factory=dict)
 
     def attach(self, df: pd.DataFrame, sch: CatalogSchema, root: Path, report: LoadReport) -> pd.DataFrame:
         """Add ``image_path`` (absolute; empty without images) and drop or count the products without a
@@ -471,6 +498,7 @@ class _Images:
             values = [p.strip() if isinstance(p, str) else "" for p in df[sch.image_column]]
         else:
             df["image_path"] = ""
+            df["image_note"] = "the catalog has no images"
             return df
         url = np.array([is_url(v) for v in values], dtype=bool)
         empty = np.array([not v for v in values], dtype=bool)
@@ -487,20 +515,32 @@ class _Images:
         report.missing_images = int(missing.sum())
         report.missing_image_examples = _ids(df, missing)
         bad = np.zeros(len(df), dtype=bool)
+        bad_why: dict[int, str] = {}
         if self.verify == "header" and exists.any():
             checked = np.flatnonzero(exists)
             problems = _verify_headers([paths[i] for i in checked], self.max_pixels, self.workers)
             for i, why in zip(checked, problems):
                 if why is not None:
                     bad[i] = True
+                    bad_why[int(i)] = why
                     if len(report.unreadable_image_examples) < REPORT_EXAMPLES:
                         report.unreadable_image_examples[paths[i]] = why
             report.unreadable_images = int(bad.sum())
             report.unreadable_image_ids = _ids(df, bad)
         usable = exists & ~bad & ~unfetched
+        notes = np.full(len(df), "", dtype=object)
+        notes[empty] = "no image in the catalog"
+        notes[missing] = "image file missing"
+        for i in np.flatnonzero(unfetched):
+            notes[i] = f"image URL not fetched ({report.unfetched_url_examples.get(str(df['id'].iloc[i]), 'not in the cache')})"
+        for i, why in bad_why.items():
+            notes[i] = f"unreadable image ({why})"
         if self.require:
-            return df[usable]
+            self.dropped = {str(i): str(n) for i, n in zip(df["id"][~usable], notes[~usable])}
+            return df[usable].assign(image_note="")
+        df["image_note"] = notes
         df.loc[~usable, "image_path"] = ""
+        report.kept_without_image = int((~usable).sum())
         return df
 
     def _resolve_urls(self, df: pd.DataFrame, values: list[str], url: np.ndarray, paths: list[str],

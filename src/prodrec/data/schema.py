@@ -68,6 +68,11 @@ class CatalogSchema:
     format: str | None = None
     #: How markup in text columns is made plain text (one of :data:`TEXT_CLEAN`; None: ``auto``).
     text_clean: str | None = None
+    #: Drop products without a usable photo (no value, a missing file, a URL not fetched, an unreadable
+    #: file) from the catalog. False (default): keep them for every arm they have (text, search), their
+    #: photo's problem in the ``image_note`` column. The Kaggle preset drops them: the paper studies products
+    #: with photos, and the dataset lists 34,863 products whose photos it does not ship.
+    require_images: bool = False
     #: Human name of the layout, recorded in every output's provenance.
     layout: str = "generic"
 
@@ -133,7 +138,7 @@ class CatalogSchema:
         if missing:
             raise CatalogError(f"the catalog has no column(s) {missing}; its columns are {cols}"
                                f"{suggest(missing[0], cols)}")
-        reserved = [c for c in ("image_path",) if c in cols and c != self.image_column]
+        reserved = [c for c in ("image_path", "image_note") if c in cols and c != self.image_column]
         if reserved:
             raise CatalogError(f"column name(s) {reserved} are used by prodrec itself; rename them in the CSV")
         text = self.text_columns
@@ -199,6 +204,7 @@ KAGGLE = CatalogSchema(
     overflow_column="productDisplayName",
     delimiter=",",
     csv="styles.csv",
+    require_images=True,
     layout="kaggle",
 )
 #: The labels the paper's claims are about: style (image neighbours share it) and colour (text neighbours do).

@@ -174,7 +174,11 @@ class ImageArm(ArmSpec):
                         {"weights": weights, "weights_path": weights_path}, MODELS[concrete])
 
     def keys(self, catalog: Catalog, store: EmbeddingStore, progress: bool = False) -> list[str]:
-        return store.file_digests(catalog.image_paths, progress=progress)
+        paths = catalog.image_paths
+        notes = catalog.image_notes
+        digests = iter(store.file_digests([p for p in paths if p], progress=progress))
+        # a product kept without a usable photo: its key says why, so the failure is stored like any other
+        return [next(digests) if p else f"missing:{note or 'no photo'}" for p, note in zip(paths, notes)]
 
     def build(self, resolved: Resolved) -> Encoder:
         enc = get_image_encoder(resolved.model, resolved.options["weights"], resolved.options["weights_path"])
@@ -183,10 +187,20 @@ class ImageArm(ArmSpec):
 
     def compute(self, catalog: Catalog, encoder: Callable[[], Encoder], batch_size: int) -> ComputeFn:
         paths = catalog.image_paths
+        notes = catalog.image_notes
 
         def run(positions: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+            with_photo = [j for j, i in enumerate(positions) if paths[i]]
+            failures = {j: f"no usable photo: {notes[i] or 'none'}" for j, i in enumerate(positions) if not paths[i]}
             enc = cast(ImageEncoderLike, encoder())
-            return enc.encode_with_failures([paths[i] for i in positions], batch_size=batch_size, progress=False)
+            out = np.zeros((len(positions), enc.dim), np.float32)
+            if not with_photo:
+                return out, failures
+            vectors, failed = enc.encode_with_failures([paths[positions[j]] for j in with_photo],
+                                                       batch_size=batch_size, progress=False)
+            out[with_photo] = vectors
+            failures.update({with_photo[j]: why for j, why in failed.items()})
+            return out, failures
 
         return run
 
@@ -201,6 +215,10 @@ class TextArm(ArmSpec):
     def __init__(self, fields: Sequence[str] | None = None) -> None:
         self.fields = None if fields is None else tuple(fields)
         self._sentences: tuple[Catalog, list[str]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for Ray workers) and copied without the sentence cache: it holds the whole catalog."""
+        return {**self.__dict__, "_sentences": None}
 
     def sentences(self, catalog: Catalog) -> list[str]:
         """The product sentences of ``catalog`` (built once per catalog: keys and compute both read them)."""

@@ -24,7 +24,7 @@ from ..data.catalog import Catalog
 from ..data.schema import COLOUR_LABEL, STYLE_LABEL
 from .arms import ArmSpec, Resolved
 from .encoders.base import Encoder
-from .learned import LearnedHead, train_head
+from .learned import HEAD_PATH_KEY, LearnedHead, train_head
 from .ray_engine import ray_compute
 from .registry import arm_spec
 from .store import EmbeddingStore
@@ -70,11 +70,11 @@ def embed_arm(
 ) -> Embeddings:
     """Vectors of one arm for every product of ``catalog``, from the store where it has them.
 
-    ``model`` is ``auto`` or a model name (see :data:`prodrec.arms.MODELS`); ``encoder`` uses an already
+    ``model`` is ``auto`` or a model name (see :data:`prodrec.embed.arms.MODELS`); ``encoder`` uses an already
     built encoder instead. ``options`` go to the arm's model resolution (``weights``, ``weights_path``).
     Products whose input fails (an undecodable photo) are listed in ``emb.failures``; use ``emb.valid()``.
     ``engine="ray"`` computes the missing vectors on a Ray cluster (``engine_options``: ``address``,
-    ``workers``, ``gpus_per_worker``; see :mod:`prodrec.scale`) into the same store.
+    ``workers``, ``gpus_per_worker``; see :mod:`prodrec.embed.ray_engine`) into the same store.
     """
     params.check_positive_int("batch_size", batch_size)
     engine = params.check_engine(engine)
@@ -96,7 +96,7 @@ def embed_arm(
             enc = built["enc"] = spec.build(resolved)
         return enc
 
-    remote: Any = None  # the ray engine's compute (prodrec.scale.RayCompute): its actors build the model
+    remote: Any = None  # the ray engine's compute (prodrec.embed.ray_engine.RayCompute): its actors build the model
 
     def meta() -> dict[str, Any]:
         described = remote.describe() if remote is not None else get_encoder().describe()
@@ -124,7 +124,7 @@ def embed_arm(
     if spec.input_kind == "text":
         emb.meta["fields"] = list(spec.fields if spec.fields is not None else catalog.text_columns)
     if emb.failures:
-        log.warning("%d product(s) of the %s arm failed and are left out, e.g. %s",
+        log.warning("%d product(s) have no %s vector (they keep the arms they have), e.g. %s",
                     len(emb.failures), spec.name, list(emb.failures.items())[:3])
     return emb
 
@@ -239,6 +239,6 @@ def learned_embeddings(
         "weights": "trained", "weight_source": f"store:{folder}", "cache": cache, "computed": len(s_ids),
         "loaded": 0, "input": f"the {', '.join(head.arms)} arms' vectors",
         "choice_reason": f"trained on {len(ids)} products outside the evaluated sample",
-        "training": head.provenance(), "device": "cpu", "head_path": str(folder),
+        "training": head.provenance(), "device": "cpu", HEAD_PATH_KEY: str(folder),
     }
     return Embeddings(np.asarray(s_ids, dtype=str), vectors, meta, {})

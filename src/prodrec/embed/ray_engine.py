@@ -2,9 +2,9 @@
 
 What runs where
 ---------------
-* **Driver** (the process that runs ``prodrec embed`` or :func:`prodrec.pipeline.embed_arm`): loads the
+* **Driver** (the process that runs ``prodrec embed`` or :func:`prodrec.embed.embedding.embed_arm`): loads the
   catalog, computes every product's input key (photo digests, sentence hashes), asks the per-product
-  :class:`~prodrec.store.EmbeddingStore` what is missing, and writes the vectors that come back, chunk by
+  :class:`~prodrec.embed.store.EmbeddingStore` what is missing, and writes the vectors that come back, chunk by
   chunk. Store, lock and resume points are exactly those of the local engine: a run killed at any moment
   leaves whole chunks behind, and the next run (with either engine) computes only what is missing.
 * **Actors** (a Ray Data actor pool, ``--workers`` of them): each builds the arm's encoder once, then
@@ -42,7 +42,6 @@ them (each actor's torch gets that many threads).
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -54,7 +53,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from .arms import ArmSpec, ImageArm, Resolved, TextArm
+from .arms import ArmSpec, Resolved
 from ..data.catalog import Catalog
 from .encoders.base import Encoder, ImageEncoderLike, TextEncoderLike
 from ..core.errors import ConfigError, MissingDependency, ProdrecError
@@ -69,6 +68,8 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'prodrec[scale]'"
 _MAX_BLOCKS = 2048  # blocks of the input dataset (whole batches each); more only adds scheduling overhead
 _RAY_LOGGERS = ("ray", "ray.data")
+#: Input kinds (:attr:`ArmSpec.input_kind`) the actors can embed: photo paths, or sentences.
+_INPUT_KINDS = ("image", "text")
 #: Environment forwarded to the actors of a cluster we connect to (a local Ray inherits the driver's).
 _FORWARDED_ENV = ("PRODREC_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -105,7 +106,9 @@ def ray_compute(
     Parameters
     ----------
     spec : ArmSpec
-        The arm: image arms (image, clip, colour) send photo paths to the actors, the text arm sentences.
+        The arm. Its :attr:`~ArmSpec.input_kind` says what travels to the actors: ``"image"`` arms (image,
+        clip, colour, any registered image arm) send photo paths, ``"text"`` arms sentences, both from
+        :meth:`ArmSpec.inputs`; an arm that declares neither is refused.
     catalog : Catalog
         The products; positions given to the returned object index ``catalog``.
     resolved : Resolved
@@ -161,14 +164,11 @@ class RayCompute:
     def __init__(self, spec: ArmSpec, catalog: Catalog, resolved: Resolved, *, batch_size: int,
                  encoder: Encoder | None, address: str | None, workers: int | None,
                  gpus_per_worker: float) -> None:
-        if isinstance(spec, ImageArm):
-            self.kind = "image"
-            self.inputs: Sequence[str] = catalog.image_paths
-        elif isinstance(spec, TextArm):
-            self.kind = "text"
-            self.inputs = spec.sentences(catalog)
-        else:
-            raise ConfigError(f"the {spec.name} arm has no Ray support; embed it with --engine local")
+        if spec.input_kind not in _INPUT_KINDS:  # what the actors know how to feed an encoder
+            raise ConfigError(f"the {spec.name} arm has no Ray support (its spec declares no input kind "
+                              f"{' or '.join(map(repr, _INPUT_KINDS))}); embed it with --engine local")
+        self.kind = spec.input_kind
+        self.inputs: Sequence[str] = spec.inputs(catalog)
         self.spec, self.resolved, self.batch_size = spec, resolved, batch_size
         self.address, self.workers, self.gpus_per_worker = address, workers, gpus_per_worker
         self._encoder_blob = _pickle_encoder(encoder) if encoder is not None else None
@@ -316,12 +316,9 @@ class RayCompute:
             for item in items:
                 item["readable"] = bool(item["input"]) and os.path.isfile(item["input"])
         blocks = max(1, min(_MAX_BLOCKS, math.ceil(len(items) / self.batch_size)))
-        spec = copy.copy(self.spec)
-        if isinstance(spec, TextArm):
-            spec._sentences = None  # the catalog's sentence cache stays in the driver
         ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
             _EncodeBatches,
-            fn_constructor_kwargs={"kind": self.kind, "spec": spec, "resolved": self.resolved,
+            fn_constructor_kwargs={"kind": self.kind, "spec": self.spec, "resolved": self.resolved,
                                    "encoder_blob": self._encoder_blob, "batch_size": self.batch_size},
             compute=ActorPoolStrategy(size=actors),
             batch_size=self.batch_size,

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..core.errors import RankingError
 
-__all__ = ["Embeddings", "align", "text_key"]
+__all__ = ["Embeddings", "align", "align_outer", "text_key"]
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +91,37 @@ def align(arms: Mapping[str, Embeddings]) -> tuple[np.ndarray, dict[str, Embeddi
         pos = pd.Index([str(i) for i in emb.ids]).get_indexer(common)
         out[name] = Embeddings(common, emb.vectors[pos], emb.meta, emb.failures)
     return common, out
+
+
+def align_outer(arms: Mapping[str, Embeddings]) -> tuple[np.ndarray, dict[str, Embeddings], dict[str, np.ndarray]]:
+    """Every id any arm has a vector for, sorted, with each arm's vectors over them: a product keeps every arm
+    it has (a product whose photo failed keeps its text). Returns ``(ids, aligned, present)``: ``aligned``
+    arms hold zero rows for the products they lack, ``present[arm]`` is a bool mask over ``ids`` and each
+    aligned arm's ``failures`` say why a product lacks it (``"no vector"`` when the arm never saw it).
+
+    Rows are never paired by position; when every arm has every product this equals :func:`align`.
+    """
+    valid = {name: emb.valid() for name, emb in arms.items() if emb is not None}
+    if not valid:
+        raise RankingError("need at least one arm of embeddings")
+    id_sets = [{str(i) for i in e.ids} for e in valid.values()]
+    if len(id_sets) > 1 and not set.intersection(*id_sets):  # surely ids written two ways, not a catalog
+        raise RankingError(f"the arms {list(valid)} share no product ids; they cannot be fused (ids are "
+                           "compared as strings: check how each arm's ids are written)")
+    every = np.unique(np.concatenate([np.asarray([str(i) for i in e.ids], dtype=object) for e in valid.values()]))
+    ids = np.sort(np.asarray(every, dtype=object))
+    index = pd.Index(ids)
+    out: dict[str, Embeddings] = {}
+    present: dict[str, np.ndarray] = {}
+    for name, emb in valid.items():
+        rows = index.get_indexer([str(i) for i in emb.ids])
+        x = np.zeros((len(ids), emb.dim), dtype=np.float32)
+        x[rows] = emb.vectors
+        mask = np.zeros(len(ids), dtype=bool)
+        mask[rows] = True
+        why = {str(i): str(r) for i, r in arms[name].failures.items()}
+        failures = {str(i): why.get(str(i), "no vector") for i in ids[~mask]}
+        if failures:
+            log.info("%d product(s) have no %s vector; they are ranked on the arms they have", len(failures), name)
+        out[name], present[name] = Embeddings(ids, x, emb.meta, failures), mask
+    return ids, out, present

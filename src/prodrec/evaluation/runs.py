@@ -122,8 +122,11 @@ def label_table(labels: Catalog | pd.DataFrame, columns: Sequence[str] | None = 
 
 
 def per_query_precision(labels: pd.Series, neighbors: np.ndarray) -> np.ndarray:
-    """Per-query share of neighbours with the query's label; NaN where the query's label is missing."""
-    return precision_at_k(neighbors, label_codes(labels.reset_index(drop=True)))
+    """Per-query share of neighbours with the query's label; NaN where the query's label is missing or the
+    query has no full list (-1 entries: it lacks the mode's arm)."""
+    ranked = (neighbors >= 0).all(axis=1)
+    out = precision_at_k(np.where(neighbors >= 0, neighbors, 0), label_codes(labels.reset_index(drop=True)))
+    return np.where(ranked, out, np.nan)
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -261,16 +264,18 @@ class QueryScores:
         diversity in each arm's space (``vectors``: arm -> [n, d]). ``rows`` (a boolean mask [n]) keeps the
         queries scored; the others get NaN and count in neither coverage nor diversity."""
         self.modes.append(mode)
-        keep = np.ones(len(positions), dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+        # a query the mode cannot rank (it lacks the mode's arm) has -1 entries: it is not scored (NaN)
+        keep = (positions >= 0).all(axis=1) & (True if rows is None else np.asarray(rows, dtype=bool))
+        safe = np.where(positions >= 0, positions, 0)
         for job in jobs:
-            values = np.asarray(job.spec.per_query(positions, job.codes), dtype=np.float64)
+            values = np.asarray(job.spec.per_query(safe, job.codes), dtype=np.float64)
             self.per_query[(mode, job.spec.name, job.label)] = np.where(keep, values, np.nan)
-        lists = positions[keep]
-        self.extras[(mode, "coverage")] = (coverage(lists, len(positions)), len(lists))
+        self.extras[(mode, "coverage")] = (coverage(safe[keep], len(positions)), int(keep.sum()))
         for arm, v in vectors.items():
-            values = list_diversity(lists, v)
+            has = np.linalg.norm(v, axis=1) > 0  # products without this arm hold zero rows
+            values = list_diversity(safe[keep & has[safe].all(axis=1)], v)
             self.extra_values[(mode, f"ild_{arm}")] = values
-            self.extras[(mode, f"ild_{arm}")] = (float(values.mean()) if len(values) else float("nan"), len(lists))
+            self.extras[(mode, f"ild_{arm}")] = (float(values.mean()) if len(values) else float("nan"), len(values))
 
     def table(self, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
         """The tidy table of :func:`evaluate`: means with percentile-bootstrap 95% intervals over queries
@@ -448,11 +453,10 @@ def weight_sweep(
     halves = {"": np.ones(len(recommender), dtype=bool)} if split is None else {
         name: np.isin(np.arange(len(recommender)), recommender.positions(list(split.of(name)))) for name in SPLITS}
     results = recommender.fused_topk_sweep(ws, k)
-    codes = {col: label_codes(lab[col]) for col in columns}
     rows = []
     for w, (pos, _) in tqdm(list(zip(ws, results)), desc="weight sweep", disable=not progress):
         for col in columns:
-            values = precision_at_k(pos, codes[col])
+            values = per_query_precision(lab[col], pos)
             for name, keep in halves.items():
                 row = {**{f"w_{a}": round(float(w[a]), 6) for a in swept}, "label": col, "k": k,
                        "precision": float(np.nanmean(values[keep]))}

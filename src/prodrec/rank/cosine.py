@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..core import params
 from ..core.errors import RankingError, UnknownIdError
-from .topk import blocked_search
+from .topk import block_rows, blocked_search, blocked_topk, exclude_self, unranked
 
 __all__ = ["CosineIndex"]
 
@@ -24,9 +24,14 @@ class CosineIndex:
     of queries (:func:`prodrec.rank.topk.blocked_search`: bounded memory, never an N x N matrix).
 
     NaN/inf values and zero vectors are refused (their cosine is undefined) with the offending ids named.
+
+    ``present`` (bool [n], in the order of ``ids``) marks the products this space has a vector for; the
+    others (a product without a usable photo, in the image space) hold zero rows: they are never a
+    candidate, and as queries they get no list (positions -1, scores -inf). Default: every product.
     """
 
-    def __init__(self, ids: Sequence[Any], vectors: np.ndarray, normalize: bool = True) -> None:
+    def __init__(self, ids: Sequence[Any], vectors: np.ndarray, normalize: bool = True,
+                 present: np.ndarray | None = None) -> None:
         ids = np.asarray([str(i) for i in ids], dtype=object)
         x = np.asarray(vectors, dtype=np.float32)
         if x.ndim != 2 or len(ids) != len(x):
@@ -37,6 +42,10 @@ class CosineIndex:
         if bad.any():
             raise RankingError(f"{bad.sum()} embedding(s) contain NaN or inf, e.g. ids {ids[bad][:5].tolist()}")
         norms = np.linalg.norm(x, axis=1)
+        has = np.ones(len(ids), dtype=bool) if present is None else np.asarray(present, dtype=bool)
+        if has.shape != (len(ids),):
+            raise RankingError(f"present must be a bool mask of {len(ids)} products; got shape {has.shape}")
+        norms = np.where(has, norms, 1.0)
         zero = norms < 1e-12
         if zero.any():
             raise RankingError(
@@ -49,6 +58,10 @@ class CosineIndex:
         x = x[order]  # a copy: normalise it in place rather than making a second one
         if normalize:
             x /= norms[order, None]
+        self.present = has[order]
+        x[~self.present] = 0.0
+        #: Whether some product lacks a vector here (then candidates and queries are masked).
+        self.partial = not bool(self.present.all())
         self.vectors = np.ascontiguousarray(x)
         self._index = pd.Index(self.ids)
 
@@ -64,8 +77,15 @@ class CosineIndex:
         return pos
 
     def scores(self, query_id: Any) -> np.ndarray:
-        """Cosine of one query with every product (one matrix-vector product)."""
-        return self.vectors @ self.vectors[self.positions([query_id])[0]]
+        """Cosine of one query with every product (one matrix-vector product); ``-inf`` for products
+        without a vector here (and for every product when the query has none)."""
+        q = self.positions([query_id])[0]
+        s = self.vectors @ self.vectors[q]
+        if self.partial:
+            s[~self.present] = -np.inf
+            if not self.present[q]:
+                s[:] = -np.inf
+        return s
 
     def topk(self, query_id: Any, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """(ids [k], scores [k]) of the query's k nearest other products."""
@@ -80,7 +100,23 @@ class CosineIndex:
     def topk_positions(
         self, query_pos: np.ndarray | None = None, k: int = 5, block: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k positions and scores for query positions (all products when None), block by block."""
-        k = params.check_k(k, len(self))
+        """Top-k positions and scores for query positions (all products when None), block by block.
+
+        With products lacking a vector here (:attr:`partial`), they are never candidates, and a query
+        without a vector (or with fewer than k candidates) gets positions -1 and scores -inf where it has
+        no neighbour."""
         query_pos = np.arange(len(self)) if query_pos is None else np.asarray(query_pos, dtype=np.intp)
-        return blocked_search(self.vectors, k, query_pos=query_pos, block=block)
+        if not self.partial:
+            return blocked_search(self.vectors, params.check_k(k, len(self)), query_pos=query_pos, block=block)
+        k = params.check_k(k, len(self))
+        present = self.present
+
+        def scores_of(rows: slice) -> Iterator[np.ndarray]:
+            q = query_pos[rows]
+            s = exclude_self(self.vectors[q] @ self.vectors.T, q)
+            s[:, ~present] = -np.inf
+            s[~present[q]] = -np.inf
+            yield s
+
+        pos, val = blocked_topk(len(query_pos), k, block or block_rows(len(self)), scores_of)[0]
+        return unranked(pos, val)

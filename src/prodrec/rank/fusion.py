@@ -26,6 +26,7 @@ __all__ = [
     "rrf_depth",
     "rrf_lists",
     "rrf_topk",
+    "weighted_mean",
     "weighted_sum",
     "zscore",
 ]
@@ -53,10 +54,20 @@ def zscore(sims: np.ndarray) -> np.ndarray:
     return (sims - mu) / np.maximum(sd, MIN_SPREAD)
 
 
-def calibrate(sims: np.ndarray, calibration: str) -> np.ndarray:
+def calibrate(sims: np.ndarray, calibration: str, present: np.ndarray | None = None) -> np.ndarray:
     """Rows of one arm's cosines on the scale fusion adds them on: as they are (``raw``) or z-scored per row
-    over the catalog (``zscore``)."""
-    return sims if calibration == "raw" else zscore(sims)
+    over the catalog (``zscore``). With ``present`` (bool [n]: the products the arm has a vector for), the
+    moments are taken over those columns only and the other columns are 0."""
+    if present is None or present.all():
+        return sims if calibration == "raw" else zscore(sims)
+    s = np.where(present[None, :], sims, 0.0).astype(np.float32)
+    if calibration == "raw":
+        return s
+    count = max(int(present.sum()), 1)
+    mu = s.sum(axis=1, keepdims=True, dtype=np.float64) / count
+    var = (np.square(s, dtype=np.float64).sum(axis=1, keepdims=True) / count) - np.square(mu)
+    sd = np.sqrt(np.maximum(var, 0.0))
+    return np.where(present[None, :], (s - mu) / np.maximum(sd, MIN_SPREAD), 0.0).astype(np.float32)
 
 
 def weighted_sum(sims: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
@@ -68,6 +79,38 @@ def weighted_sum(sims: Mapping[str, np.ndarray], weights: Mapping[str, float]) -
     if total is None:
         return np.zeros(next(iter(sims.values())).shape, dtype=np.float32)
     return total
+
+
+def weighted_mean(
+    sims: Mapping[str, np.ndarray], weights: Mapping[str, float], query_has: Mapping[str, np.ndarray],
+    product_has: Mapping[str, np.ndarray],
+) -> np.ndarray:
+    """Late fusion when some products lack some arms: for each (query, product), the weighted mean of the
+    calibrated scores of the arms *both* have, ``sum_a w_a s_a / sum_a w_a`` over those arms (the weights
+    renormalised, so a product without a photo is ranked on its text alone); ``-inf`` where they share no
+    arm of non-zero weight. With every arm present this is :func:`weighted_sum` (weights summing to 1).
+
+    Parameters
+    ----------
+    sims : arm -> float [m, n] calibrated scores (any value where an arm is absent)
+    weights : arm -> float
+    query_has : arm -> bool [m], product_has : arm -> bool [n]
+    """
+    total: np.ndarray | None = None
+    norm: np.ndarray | None = None
+    for name, s in sims.items():
+        w = float(weights[name])
+        if not w:
+            continue
+        both = query_has[name][:, None] & product_has[name][None, :]
+        part = np.where(both, w * s, 0.0)
+        total = part if total is None else total + part
+        norm = w * both if norm is None else norm + w * both
+    if total is None or norm is None:
+        return np.zeros(next(iter(sims.values())).shape, dtype=np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(norm > 0, total / np.where(norm > 0, norm, 1.0), -np.inf)
+    return out.astype(np.float32)
 
 
 def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,18 +180,20 @@ def rrf_lists(lists: Sequence[np.ndarray], weights: Sequence[float]) -> list[tup
     terms = np.concatenate([w / (RRF_K + np.arange(1, lst.shape[1] + 1)) for lst, w in zip(lists, weights)])
     out = []
     for r in range(len(lists[0]) if lists else 0):
-        uniq, inv = np.unique(np.concatenate([lst[r] for lst in lists]), return_inverse=True)
-        out.append((uniq, np.bincount(inv, weights=terms, minlength=len(uniq))))
+        cand = np.concatenate([lst[r] for lst in lists])
+        keep = cand >= 0  # -1: no entry (an arm the query or too few products have)
+        uniq, inv = np.unique(cand[keep], return_inverse=True)
+        out.append((uniq, np.bincount(inv, weights=terms[keep], minlength=len(uniq))))
     return out
 
 
 def rrf_topk(lists: Sequence[np.ndarray], weights: Sequence[float], k: int) -> tuple[np.ndarray, np.ndarray]:
     """The top-k of :func:`rrf_lists` per query: positions [m, k] and float32 scores, ties by smaller
-    position. Each query's lists must hold at least k distinct positions together."""
+    position; a query whose lists hold fewer than k distinct positions is padded with -1 and -inf."""
     fused = rrf_lists(lists, weights)
-    out_pos = np.empty((len(fused), k), dtype=np.intp)
-    out_val = np.empty((len(fused), k), dtype=np.float32)
+    out_pos = np.full((len(fused), k), -1, dtype=np.intp)
+    out_val = np.full((len(fused), k), -np.inf, dtype=np.float32)
     for r, (cand, score) in enumerate(fused):
         order = np.lexsort((cand, -score))[:k]
-        out_pos[r], out_val[r] = cand[order], score[order]
+        out_pos[r, : len(order)], out_val[r, : len(order)] = cand[order], score[order]
     return out_pos, out_val

@@ -12,6 +12,7 @@ or ``rrf`` (weighted reciprocal-rank fusion of the arms' lists).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -21,15 +22,17 @@ import pandas as pd
 from ..core import params
 from ..core.errors import RankingError
 from ..core.vocab import FUSION_MODES
-from ..embed.vectors import Embeddings, align
+from ..embed.vectors import Embeddings, align, align_outer
 from . import fusion
 from .cosine import CosineIndex
 from .index import ArmIndexes, IndexCache, resolve_kind
-from .topk import block_rows, blocked_topk, drop_self, exclude_self, select_topk
+from .topk import block_rows, blocked_topk, drop_self, exclude_self, select_topk, unranked
 
 __all__ = ["CosineIndex", "RankingError", "Recommender", "align", "select_topk"]
 
 Positions = tuple[np.ndarray, np.ndarray]
+
+log = logging.getLogger(__name__)
 
 
 class Recommender:
@@ -55,6 +58,14 @@ class Recommender:
     and both calibrations), kept in ``index_cache`` when given and reused while the vectors are the same.
     One query's recommendations (one matrix-vector product per arm, filters allowed) and weight sweeps
     always rank exactly.
+
+    Every product stays in every arm it has: a product without a usable photo is still ranked by its text
+    (and searched by description). Its ids are the union of the arms' ids; :attr:`missing` says, per arm,
+    which products lack it and why. A single-arm mode ranks only the products of that arm (a query without
+    it is refused with the reason; in many-query results its row is -1); fused modes weigh, for each query
+    and product, the arms *both* have, with the weights renormalised over them
+    (:func:`prodrec.rank.fusion.weighted_mean`); rrf fuses the lists each has. With some products lacking
+    an arm, many-query searches are exact (approximate indexes need every product in every arm).
     """
 
     def __init__(
@@ -75,8 +86,14 @@ class Recommender:
         for name, emb in (("image", image), ("text", text)):
             if emb is not None:
                 given[name] = emb
-        self.ids, aligned = align(given)
-        self.arms: dict[str, CosineIndex] = {name: CosineIndex(e.ids, e.vectors) for name, e in aligned.items()}
+        self.ids, aligned, present = align_outer(given)
+        self.arms: dict[str, CosineIndex] = {name: CosineIndex(e.ids, e.vectors, present=present[name])
+                                             for name, e in aligned.items()}
+        #: arm -> {product id: why it has no vector in that arm} (only arms some product lacks).
+        self.missing: dict[str, dict[str, str]] = {name: dict(e.failures) for name, e in aligned.items()
+                                                   if e.failures}
+        #: Whether some product lacks some arm (then fusion renormalises weights per pair, search is exact).
+        self.partial = bool(self.missing)
         self.calibration = params.check_calibration(calibration, self.arms)
         #: The evaluation protocol its text vectors were built under (``full`` or ``withheld``), recorded in
         #: every evaluation record.
@@ -84,11 +101,19 @@ class Recommender:
         self.index_requested = params.check_index_kind(index)
         #: ``exact`` (numpy, ties by id) or the approximate kind every all-vs-all search goes through.
         self.index_kind = resolve_kind(self.index_requested, len(self.ids))
+        exact_because = ""
+        if self.partial and self.index_kind != "exact":
+            exact_because = (f"exact: {sum(map(len, self.missing.values()))} product-arm pairs are missing "
+                             "(approximate indexes need every product in every arm)")
+            log.warning("index %s: %s", self.index_kind, exact_because)
+            self.index_kind = "exact"
         self._indexes = ArmIndexes(
             self.index_kind, {name: a.vectors for name, a in self.arms.items()}, self.ids,
             {name: str(e.meta.get("model_id", "")) for name, e in aligned.items()}, index_cache, index_params)
         #: Approximate index name (arm or ``_fused``) -> how it was obtained (built, loaded...).
         self.index_status: dict[str, str] = self._indexes.status
+        if exact_because:
+            self.index_status["all"] = exact_because
         self._moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.alpha = params.check_alpha(alpha)
         if len(self.arms) < 2:
@@ -144,12 +169,28 @@ class Recommender:
         self, query_id: Any, mode: str = "fused", alpha: float | None = None,
         weights: Mapping[str, float] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Per-arm cosine scores of one query against every product, plus ``fused`` for a fusion mode."""
+        """Per-arm cosine scores of one query against every product (``-inf`` where the query or the product
+        lacks the arm), plus ``fused`` for a fusion mode."""
         out = {name: index.scores(query_id) for name, index in self.arms.items()}
         if mode in FUSION_MODES:
-            cal = {name: fusion.calibrate(out[name][None, :], self.calibration)[0] for name in self.arms}
-            out["fused"] = fusion.weighted_sum(cal, self.fusion_weights(alpha, weights))
+            q = self.positions([query_id])[:1]
+            out["fused"] = next(self._fused_blocks(q, [self.fusion_weights(alpha, weights)]))[0]
         return out
+
+    def _fused_blocks(self, q: np.ndarray, ws: Sequence[Mapping[str, float]]) -> Iterator[np.ndarray]:
+        """Fused scores [len(q), n] of query positions ``q`` under each weighting of ``ws`` (each arm's
+        cosines computed once): ``sum_a w_a cal(cos_a)``, or with arms missing for some products the
+        weighted mean over the arms each pair has (``-inf`` where they share none)."""
+        sims = {name: index.vectors[q] @ index.vectors.T for name, index in self.arms.items()}
+        if not self.partial:
+            cal = {name: fusion.calibrate(x, self.calibration) for name, x in sims.items()}
+            for w in ws:
+                yield fusion.weighted_sum(cal, w)
+            return
+        cal = {name: fusion.calibrate(x, self.calibration, self.arms[name].present) for name, x in sims.items()}
+        has = {name: index.present for name, index in self.arms.items()}
+        for w in ws:
+            yield fusion.weighted_mean(cal, w, {name: h[q] for name, h in has.items()}, has)
 
     def recommend(
         self,
@@ -181,6 +222,11 @@ class Recommender:
         for mode in modes:
             params.check_mode(mode, self.arms)
         qpos = self.positions([query_id])[:1]
+        for mode in modes:
+            if mode in self.arms and not self.arms[mode].present[qpos[0]]:
+                has = [m for m in self.modes if m not in self.arms or self.arms[m].present[qpos[0]]]
+                raise RankingError(f"product {str(query_id)!r} has no {mode} vector "
+                                   f"({self.missing[mode].get(str(query_id), 'no vector')}); its modes: {has}")
         fusing = any(m in FUSION_MODES for m in modes)
         sc = self.scores(query_id, "fused" if fusing else modes[0], alpha, weights)
         mask = None if allowed is None else np.asarray(allowed, dtype=bool)
@@ -202,10 +248,14 @@ class Recommender:
                 key[:, ~mask] = -np.inf
             pos, vals = select_topk(key, k)
             pos, vals = pos[0], vals[0]
+            if not np.isfinite(vals).all():  # fewer candidates than k: products lacking the arm, or the filter
+                n_ok = int(np.isfinite(key).sum())
+                raise RankingError(f"k={k} but only {n_ok} products can be ranked by {mode} for {query_id!r}")
             df = pd.DataFrame({"rank": np.arange(1, k + 1), "id": self.ids[pos], "score": vals})
             for name in [*self.arms, "fused"]:
-                if name in sc and name != mode:  # the mode's own score is `score`
-                    df[f"{name}_score"] = sc[name][pos]
+                if name in sc and name != mode:  # the mode's own score is `score` (NaN: an arm it lacks)
+                    col = sc[name][pos].astype(np.float64)
+                    df[f"{name}_score"] = np.where(np.isfinite(col), col, np.nan)
             out[mode] = df
         return out
 
@@ -213,7 +263,7 @@ class Recommender:
         """[1, n] reciprocal-rank fusion scores of one query from its arms' scores (-inf: in no list)."""
         depth = fusion.rrf_depth(k, len(self))
         used = [name for name in self.arms if w[name] > 0]
-        lists = [select_topk(exclude_self(sc[name].copy()[None, :], qpos), depth)[0] for name in used]
+        lists = [unranked(*select_topk(exclude_self(sc[name].copy()[None, :], qpos), depth))[0] for name in used]
         cand, score = fusion.rrf_lists(lists, [w[name] for name in used])[0]
         key = np.full((1, len(self)), -np.inf)
         key[0, cand] = score
@@ -234,6 +284,8 @@ class Recommender:
             pos, vals = self._indexes.arm(arm).search(v[None, :], params.check_k(k, len(self) + 1))
             return pd.DataFrame({"rank": np.arange(1, k + 1), "id": self.ids[pos[0]], "score": vals[0]})
         scores = index.vectors @ v
+        if index.partial:
+            scores[~index.present] = -np.inf
         if allowed is not None:
             mask = np.asarray(allowed, dtype=bool)
             n_ok = int(mask.sum())
@@ -251,7 +303,10 @@ class Recommender:
         self, k: int = 5, mode: str = "fused", alpha: float | None = None, query_pos: np.ndarray | None = None,
         weights: Mapping[str, float] | None = None,
     ) -> Positions:
-        """All-vs-all (or the given query positions) top-k positions and scores under ``mode``."""
+        """All-vs-all (or the given query positions) top-k positions and scores under ``mode``.
+
+        Where a query cannot be ranked by ``mode`` (it lacks that arm) or has fewer than k candidates (the
+        products lacking the arm are not candidates), its missing entries are position -1, score -inf."""
         params.check_mode(mode, self.arms)
         if mode == "fused":
             if self.index_kind != "exact":
@@ -283,12 +338,11 @@ class Recommender:
 
         def scores_of(rows: slice) -> Iterator[np.ndarray]:
             q = qp[rows]
-            sims = {name: fusion.calibrate(index.vectors[q] @ index.vectors.T, self.calibration)
-                    for name, index in self.arms.items()}
-            for w in ws:
-                yield exclude_self(fusion.weighted_sum(sims, w), q)
+            for fused in self._fused_blocks(q, ws):
+                yield exclude_self(fused, q)
 
-        return blocked_topk(len(qp), k, block or block_rows(n, copies=len(self.arms) + 1), scores_of, len(ws))
+        out = blocked_topk(len(qp), k, block or block_rows(n, copies=len(self.arms) + 1), scores_of, len(ws))
+        return [unranked(pos, val) for pos, val in out] if self.partial else out
 
     def _query_pos(self, query_pos: np.ndarray | None) -> np.ndarray:
         return np.arange(len(self)) if query_pos is None else np.asarray(query_pos, dtype=np.intp)

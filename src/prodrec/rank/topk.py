@@ -30,6 +30,7 @@ __all__ = [
     "exclude_self",
     "order_by_score",
     "select_topk",
+    "unranked",
 ]
 
 #: Memory budget of one block of float32 scores in many-query search.
@@ -144,6 +145,13 @@ def blocked_search(
 
     m = len(queries) if queries is not None else len(query_pos)  # type: ignore[arg-type]
     return blocked_topk(m, k, block or block_rows(len(vectors)), scores_of)[0]
+
+
+def unranked(pos: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mark the entries chosen at score ``-inf`` (no real neighbour: a masked candidate, or a query that
+    has no vector in this space) as position -1, in place; returns both arrays."""
+    pos[~np.isfinite(scores) & (scores < 0)] = -1
+    return pos, scores
 
 
 def drop_self(

@@ -105,6 +105,9 @@ def _catalog_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-columns", help="comma list of label columns (evaluation, filters)")
     g.add_argument("--caption-columns", help="comma list of caption columns; the first names the product")
     g.add_argument("--delimiter", help="field separator (default: sniffed among , ; tab |); 'tab' for a tab")
+    g.add_argument("--keep-without-photo", action="store_true", help="keep products without a usable photo "
+                   "for the arms they have (text, search); the default for any catalog but the Kaggle layout, "
+                   "which studies products with photos")
     g.add_argument("--format", choices=FORMATS, default=None,
                    help="catalog file format (default: by extension, .gz/.zst included, then by content)")
     g.add_argument("--text-clean", choices=TEXT_CLEAN, default=None,

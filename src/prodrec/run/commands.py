@@ -45,6 +45,7 @@ def catalog_options(args: argparse.Namespace) -> dict[str, Any]:
         "text_columns": args.text_columns, "label_columns": args.label_columns,
         "caption_columns": args.caption_columns, "delimiter": "\t" if delim in ("tab", "\\t") else delim,
         "format": getattr(args, "format", None), "text_clean": getattr(args, "text_clean", None),
+        "require_images": False if getattr(args, "keep_without_photo", False) else None,
     }
     return {k: v for k, v in out.items() if v is not None}
 
@@ -281,7 +282,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.show_text:
         _, unusable = cat.split_known(args.show_text)
         every = cat if not unusable else load_catalog(  # products left out for want of a usable image too
-            data, **catalog_options(args), image_cache=_image_cache(args), require_images=False,
+            data, **{**catalog_options(args), "require_images": False}, image_cache=_image_cache(args),
             verify_images="none", progress=False)
         sentences = {pid: every.sentence(pid, fields, mask) for pid in args.show_text}
         payload["text"] = sentences
@@ -298,8 +299,8 @@ def cmd_fetch_images(args: argparse.Namespace) -> int:
     cache = _image_cache(args)
     options = {"concurrency": args.concurrency, "timeout": args.timeout, "retries": args.retries,
                "max_bytes": args.max_bytes}
-    cat = load_catalog(find_data_dir(args.data), **catalog_options(args), image_cache=cache, fetch=True,
-                       fetch_options=options, require_images=False, progress=not args.quiet)
+    cat = load_catalog(find_data_dir(args.data), **{**catalog_options(args), "require_images": False},
+                       image_cache=cache, fetch=True, fetch_options=options, progress=not args.quiet)
     report = cat.report.fetch
     if report is None:
         text = f"the catalog has no image URLs: nothing to fetch ({cat.report.source})"

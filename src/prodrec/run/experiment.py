@@ -201,7 +201,11 @@ def build_experiment(
     if include_ids:
         _, unknown_ids = full.split_known(include_ids)
         if unknown_ids and require_ids:  # refused before anything is embedded
-            raise UnknownIdError(unknown_ids, f"the catalog of {len(full)} products", known=full.ids)
+            why = [f"{i}: {full.dropped[str(i)]}" for i in unknown_ids if str(i) in full.dropped]
+            where = f"the catalog of {len(full)} products" + (
+                f" (dropped when loaded for want of a usable photo: {'; '.join(why[:5])}; keep such products "
+                "for their text with require_images=False, CLI --keep-without-photo)" if why else "")
+            raise UnknownIdError(unknown_ids, where, known=full.ids)
         if unknown_ids and len(unknown_ids) == len(include_ids):  # another catalog than the ids were written for
             log.info("none of the %d query id(s) is in this catalog (%s); pick queries from it with "
                      "Catalog.pick_queries", len(unknown_ids), ", ".join(unknown_ids[:5]))

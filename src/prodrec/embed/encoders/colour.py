@@ -30,7 +30,8 @@ What it cannot see
   highlights shift value and saturation, and a colour cast shifts hue.
 
 Speed comes from decoding JPEGs reduced (libjpeg's DCT scaling via ``Image.draft``: a 224x224 photo is
-decoded straight to 56x56), decoding on a thread pool (Pillow releases the GIL), and one vectorised step
+decoded straight to 56x56), decoding on the :class:`~prodrec.embed.encoders.base.ImageEncoder` thread pool
+(Pillow releases the GIL), and one vectorised step
 per batch: pixels are quantised to a ``levels^3`` RGB cube, each cube cell's soft bins are looked up in a
 precomputed sparse table, and background pixels (weight 0) are skipped before counting.
 """
@@ -39,18 +40,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
-from tqdm.auto import tqdm
 
 from ...core.errors import ConfigError
 from ...data.images import DEFAULT_MAX_PIXELS, ImageError, check_image_header, to_rgb
-from .base import l2_normalize
+from .base import ImageEncoder
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +94,13 @@ def _linear_bins(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return i0, np.minimum(i0 + 1, n - 1), (f - i0).astype(np.float32)
 
 
-class ColourEncoder:
+class ColourEncoder(ImageEncoder):
     """Foreground colour histogram of each product photo (soft HSV bins + grey bins, square-rooted), unit norm.
 
     No model and no training: the vector depends only on the photo and the parameters below, all of which
     are part of :attr:`model_id`. See the module docstring for what the vector captures and what it misses.
+    An :class:`~prodrec.embed.encoders.base.ImageEncoder`: it supplies its decoding (:meth:`load`) and its
+    histogram maths (:meth:`_forward`); batching, the decoding threads and failures are the base class's.
 
     Parameters
     ----------
@@ -137,6 +136,8 @@ class ColourEncoder:
     """
 
     name: str = "colour-hist"
+    #: Images per vectorised step (the cost per image is flat above ~64).
+    default_batch_size: int = 256
 
     def __init__(
         self,
@@ -175,8 +176,7 @@ class ColourEncoder:
             raise ConfigError(f"min_background_border must be in (0, 1], got {min_background_border!r}")
         if not 0 < power <= 1:
             raise ConfigError(f"power must be in (0, 1], got {power!r}")
-        if workers is not None and workers < 1:
-            raise ConfigError(f"workers must be positive, got {workers!r}")
+        super().__init__(workers=workers)
         self.hue_bins, self.sat_bins, self.val_bins, self.grey_bins = int(hue_bins), int(sat_bins), int(val_bins), int(grey_bins)
         self.size = int(size)
         self.background_tolerance = (lo, hi)
@@ -185,14 +185,12 @@ class ColourEncoder:
         self.min_background_border = float(min_background_border)
         self.levels = int(levels)
         self.power = float(power)
-        self.workers = workers
         self.max_pixels = int(max_pixels)
-        self.dim: int = self.hue_bins * self.sat_bins * self.val_bins + self.grey_bins
-        self.weights: str = "none"
-        self.weight_source: str = "training-free"
-        self.device: str = "cpu"
-        self.choice_reason: str = choice_reason
-        self.input_size: int = self.size
+        self.dim = self.hue_bins * self.sat_bins * self.val_bins + self.grey_bins
+        self.weights = "none"
+        self.weight_source = "training-free"
+        self.choice_reason = choice_reason
+        self.input_size = self.size
         table = self.bin_table()
         # the table as a sparse lookup: each cube cell's (at most K) non-zero bins and their weights
         k = int((table > 0).sum(axis=1).max())
@@ -219,17 +217,9 @@ class ColourEncoder:
                 f"grey bins; histogram^{self.power:g}, L2")
 
     def describe(self) -> dict[str, Any]:
-        """Provenance record, with the same keys as :meth:`ImageEncoder.describe` plus the parameters."""
+        """Provenance record: :meth:`ImageEncoder.describe` plus the preprocessing and the parameters."""
         return {
-            "name": self.name,
-            "model_id": self.model_id,
-            "dim": self.dim,
-            "weights": self.weights,
-            "weight_source": self.weight_source,
-            "device": self.device,
-            "choice_reason": self.choice_reason,
-            "input_size": self.input_size,
-            "micro_batch": None,
+            **super().describe(),
             "preprocessing": self.preprocessing,
             "params": {
                 "hue_bins": self.hue_bins, "sat_bins": self.sat_bins, "val_bins": self.val_bins,
@@ -321,16 +311,17 @@ class ColourEncoder:
             out[s : s + m] = np.bincount(bins.ravel(), weights=vals.ravel(), minlength=m * dim).reshape(m, dim)
         return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
 
-    def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """Vectors ``float32 [n, dim]``, unit norm, of in-memory uint8 RGB images ``[n, H, W, 3]``."""
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """Histograms to the power :attr:`power` (not yet unit norm) of uint8 RGB images ``[n, H, W, 3]``;
+        :meth:`encode_arrays` gives the unit vectors."""
         hist = self.histograms(batch)
-        return l2_normalize(hist if self.power == 1.0 else hist**self.power)
+        return hist if self.power == 1.0 else hist**self.power
 
     # -- files ----------------------------------------------------------------------------------------------
 
     def load(self, path: str) -> np.ndarray:
         """Decode ``path`` to uint8 RGB ``[size, size, 3]`` (EXIF-rotated, alpha on white); raises
-        :class:`~prodrec.images.ImageError` for missing, empty, corrupt, unidentifiable or oversized files."""
+        :class:`~prodrec.data.images.ImageError` for missing, empty, corrupt, unidentifiable or oversized files."""
         path = os.fspath(path)
         check_image_header(path, max_pixels=self.max_pixels)
         target = (self.size, self.size)
@@ -345,94 +336,3 @@ class ColourEncoder:
                 return np.asarray(rgb, dtype=np.uint8)
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(path, f"cannot decode: {exc}") from None
-
-    def _decode(self, path: str) -> np.ndarray | str:
-        try:
-            return self.load(path)
-        except ImageError as exc:
-            return exc.reason
-
-    def encode_with_failures(
-        self,
-        paths: Sequence[str],
-        batch_size: int = 256,
-        progress: bool = True,
-        workers: int | None = None,
-        desc: str | None = None,
-    ) -> tuple[np.ndarray, dict[int, str]]:
-        """Vectors of the photos at ``paths``; unusable files are listed (position -> reason) and their rows
-        left zero, so callers must drop them (the ranker refuses zero rows). Never raises for a bad file.
-
-        Parameters
-        ----------
-        paths : sequence of str
-            Image files.
-        batch_size : int
-            Images per vectorised step (the cost per image is flat above ~64).
-        progress : bool
-            Show a progress bar.
-        workers : int or None
-            Decoding threads (default: the constructor's, else 2-8 from the CPU count).
-        desc : str or None
-            Progress bar label.
-
-        Returns
-        -------
-        (np.ndarray, dict)
-            ``float32 [len(paths), dim]`` unit-norm rows (zero rows for failures) and ``{position: reason}``.
-        """
-        if batch_size <= 0:
-            raise ConfigError(f"batch_size must be positive, got {batch_size}")
-        n = len(paths)
-        out = np.zeros((n, self.dim), dtype=np.float32)
-        failures: dict[int, str] = {}
-        bar = tqdm(total=n, desc=desc or f"{self.name} images", unit="img", disable=not progress or n == 0)
-        try:
-            for start, batch, ok in self._batches(paths, batch_size, workers or self.workers, failures):
-                if ok.any():
-                    out[start : start + len(ok)][ok] = self.encode_arrays(batch[ok])
-                bar.update(len(ok))
-        finally:
-            bar.close()
-        return out, failures
-
-    def encode(self, paths: Sequence[str], batch_size: int = 256, progress: bool = True,
-               workers: int | None = None) -> np.ndarray:
-        """Vectors of ``paths``; raises :class:`~prodrec.images.ImageError` listing the unusable files."""
-        out, failures = self.encode_with_failures(paths, batch_size, progress, workers)
-        if failures:
-            listed = "; ".join(f"{paths[i]}: {why}" for i, why in list(failures.items())[:5])
-            raise ImageError(paths[next(iter(failures))], f"{len(failures)} image(s) could not be decoded: {listed}")
-        return out
-
-    def _batches(
-        self, paths: Sequence[str], batch_size: int, workers: int | None, failures: dict[int, str]
-    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(start, uint8 batch, decoded-ok mask) per batch, decoded on a thread pool two batches ahead."""
-        n_workers = workers or max(2, min(8, os.cpu_count() or 2))
-        size = self.size
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            pending: deque[tuple[int, list[Future[np.ndarray | str]]]] = deque()
-            starts = iter(range(0, len(paths), batch_size))
-
-            def submit_next() -> None:
-                start = next(starts, None)
-                if start is not None:
-                    stop = min(start + batch_size, len(paths))
-                    pending.append((start, [pool.submit(self._decode, paths[i]) for i in range(start, stop)]))
-
-            for _ in range(3):
-                submit_next()
-            while pending:
-                start, futures = pending.popleft()
-                submit_next()
-                batch = np.zeros((len(futures), size, size, 3), dtype=np.uint8)
-                ok = np.ones(len(futures), dtype=bool)
-                for j, fut in enumerate(futures):
-                    res = fut.result()
-                    if isinstance(res, str):
-                        ok[j] = False
-                        failures[start + j] = res
-                    else:
-                        batch[j] = res
-                yield start, batch, ok
