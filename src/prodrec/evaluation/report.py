@@ -123,8 +123,8 @@ def significance_legend(significance: pd.DataFrame) -> str:
     r = significance.iloc[0]
     test = {"student": "paired t-test", "fisher": "paired randomisation test"}.get(r.test, r.test)
     pairs = int(significance.groupby(["metric", "label"], sort=False).size().max())
-    correction = {"holm": "Holm", "bonferroni": "Bonferroni"}.get(str(r.correction))
-    adjusted = f"p {correction}-adjusted over the {pairs} mode pairs of each metric" if correction else "p unadjusted"
+    adjusted = (f"p {r.correction}-adjusted over the {pairs} mode pairs of each metric" if r.correction != "none"
+                else "p unadjusted")
     return (f"superscript letters: significantly higher than that mode ({test}; {adjusted}, significant at "
             f"≤ {r.max_p:g})")
 
