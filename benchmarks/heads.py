@@ -7,9 +7,9 @@ vectors) and the same products, differing only in what makes two products positi
 
 * ``supervised``: articleType (0.7) and baseColour (0.3), the learned arm's default;
 * ``transfer``: subCategory, gender and usage (equal weights), never the two scored labels;
-* ``label_free``: no label at all. Each training product appears as two corrupted views (feature dropout
-  and Gaussian noise on every arm's vector); the two views of one product are the only positives, every
-  other product in the batch a negative (one batch holds every view, so each anchor meets its positive).
+* ``label_free``: no label at all (``train_head(..., views=0.3)``). Each batch shows every product twice,
+  each copy with 30% of its input coordinates dropped at random; a product's two copies are each other's
+  only positives, every other product in the batch a negative.
 
 Split: the evaluated products are ``load_catalog(SHARED).sample(1000, seed=0)``, split (seed 0) into 500
 validation and 500 test queries; the heads train on 2,000 products drawn (seed 0) from the photo products
@@ -42,32 +42,18 @@ FILE = "heads.json"
 SUPERVISED = {"articleType": 0.7, "baseColour": 0.3}
 TRANSFER = {"subCategory": 1.0, "gender": 1.0, "usage": 1.0}
 HEADS = ("supervised", "transfer", "label_free")
-EPOCHS = {"supervised": (10, 30, 60), "transfer": (10, 30, 60), "label_free": (40, 80, 160)}
+EPOCHS = {"supervised": (10, 30, 60), "transfer": (10, 30, 60), "label_free": (10, 30, 60)}
 SEEDS = (0, 1, 2)
 TRAIN_N = 2000
 OBJECTIVE = ("articleType", "baseColour")
 SCORED = ("articleType", "baseColour", "gender", "subCategory")
-#: Corruption of a label-free view: the share of coordinates dropped, and the noise (times the mean |x|).
-VIEW_DROP, VIEW_NOISE = 0.2, 0.5
-VIEWS_NOTE = (f"two corrupted views of the same product ({VIEW_DROP:.0%} of coordinates dropped, Gaussian noise "
-              f"of {VIEW_NOISE:g} x the mean absolute value)")
+#: The share of input coordinates a label-free copy drops.
+VIEW_DROP = 0.3
+VIEWS_NOTE = f"two copies of each product, {VIEW_DROP:.0%} of the input dropped at random"
 
 
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] heads: {msg}", file=sys.stderr, flush=True)
-
-
-def views(arms: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-    """Two corrupted copies of every row of every arm, stacked: rows ``0..n-1`` are the first views, ``n..2n-1``
-    the second (dropout of :data:`VIEW_DROP` of the coordinates, rescaled, plus Gaussian noise)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for arm, x in arms.items():
-        scale = VIEW_NOISE * float(np.abs(x).mean())
-        copies = [x * (rng.random(x.shape) >= VIEW_DROP) / (1 - VIEW_DROP) + scale * rng.standard_normal(x.shape)
-                  for _ in range(2)]
-        out[arm] = np.vstack(copies).astype(np.float32)
-    return out
 
 
 def train(kind: str, arms: dict[str, np.ndarray], ids: list[str], labels: pd.DataFrame, epochs: int, seed: int,
@@ -75,14 +61,9 @@ def train(kind: str, arms: dict[str, np.ndarray], ids: list[str], labels: pd.Dat
     """One head of ``kind`` (see the module) on ``arms`` rows aligned with ``ids``."""
     from prodrec.embed.learned import train_head
 
-    if kind != "label_free":
-        weights = SUPERVISED if kind == "supervised" else TRANSFER
-        return train_head(arms, labels, ids=ids, label_weights=weights, epochs=epochs, seed=seed,
-                          input_models=models, progress=False)
-    doubled = [f"{i}~a" for i in ids] + [f"{i}~b" for i in ids]
-    product = pd.DataFrame({"product": ids + ids}, index=doubled)
-    return train_head(views(arms, seed), product, ids=doubled, label_weights={"product": 1.0}, epochs=epochs,
-                      seed=seed, batch_size=len(doubled), input_models=models, progress=False)
+    weights = {"supervised": SUPERVISED, "transfer": TRANSFER}.get(kind)
+    return train_head(arms, labels, ids=ids, label_weights=weights, epochs=epochs, seed=seed, input_models=models,
+                      progress=False, views=VIEW_DROP if kind == "label_free" else None)
 
 
 def _evaluate(vectors: dict[str, np.ndarray], ids: np.ndarray, labels: pd.DataFrame, queries: tuple[str, ...],
@@ -109,17 +90,20 @@ def bench(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None
     from .samplesize import _machine_line
 
     cat, ev, real = _catalog(quick)
-    _log(f"embedding {len(cat)} products (from the store where it has them)")
-    protocols, models, ids, colour_note = _arm_vectors(cat)
-    arms = protocols["full"]
     eval_set = {str(i) for i in ev.ids}
-    is_eval = np.array([i in eval_set for i in ids])
-    eval_ids = ids[is_eval]
-    pool = ids[~is_eval]
+    pool = [str(i) for i in cat.ids if str(i) not in eval_set]
     n_train = min(300 if quick else TRAIN_N, len(pool))
-    train_pos = np.sort(np.random.default_rng(0).choice(np.flatnonzero(~is_eval), n_train, replace=False))
-    train_ids = [str(i) for i in ids[train_pos]]
-    train_arms = {a: v[train_pos] for a, v in arms.items()}
+    train_set = set(np.random.default_rng(0).choice(np.asarray(pool, dtype=object), n_train, replace=False))
+    used = cat.subset([i for i in map(str, cat.ids) if i in eval_set or i in train_set])
+    _log(f"embedding {len(used)} products: {len(eval_set)} evaluated, {n_train} training (from the store where it "
+         "has them)")
+    protocols, models, ids, colour_note = _arm_vectors(used)
+    arms = protocols["full"]
+    is_eval = np.array([i in eval_set for i in ids])
+    is_train = np.array([i in train_set for i in ids])
+    eval_ids = ids[is_eval]
+    train_ids = [str(i) for i in ids[is_train]]
+    train_arms = {a: v[is_train] for a, v in arms.items()}
     eval_arms = {a: v[is_eval] for a, v in arms.items()}
     labels = cat.labels.copy()
     labels.index = labels.index.map(str)

@@ -455,3 +455,31 @@ def test_cli_evaluate_says_which_queries_tuned_what(demo_dir: Path, tmp_path: Pa
     assert "nothing was tuned on them" in capsys.readouterr().out
     assert main([*args, "--tune", "alpha"]) == 2  # the paper's alpha needs the image and text arms
     assert "tuning alpha needs the image and text arms" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ heads without labels
+def test_a_label_free_head_learns_from_two_copies_of_each_product() -> None:
+    pytest.importorskip("torch")
+    from prodrec.embed.learned import train_head
+
+    rng = np.random.default_rng(0)
+    n = 256
+    types = rng.integers(0, 4, n)
+    x = {"image": rng.normal(size=(4, 24))[types] + 0.3 * rng.normal(size=(n, 24)),
+         "text": rng.normal(size=(n, 12))}
+    ids = [f"p{i}" for i in range(n)]
+    head = train_head(x, None, ids=ids, views=0.3, epochs=15, batch_size=64, seed=1, out_dim=16, hidden=32,
+                      progress=False)  # no labels at all
+    assert head.config["positives"].startswith("two copies of each product, 30%")
+    assert names.model_name({"training": {"config": head.config}}).startswith("label-free: two copies")
+    again = train_head(x, pd.DataFrame({"ignored": ["a"] * n}, index=ids), ids=ids, views=0.3, epochs=15,
+                       batch_size=64, seed=1, out_dim=16, hidden=32, progress=False)
+    np.testing.assert_array_equal(head.transform(x), again.transform(x))  # seeded; labels are not read
+    # the loss falls, and a product's corrupted copy finds the product itself among its nearest
+    assert head.loss_curve[-1] < head.loss_curve[0]
+    noisy = {a: v + 0.05 * rng.normal(size=v.shape) for a, v in x.items()}
+    z, zn = head.transform(x), head.transform(noisy)
+    assert float(((zn @ z.T).argmax(axis=1) == np.arange(n)).mean()) > 0.5
+    for bad in (0.0, 1.0, -0.2):
+        with pytest.raises(ConfigError, match="views"):
+            train_head(x, None, ids=ids, views=bad, epochs=1, progress=False)
