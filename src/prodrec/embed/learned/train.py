@@ -82,7 +82,7 @@ def train_head(
     progress: bool = True,
     views: float | None = None,
 ) -> LearnedHead:
-    """Train a fusion head on frozen arm vectors with catalog labels as weak supervision.
+    """Train a fusion head on frozen arm vectors, supervised by catalog labels (without labels: ``views``).
 
     Parameters
     ----------
