@@ -242,7 +242,7 @@ def paper_findings(
         claims = [modes_claim(scores, "fused", arm, lab, significance) for lab, arm in pairs] if with_tests else []
         if claims:
             verdicts = "; ".join(_verdict_on(claims, "fused", lab) for lab in (style, colour) if lab in labels)
-            f.paragraphs.append(f"**Fusion ({fused}): {verdicts}.** "
+            f.paragraphs.append(f"**Fusion, {fused}: {verdicts}.** "
                                 + " ".join(f.claim(c) + "." for c in claims if c))
         else:
             f.paragraphs.append(f"**Fusion (not tested).** {fused}: {style} {_fmt(results, 'fused', style)} against "

@@ -410,7 +410,7 @@ def plot_tradeoff(sweep: pd.DataFrame, points: pd.DataFrame | None = None, x: st
     wides = {h: part.pivot_table(index=wcols, columns="label", values="precision").reset_index()
              for h, part in halves.items()}
     wide = next(iter(wides.values()))
-    fig, ax = plt.subplots(figsize=(6.6, 4.8))
+    fig, ax = plt.subplots(figsize=(7.2, 5.4))
     c = wide[colour_by] if colour_by in wide.columns else None
     main = "test" if "test" in wides else ""
     sc = ax.scatter(wide[x], wide[y], c=c, cmap="viridis", s=14, alpha=0.7,
@@ -436,7 +436,7 @@ def plot_tradeoff(sweep: pd.DataFrame, points: pd.DataFrame | None = None, x: st
     ax.set_xlabel(f"precision@{int(sweep['k'].iloc[0])} {x}")
     ax.set_ylabel(f"precision@{int(sweep['k'].iloc[0])} {y}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
     if title:
         ax.set_title(title, fontsize=9, wrap=True)
     fig.tight_layout()
