@@ -114,7 +114,7 @@ ARMS: dict[str, ArmEntry] = {
         ArmEntry("colour", ColourArm, "colour (foreground histogram)", "#c44e52",
                  model_help="none (default) | auto | colour-hist: adds the training-free colour arm",
                  min_batch=256, min_chunk=1024),
-        ArmEntry(LEARNED, None, "learned (trained head)", "#937860", trained=True),
+        ArmEntry(LEARNED, None, "learned (supervised on catalog labels)", "#937860", trained=True),
     )
 }
 

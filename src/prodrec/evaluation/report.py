@@ -1,17 +1,29 @@
-"""Tables and findings shared by the notebooks and the CLI: the precision table, and the paper's claims
-checked against the measured numbers (sentences built from the values, never written by hand)."""
+"""Tables and findings shared by the notebooks and the CLI: the precision table (intervals printed), and
+the paper's claims checked against the measured numbers (sentences built from the values and their paired
+tests, never written by hand; see :mod:`.claims`).
+
+Words never go past the numbers: a sentence says one mode *beats* another only when their paired test is
+significant, a title states the direction the numbers show, and the paper - which published example
+galleries, not numbers - is only ever agreed with qualitatively (:func:`paper_note`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..data.catalog import Catalog
 from ..core.errors import CatalogError
+from ..core.io import read_json_object
 from ..core.vocab import LEARNED
+from ..data.catalog import Catalog
 from ..data.schema import COLOUR_LABEL, STYLE_LABEL
+from .claims import Claim, Findings, labels_claim, modes_claim
+from .names import PAPER_MODELS, model_name
+from .runs import QueryScores, Tuned, bootstrap_ci, sweep_weights, tune_weights
 
 
 #: Columns of a tidy evaluation table that hold values, not what a value is of.
@@ -20,35 +32,60 @@ _SUPERSCRIPT = dict(zip("abcdefghijklmnopqrstuvwxyz", "ᵃᵇᶜᵈᵉᶠᵍʰ�
 
 
 def mode_order(modes: Sequence[str]) -> list[str]:
-    """Modes in display order: random, the fixed arms (as given), fused and rrf, then the learned arm."""
+    """Modes in display order: random, the fixed arms (as given), fused (then its named variants,
+    ``fused_*``) and rrf, then the learned arm."""
     modes = list(dict.fromkeys(modes))
-    late = ("fused", "rrf", LEARNED)
+    late = ["fused", *[m for m in modes if m.startswith("fused_")], "rrf", LEARNED]
     return ([m for m in modes if m == "random"] + [m for m in modes if m not in ("random", *late)]
             + [m for m in late if m in modes])
 
 
-def metric_table(results: pd.DataFrame, digits: int = 3, exclude: Sequence[str] = ()) -> pd.DataFrame:
+def format_ci(value: float, low: float = float("nan"), high: float = float("nan"), digits: int = 3) -> str:
+    """``0.806 [0.79, 0.82]``: a value with its interval (one digit fewer), or the value alone when it has
+    none (an exact random baseline, coverage); empty for NaN."""
+    if value is None or pd.isna(value):
+        return ""
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return f"{value:.{digits}f}"
+    d = max(digits - 1, 2)
+    return f"{value:.{digits}f} [{low:.{d}f}, {high:.{d}f}]"
+
+
+def metric_table(results: pd.DataFrame, digits: int = 3, exclude: Sequence[str] = (), ci: bool = False) -> pd.DataFrame:
     """Any metrics of tidy evaluation records as a table, one column per mode (in :func:`mode_order`), one
     row per metric and whatever else tells records apart: the label (unless no record has one), and the
     protocol, k or any other descriptive column (a training ``run``...) where they vary. Never assumes one
     row per mode: a metric per label, under two protocols or at two k gets a row for each; records that
-    differ in nothing but their value are averaged. Metrics named in ``exclude`` are left out."""
+    differ in nothing but their value are averaged. Metrics named in ``exclude`` are left out.
+
+    ``ci=True`` prints each cell with its 95% interval (``0.806 [0.79, 0.82]``, see :func:`format_ci`; the
+    interval's ends are averaged like the values), as strings for display."""
     results = results[~results["metric"].isin(list(exclude))]
     if results.empty:
         return pd.DataFrame()
     keys = [c for c in results.columns if c not in VALUE_COLUMNS and (
         c == "metric" or (c == "label" and results[c].astype(str).ne("").any())
         or (c != "label" and results[c].nunique(dropna=False) > 1))]
-    table = results.pivot_table(index=keys, columns="mode", values="value", aggfunc="mean", sort=False)
-    table = table[[m for m in mode_order(results["mode"]) if m in table.columns]]
+    values = ["value", "ci_low", "ci_high"] if ci else "value"
+    wide = results.pivot_table(index=keys, columns="mode", values=values, aggfunc="mean", sort=False, dropna=False)
+    table = wide["value"] if ci else wide
+    order = [m for m in mode_order(results["mode"]) if m in table.columns]
+    table = table[order].dropna(how="all")
     table.columns.name = "mode"
-    return table.round(digits)
+    if not ci:
+        return table.round(digits)
+    out = table.astype(object)
+    for mode in order:
+        out[mode] = [format_ci(v, lo, hi, digits) for v, lo, hi in
+                     zip(table[mode], wide["ci_low"][mode].reindex(table.index), wide["ci_high"][mode].reindex(table.index))]
+    return out
 
 
-def precision_table(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """precision@k as a label x mode table (values rounded), for display: labels in the order evaluated,
-    modes in :func:`mode_order`; rows per protocol (or k, run...) too where results hold several."""
-    table = metric_table(results[results["metric"] == "precision"], digits)
+def precision_table(results: pd.DataFrame, digits: int = 3, ci: bool = False) -> pd.DataFrame:
+    """precision@k as a label x mode table (values rounded; with ``ci``, strings with 95% intervals), for
+    display: labels in the order evaluated, modes in :func:`mode_order`; rows per protocol (or k, run,
+    candidates...) too where results hold several."""
+    table = metric_table(results[results["metric"] == "precision"], digits, ci=ci)
     return table.droplevel("metric") if not table.empty else table
 
 
@@ -86,68 +123,230 @@ def significance_legend(significance: pd.DataFrame) -> str:
     r = significance.iloc[0]
     test = {"student": "paired t-test", "fisher": "paired randomisation test"}.get(r.test, r.test)
     pairs = int(significance.groupby(["metric", "label"], sort=False).size().max())
-    return (f"superscript letters: significantly higher than that mode ({test}; p {r.correction}-adjusted over "
-            f"the {pairs} mode pairs of each metric, significant at ≤ {r.max_p:g})")
+    adjusted = (f"p {r.correction}-adjusted over the {pairs} mode pairs of each metric" if r.correction != "none"
+                else "p unadjusted")
+    return (f"superscript letters: significantly higher than that mode ({test}; {adjusted}, significant at "
+            f"≤ {r.max_p:g})")
 
 
-def _fmt(results: pd.DataFrame, mode: str, label: str) -> str:
+def _rows(results: pd.DataFrame, mode: str, label: str, protocol: str | None = None) -> pd.DataFrame:
     r = results[(results.metric == "precision") & (results["mode"] == mode) & (results.label == label)]
+    if protocol is not None and "protocol" in r.columns:
+        r = r[r.protocol == protocol]
+    return r
+
+
+def _value(results: pd.DataFrame, mode: str, label: str, protocol: str | None = None) -> float:
+    """Mean precision of ``mode`` on ``label`` (over training runs, where there are several)."""
+    r = _rows(results, mode, label, protocol)
+    return float(r["value"].mean()) if len(r) else float("nan")
+
+
+def _fmt(results: pd.DataFrame, mode: str, label: str, protocol: str | None = None) -> str:
+    """A mode's precision on a label with its interval (``0.50 [0.46, 0.55]``), or, over several training
+    runs, their mean and range."""
+    r = _rows(results, mode, label, protocol)
     if r.empty:
         return "n/a"
-    r = r.iloc[0]
-    ci = "" if np.isnan(r.ci_low) else f" (95% CI {r.ci_low:.2f}-{r.ci_high:.2f})"
-    return f"{r.value:.2f}{ci}"
+    if len(r) > 1:
+        return f"{r['value'].mean():.3f} (runs {r['value'].min():.3f}-{r['value'].max():.3f})"
+    return format_ci(float(r["value"].iloc[0]), float(r["ci_low"].iloc[0]), float(r["ci_high"].iloc[0]))
 
 
-def describe_findings(
+def _title(titles: Mapping[str, str], mode: str) -> str:
+    return titles.get(mode, mode)
+
+
+def _gap_heading(what: str, claim: Claim | None, style: str, colour: str) -> str:
+    """``Image arm: articleType over baseColour`` - the direction a label claim shows, if significant."""
+    if claim is None:
+        return f"{what}: {style} and {colour} (not tested)"
+    if claim.significant:
+        return f"{what}: {claim.label_a} over {claim.label_b}"
+    return f"{what}: no significant gap between {style} and {colour}"
+
+
+def _verdict_on(claims: Sequence[Claim | None], mode: str, label: str) -> str:
+    """How ``mode`` stands on ``label`` against the other modes of ``claims``: better than all of them,
+    worse than some, or neither, by their significant paired tests."""
+    mine = [c for c in claims if c is not None and c.label_a == label and mode in (c.mode_a, c.mode_b)]
+    if not mine:
+        return f"not tested on {label}"
+    worse = [c.mode_a for c in mine if c.significant and c.mode_b == mode]
+    if worse:
+        return f"worse than {' and '.join(worse)} on {label}"
+    if all(c.significant and c.mode_a == mode for c in mine):
+        return f"better than {' and '.join(c.mode_b for c in mine)} on {label}"
+    return f"no significant gain over the better arm on {label}"
+
+
+def paper_findings(
     results: pd.DataFrame, sweep: pd.DataFrame | None = None, style: str = STYLE_LABEL, colour: str = COLOUR_LABEL,
-    alpha: float = 0.5,
-) -> str:
-    """The paper's claims checked against the measured table, as Markdown sentences built from the numbers.
+    alpha: float = 0.5, *, scores: QueryScores | None = None, significance: pd.DataFrame | None = None,
+    tuned: Tuned | None = None, titles: Mapping[str, str] | None = None,
+) -> Findings:
+    """The paper's three claims (image neighbours share style, not colour; text neighbours share colour;
+    fusion gets both) and the fusion weight, checked against the measured table, as :class:`Findings`.
 
-    Claims: image neighbours share style (the ``style`` label, article type) but not colour (``colour``);
-    text neighbours share colour too; fusion beats either. Each sentence states the measured values and
-    whether they support the claim; sentences whose labels the results lack are left out.
+    ``scores`` (the per-query values of the same run) and ``significance`` (its
+    :func:`~prodrec.evaluation.significance.compare_modes` table) turn each comparison into a paired claim:
+    "beats" only when the test is significant. ``sweep`` with a ``split`` column (or ``tuned``, from
+    :func:`~prodrec.evaluation.runs.tune_weights`) reports the weight chosen on validation queries at its test
+    value; a sweep without a split is said to be read off the queries it reports on. ``titles`` name the
+    modes (:func:`~prodrec.evaluation.names.mode_titles`). Sentences whose labels or modes the results lack
+    are left out.
     """
-    p = precision_table(results, digits=6)
+    f = Findings(titles=dict(titles or {}))
+    p = results[results.metric == "precision"]
+    if p.empty:
+        return f
+    modes, labels = set(p["mode"]), list(dict.fromkeys(p.label))
+    k = int(p["k"].iloc[0])
+    two = {style, colour} <= set(labels)
+    with_tests = scores is not None
 
-    def v(label: str, mode: str) -> float:
-        return float(p.loc[label, mode]) if label in p.index and mode in p.columns else float("nan")
+    def rnd(label: str) -> str:
+        return f"{_value(results, 'random', label):.3f}"
 
-    out = []
-    k = int(results["k"].iloc[0])
-    if {style, colour} <= set(p.index) and "image" in p.columns:
-        s_img, c_img, rnd = v(style, "image"), v(colour, "image"), v(colour, "random")
-        out.append(
-            f"**Image → style.** Image neighbours share the query's article type in {_fmt(results, 'image', style)} "
-            f"of top-{k} slots, its colour in {_fmt(results, 'image', colour)} (random: {rnd:.2f}). "
-            + ("This supports the paper: style is shared far more often than colour."
-               if s_img > c_img + 0.1 else "Here style and colour are shared about equally, which does not support the paper's picture.")
-        )
-    if "text" in p.columns and "image" in p.columns and colour in p.index:
-        tc, ic = v(colour, "text"), v(colour, "image")
-        out.append(
-            f"**Text → colour.** Text neighbours share the colour in {_fmt(results, 'text', colour)} against "
-            f"{ic:.2f} for image neighbours: "
-            + (f"text is better at colour by {tc - ic:+.2f}, as the paper found." if tc > ic
-               else f"text is not better at colour here ({tc - ic:+.2f}), contrary to the paper.")
-        )
-    if {"fused", "image", "text"} <= set(p.columns) and style in p.index:
-        wins = [lab for lab in p.index if v(lab, "fused") >= max(v(lab, "image"), v(lab, "text"))]
-        out.append(
-            f"**Fusion → both.** Fused ranking (alpha={alpha:g}) is at least as good as the better arm on "
-            f"{len(wins)} of {len(p.index)} labels ({', '.join(wins) or 'none'}); article type: "
-            f"fused {_fmt(results, 'fused', style)} vs image {v(style, 'image'):.2f}, "
-            f"text {v(style, 'text'):.2f}."
-        )
-    if sweep is not None and not sweep.empty:
+    if "image" in modes and two:
+        c = labels_claim(scores, "image", style, colour) if with_tests else None
+        said = (f.claim(c) if c is not None else
+                f"image neighbours share the query's {style} in {_fmt(results, 'image', style)} of top-{k} slots and its "
+                f"{colour} in {_fmt(results, 'image', colour)}")
+        agree = c is not None and c.significant and c.label_a == style
+        f.paragraphs.append(
+            f"**{_gap_heading('Image arm', c, style, colour)}.** {said} (random: {style} {rnd(style)}, {colour} "
+            f"{rnd(colour)}). " + ("In line, qualitatively, with the paper's galleries, whose image neighbours "
+                                   "share a style in several colours." if agree else
+                                   "The paper's galleries suggest style over colour; these numbers do not show it."))
+    if {"text", "image"} <= modes and colour in labels:
+        c = modes_claim(scores, "text", "image", colour, significance) if with_tests else None
+        if c is None:
+            head, said = "Text arm on colour (not tested)", (
+                f"text {_fmt(results, 'text', colour)} vs image {_fmt(results, 'image', colour)} on {colour}")
+        else:
+            said = f.claim(c)
+            head = ("Text arm: more colour than the image arm" if c.significant and c.mode_a == "text" else
+                    "Text arm: less colour than the image arm" if c.significant else
+                    "Text arm: no significant colour gain over the image arm")
+        own = labels_claim(scores, "text", style, colour) if with_tests and two else None
+        f.paragraphs.append(
+            f"**{head}.** {said}. " + (f"Within the text arm: {f.claim(own)}. " if own is not None else "")
+            + ("The paper's galleries suggest text neighbours share colour; on this comparison the numbers agree, "
+               "qualitatively." if c is not None and c.significant and c.mode_a == "text" else
+               "The paper's galleries suggest text neighbours share colour; these numbers do not show the text arm "
+               "ahead of the image arm on it."))
+    if {"fused", "image", "text"} <= modes and style in labels:
+        fused = _title(f.titles, "fused")
+        pairs = [(lab, arm) for lab in (style, colour) if lab in labels for arm in ("image", "text")]
+        claims = [modes_claim(scores, "fused", arm, lab, significance) for lab, arm in pairs] if with_tests else []
+        if claims:
+            verdicts = "; ".join(_verdict_on(claims, "fused", lab) for lab in (style, colour) if lab in labels)
+            f.paragraphs.append(f"**Fusion, {fused}: {verdicts}.** "
+                                + " ".join(f.claim(c) + "." for c in claims if c))
+        else:
+            f.paragraphs.append(f"**Fusion (not tested).** {fused}: {style} {_fmt(results, 'fused', style)} against "
+                                f"image {_fmt(results, 'image', style)} and text {_fmt(results, 'text', style)}.")
+    _fusion_weight(f, results, sweep, tuned, scores, significance, alpha)
+    others = [lab for lab in labels if lab not in (style, colour)]
+    if with_tests and others:
+        said = []
+        for lab in others:
+            ranked = sorted((m for m in ("image", "text", "fused") if m in modes),
+                            key=lambda m: -_value(results, m, lab))
+            if len(ranked) >= 2:
+                c = modes_claim(scores, ranked[0], ranked[1], lab, significance)
+                if c is not None:
+                    said.append(f.claim(c) + ".")
+        if said:
+            f.paragraphs.append("**Other labels (the best mode against the runner-up).** " + " ".join(said))
+    return f
+
+
+def _fusion_weight(f: Findings, results: pd.DataFrame, sweep: pd.DataFrame | None, tuned: Tuned | None,
+                   scores: QueryScores | None, significance: pd.DataFrame | None, alpha: float) -> None:
+    """The fusion-weight paragraph: chosen on validation and read on test when the sweep is split."""
+    if tuned is None and sweep is not None and "split" in sweep.columns and not sweep.empty:
+        tuned = tune_weights(sweep)
+    if tuned is not None:
+        per = ", ".join(f"{lab} {t:.3f} (validation {v:.3f})" for lab, (v, t) in tuned.per_label.items())
+        text = f"**Fusion weight, tuned on validation queries.** {tuned.describe()}; per label on the test queries: {per}."
+        variant = next((m for m in mode_order(results["mode"]) if m.startswith("fused_")), None)
+        if variant is not None and scores is not None:
+            cs = [modes_claim(scores, variant, "fused", lab, significance) for lab in tuned.objective]
+            text += " Against the untuned weighting (α = {:g}) on the test queries: ".format(alpha) + " ".join(
+                f.claim(c) + "." for c in cs if c is not None)
+        f.paragraphs.append(text)
+    elif sweep is not None and not sweep.empty:
         parts = []
         for label, sub in sweep.groupby("label", sort=False):
             best = sub.loc[sub["precision"].idxmax()]
             parts.append(f"{label} peaks at alpha={best.alpha:.1f} ({best.precision:.2f}; "
                          f"text only {sub.iloc[0].precision:.2f}, image only {sub.iloc[-1].precision:.2f})")
-        out.append("**Fusion weight.** " + "; ".join(parts) + ".")
-    return "\n\n".join(out)
+        f.paragraphs.append("**Fusion weight (read off the same queries it is reported on: not a held-out "
+                            "figure).** " + "; ".join(parts) + ".")
+
+
+def describe_findings(
+    results: pd.DataFrame, sweep: pd.DataFrame | None = None, style: str = STYLE_LABEL, colour: str = COLOUR_LABEL,
+    alpha: float = 0.5, *, scores: QueryScores | None = None, significance: pd.DataFrame | None = None,
+    tuned: Tuned | None = None, titles: Mapping[str, str] | None = None,
+) -> str:
+    """The paper's claims checked against the measured table, as Markdown sentences built from the numbers
+    (:func:`paper_findings`, whose arguments these are)."""
+    return paper_findings(results, sweep, style, colour, alpha, scores=scores, significance=significance,
+                          tuned=tuned, titles=titles).markdown
+
+
+#: What the paper's model of an arm differs in from the kit's offline stand-in.
+MODEL_DIFFERENCES: dict[str, str] = {
+    "image": "ResNet-50 is a larger ImageNet network than EfficientNet-Lite0, with 2048-d features instead of 1280",
+    "text": "bert-base-nli-mean-tokens embeds a sentence in 768 dimensions, all-MiniLM-L6-v2 in 384, and the two "
+            "were trained on different sentence pairs",
+}
+
+
+def paper_note(models: Mapping[str, Mapping[str, Any] | None]) -> str:
+    """What a comparison with the paper can and cannot say, from the models this run used: the paper
+    published example galleries, not numbers, so agreement is qualitative; which of its models were replaced
+    by what, what its models might change, and that the Kaggle kernel runs them."""
+    swaps, same = [], []
+    for arm, paper in PAPER_MODELS.items():
+        m = models.get(arm)
+        if not m:
+            continue
+        used = model_name(m)
+        (same if paper.lower() in (used.lower(), str(m.get("model_id", "")).rsplit("/", 1)[-1].lower())
+         else swaps).append((arm, used, paper))
+    text = ("**About the comparison with the paper.** The paper published example galleries, not numbers: "
+            "every agreement or disagreement with it stated here is qualitative, and every number is this "
+            "kit's own measurement.")
+    if swaps:
+        text += (" This run replaces the paper's models: " + "; ".join(
+            f"{arm} arm {used} instead of {paper}" for arm, used, paper in swaps) + ". The paper's models could "
+                 "move the levels (" + "; ".join(MODEL_DIFFERENCES[arm] for arm, _, _ in swaps) + ") and so the "
+                 "gaps between arms; the direction of a gap is the part most likely to carry over, its size the "
+                 "least.")
+    if same:
+        text += " " + "; ".join(f"The {arm} arm uses the paper's {paper}" for arm, _, paper in same) + "."
+    text += (" The Kaggle kernel (`notebooks/kaggle_kernel.ipynb`) runs the paper's models where Kaggle can "
+             "fetch them (Internet on, or their weights attached).")
+    return text
+
+
+def describe_withheld(settings: Mapping[str, Any]) -> str:
+    """What the ``withheld`` protocol took out of the product sentences, from an experiment's settings: the
+    label fields removed and how many label values were masked inside the other fields."""
+    fields = list(settings.get("withheld_fields") or [])
+    if not fields:
+        return "Protocol `full`: every text field is in the product sentence, the evaluated labels too."
+    masked = {c: int(n) for c, n in (settings.get("masked_label_values") or {}).items()}
+    said = ", ".join(f"{c} {n:,}" for c, n in masked.items() if n) or "none"
+    return (f"Protocol `withheld`: the fields {', '.join(fields)} are removed from every product sentence, and "
+            f"their values are masked where they occur inside the remaining fields (the product name keeps "
+            f"words such as its colour): {sum(masked.values()):,} value(s) masked in this sample ({said}). What "
+            "is left is what an arm reads beyond the label fields; words the masks do not catch (synonyms, "
+            "other spellings) stay.")
 
 
 def eda_columns(catalog: Catalog, max_values: int = 60) -> tuple[list[str], list[str]]:
@@ -168,26 +367,40 @@ def value_counts(catalog: Catalog, columns: Sequence[str], top: int = 20) -> pd.
     return pd.DataFrame(rows, columns=["column", "value", "count"])
 
 
-def describe_arm(results: pd.DataFrame, arm: str, style: str = STYLE_LABEL, colour: str = COLOUR_LABEL) -> str:
+def describe_arm(results: pd.DataFrame, arm: str, style: str = STYLE_LABEL, colour: str = COLOUR_LABEL, *,
+                 scores: QueryScores | None = None, titles: Mapping[str, str] | None = None) -> str:
     """One paragraph on one arm, built from the measured table: for the paper's labels, whether the arm
-    finds the same style more than the same colour; for any catalog, each label's share against random."""
+    finds the same style more than the same colour (a paired test over queries when ``scores`` are given);
+    for any catalog, each label's share against random."""
     p = precision_table(results, digits=6)
     if arm not in p.columns:
         return f"No {arm} results in this table."
+    name = (titles or {}).get(arm) or arm
+    name = name[:1].upper() + name[1:]
 
     def pct(label: str, mode: str) -> str:
         return f"{p.loc[label, mode]:.0%}" if mode in p.columns and label in p.index else "n/a"
 
     if {style, colour} <= set(p.index):
         s, c = float(p.loc[style, arm]), float(p.loc[colour, arm])
-        verdict = ("finds the same style far more reliably than the same colour" if s > c + 0.1 else
-                   "shares colour about as often as style" if abs(s - c) <= 0.1 else
-                   "shares colour more often than style")
-        return (f"{arm.capitalize()} neighbours share the **{style}** in {pct(style, arm)} of slots (random "
+        claim = labels_claim(scores, arm, style, colour) if scores is not None else None
+        if claim is None:
+            verdict = ("finds the same style far more reliably than the same colour" if s > c + 0.1 else
+                       "shares colour about as often as style" if abs(s - c) <= 0.1 else
+                       "shares colour more often than style") + " (no paired test)"
+        elif not claim.significant:
+            verdict = "shows no significant difference between style and colour"
+        elif claim.label_a == style:
+            verdict = ("finds the same style far more reliably than the same colour" if claim.diff > 0.1 else
+                       "finds the same style more often than the same colour")
+        else:
+            verdict = "finds the same colour more often than the same style"
+        text = (f"{name} neighbours share the **{style}** in {pct(style, arm)} of slots (random "
                 f"{pct(style, 'random')}) and the **{colour}** in {pct(colour, arm)} (random {pct(colour, 'random')}): "
                 f"the {arm} arm {verdict}.")
+        return text + (f" {claim.sentence(titles)}." if claim is not None else "")
     parts = [f"**{label}** {pct(label, arm)} (random {pct(label, 'random')})" for label in p.index]
-    return f"{arm.capitalize()} neighbours share the query's " + ", ".join(parts) + "."
+    return f"{name} neighbours share the query's " + ", ".join(parts) + "."
 
 
 def pareto_front(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -202,71 +415,205 @@ def pareto_front(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return table.loc[keep].sort_values(x)
 
 
-def protocol_table(results: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+def protocol_table(results: pd.DataFrame, digits: int = 3, ci: bool = False) -> pd.DataFrame:
     """precision@k of stacked :func:`~prodrec.evaluate.evaluate` results (a ``protocol`` column) as a
-    (protocol, label) x mode table, modes in :func:`precision_table` order."""
-    parts = {prot: precision_table(sub, digits) for prot, sub in results.groupby("protocol", sort=False)}
+    (protocol, label) x mode table, modes in :func:`precision_table` order (with ``ci``, 95% intervals)."""
+    parts = {prot: precision_table(sub, digits, ci=ci) for prot, sub in results.groupby("protocol", sort=False)}
     return pd.concat(parts, names=["protocol"])
 
 
 def seed_summary(results: pd.DataFrame, mode: str = LEARNED) -> pd.DataFrame:
     """Mean, standard deviation, min and max of ``mode``'s precision over runs that differ by a ``run``
-    column (training seeds), per protocol and label."""
+    column (training seeds), per protocol and label, and the mean of the runs' bootstrap 95% intervals
+    (``ci_low``, ``ci_high``: the spread over queries, beside the spread over seeds)."""
     p = results[(results.metric == "precision") & (results["mode"] == mode)]
     keys = [c for c in ("protocol", "label") if c in p.columns]
-    return p.groupby(keys, sort=False)["value"].agg(["mean", "std", "min", "max", "count"]).round(3)
+    g = p.groupby(keys, sort=False)
+    out = g["value"].agg(["mean", "std", "min", "max", "count"])
+    out["ci_low"], out["ci_high"] = g["ci_low"].mean(), g["ci_high"].mean()
+    return out.round(3)
+
+
+def per_category_table(scores: QueryScores, labels: pd.DataFrame, label: str, modes: Sequence[str] | None = None,
+                       top: int = 8, digits: int = 2, n_boot: int = 500, seed: int = 0,
+                       metric: str = "precision") -> pd.DataFrame:
+    """precision@k per value of ``label`` (its ``top`` most frequent values among the scored queries), one
+    column per mode with its 95% interval over that value's queries, and ``queries`` (how many). The
+    per-query values are ``scores``' (one evaluation run); ``labels`` is indexed by product id."""
+    lab = labels.copy()
+    lab.index = lab.index.map(str)
+    values = lab[label].reindex(scores.ids)
+    modes = [m for m in (modes or mode_order(scores.modes)) if (m, metric, label) in scores.per_query]
+    if not modes:
+        return pd.DataFrame()
+    scored = ~np.isnan(scores.per_query[(modes[0], metric, label)])
+    counts = values[scored].value_counts().head(top)
+    rows = []
+    for value, n in counts.items():
+        rows.append({label: value, "queries": int(n), **{
+            m: format_ci(float(np.nanmean(v)), *bootstrap_ci(v, n_boot=n_boot, seed=seed), digits=digits)
+            for m in modes for v in [scores.per_query[(m, metric, label)][(values == value).to_numpy() & scored]]}})
+    return pd.DataFrame(rows).set_index(label)
+
+
+def worst_queries(scores: QueryScores, labels: pd.DataFrame, mode: str, label: str, n: int = 3,
+                  metric: str = "precision") -> pd.DataFrame:
+    """The ``n`` queries ``mode`` serves worst on ``label``: lowest value first; among equal values, queries
+    of the most frequent ``label`` values first (a miss where many neighbours were available), then by id.
+    Columns ``id, value, <label>, class_size``."""
+    v = scores.per_query[(mode, metric, label)]
+    lab = labels.copy()
+    lab.index = lab.index.map(str)
+    values = lab[label].reindex(scores.ids)
+    size = values.map(values.value_counts()).fillna(0).to_numpy()
+    t = pd.DataFrame({"id": scores.ids, "value": v, label: values.to_numpy(), "class_size": size.astype(int)})
+    t = t[~np.isnan(v)]
+    return t.sort_values(["value", "class_size", "id"], ascending=[True, False, True]).head(n).reset_index(drop=True)
+
+
+def _tuned_pair(sweep: pd.DataFrame, style: str, colour: str) -> tuple[Tuned, Tuned] | None:
+    if "split" not in sweep.columns or not {style, colour} <= set(sweep.label):
+        return None
+    return tune_weights(sweep, [style]), tune_weights(sweep, [colour])
+
+
+def _weights_text(w: Mapping[str, float]) -> str:
+    return ", ".join(f"{a} {v:.1f}" for a, v in w.items())
+
+
+def beyond_findings(
+    results: pd.DataFrame, sweep: pd.DataFrame | None = None, style: str = STYLE_LABEL, colour: str = COLOUR_LABEL,
+    *, scores: Mapping[str, QueryScores] | None = None, significance: pd.DataFrame | None = None,
+    titles: Mapping[str, str] | None = None, learned_on: Sequence[str] = (),
+) -> Findings:
+    """Findings of the beyond-the-paper comparison, built from the measured numbers: the colour arm against
+    the others on colour; per protocol, the best fixed weightings (chosen on validation queries and read on
+    test queries when ``sweep`` has a ``split`` column); the learned arm (mean over training runs) against
+    them, named by its supervision (``learned_on``: the labels it was trained on), and on the labels it was
+    not trained on. ``scores`` (protocol -> per-query values of one run) and ``significance`` (its paired
+    tests, with a ``protocol`` column) make each comparison a paired claim."""
+    f = Findings(titles=dict(titles or {}))
+    p = results[results.metric == "precision"]
+    if p.empty:
+        return f
+    k = int(p["k"].iloc[0])
+    protocols = list(dict.fromkeys(p["protocol"])) if "protocol" in p.columns else [None]
+    first = protocols[0]
+    sc = scores or {}
+    all_modes = set(p["mode"])
+
+    def claim(prot: str | None, a: str, b: str, label: str) -> Claim | None:
+        s = sc.get(prot or "")
+        return None if s is None else modes_claim(s, a, b, label, significance, protocol=prot or "")
+
+    if "colour" in all_modes and colour in set(p.label):
+        others = [m for m in ("image", "text") if m in all_modes]
+        cs = [claim(first, "colour", m, colour) for m in others]
+        if all(c is not None for c in cs) and cs:
+            wins = [c.mode_b for c in cs if c is not None and c.significant and c.mode_a == "colour"]
+            head = (f"Colour arm: more {colour} than {' and '.join(wins)}" if wins else
+                    f"Colour arm: no significant {colour} gain over {' or '.join(others)}")
+            f.paragraphs.append(f"**{head}** ({first}). " + " ".join(f.claim(c) + "." for c in cs if c is not None)
+                                + f" (random: {_value(results, 'random', colour, first):.3f}.)")
+        else:
+            f.paragraphs.append(
+                f"**Colour arm.** On its own, the training-free colour arm shares the query's {colour} in "
+                f"{_fmt(results, 'colour', colour, first)} of top-{k} slots (" + ", ".join(
+                    f"{m}: {_fmt(results, m, colour, first)}" for m in others)
+                + f"; random: {_value(results, 'random', colour, first):.3f}).")
+    for prot in protocols:
+        tag = f" ({prot})" if prot else ""
+        sw = sweep if sweep is None or prot is None or "protocol" not in sweep.columns else sweep[sweep.protocol == prot]
+        test = None
+        if sw is not None and {style, colour} <= set(sw.label):
+            pair = _tuned_pair(sw, style, colour)
+            test = sw[sw["split"] == "test"] if "split" in sw.columns else sw
+            wcols = sweep_weights(test)
+            wide = test.pivot_table(index=wcols, columns="label", values="precision", sort=False).reset_index()
+            both = bool(((wide[style] >= wide[style].max()) & (wide[colour] >= wide[colour].max())).any())
+            if pair is not None:
+                ts, tc = pair
+                f.paragraphs.append(
+                    f"**Fixed weights{tag}, chosen on {ts.n_validation} validation queries, read on {ts.n_test} test "
+                    f"queries.** The best weighting for {style} ({_weights_text(ts.weights)}) scores "
+                    f"{ts.per_label[style][1]:.3f} on it; the best for {colour} ({_weights_text(tc.weights)}) scores "
+                    f"{tc.per_label[colour][1]:.3f} on {colour}. On the test queries, "
+                    + ("one weighting of the grid is best on both." if both else
+                       f"no weighting of the grid is best on both: the grid's best {style} is {wide[style].max():.3f} "
+                       f"and its best {colour} {wide[colour].max():.3f}, never together."))
+            else:
+                f.paragraphs.append(
+                    f"**Fixed weights{tag} (read off the queries they are reported on: not held out).** The grid's "
+                    f"best {style} is {wide[style].max():.3f} and its best {colour} {wide[colour].max():.3f}; "
+                    + ("one weighting reaches both." if both else "no weighting reaches both."))
+            if LEARNED in all_modes:
+                ls, lc = _value(results, LEARNED, style, prot), _value(results, LEARNED, colour, prot)
+                beaten = bool(((wide[style] >= ls) & (wide[colour] >= lc)).any())
+                f.paragraphs.append(_learned_paragraph(f, results, prot, tag, style, colour, learned_on, beaten,
+                                                       claim, all_modes))
+        elif LEARNED in all_modes:
+            f.paragraphs.append(_learned_paragraph(f, results, prot, tag, style, colour, learned_on, None, claim,
+                                                   all_modes))
+    return f
+
+
+def _learned_paragraph(f: Findings, results: pd.DataFrame, prot: str | None, tag: str, style: str, colour: str,
+                       learned_on: Sequence[str], beaten: bool | None, claim: Any, modes: set[str]) -> str:
+    """The learned arm of one protocol: its supervision, its values, the fixed weightings, paired claims
+    against the fixed fusion on the plotted labels and against the best other mode on every other label."""
+    name = _title(f.titles, LEARNED)
+    runs = len(_rows(results, LEARNED, style, prot))
+    ls, lc = _value(results, LEARNED, style, prot), _value(results, LEARNED, colour, prot)
+    sup = (f" It is trained on {', '.join(learned_on)}" + (
+        f", the two labels of this trade-off: lying beyond the fixed weightings is what supervision on them "
+        "buys, not a free gain." if {style, colour} <= set(learned_on) else ".")) if learned_on else ""
+    where = ("" if beaten is None else " Some fixed weighting matches or beats it on both (test queries)."
+             if beaten else " No fixed weighting of the grid reaches both values (test queries).")
+    text = (f"**Learned arm{tag}: {name}.** Mean over {runs} training run(s): {ls:.3f} on {style}, {lc:.3f} on "
+            f"{colour}.{sup}{where}")
+    said = []
+    for lab in (style, colour):
+        c = claim(prot, LEARNED, "fused", lab) if "fused" in modes else None
+        if c is not None:
+            said.append(f.claim(c) + ".")
+    labels = list(dict.fromkeys(results[results.metric == "precision"].label))
+    weaker = []
+    for lab in (x for x in labels if x not in (style, colour)):
+        rivals = sorted((m for m in modes if m not in ("random", LEARNED)), key=lambda m: -_value(results, m, lab, prot))
+        c = claim(prot, LEARNED, rivals[0], lab) if rivals else None
+        if c is not None:
+            said.append(f.claim(c) + ".")
+            if c.significant and c.mode_b == LEARNED:
+                weaker.append(lab)
+    if said:
+        text += " Paired tests (training seed of the first run): " + " ".join(said)
+    if weaker:
+        text += f" Weaker labels: {', '.join(weaker)}."
+    return text
+
+
+def compare_findings(scores: QueryScores, significance: pd.DataFrame | None, pairs: Sequence[tuple[str, str]],
+                     labels: Sequence[str], titles: Mapping[str, str] | None = None, heading: str = "") -> Findings:
+    """One paragraph per label: a paired claim for each (mode, mode) of ``pairs`` (:func:`~.claims.modes_claim`:
+    "beats" only when the paired test of ``significance`` is significant), headed ``heading + label``."""
+    f = Findings(titles=dict(titles or {}))
+    for label in labels:
+        said = [f.claim(c) + "." for c in (modes_claim(scores, a, b, label, significance) for a, b in pairs)
+                if c is not None]
+        if said:
+            f.paragraphs.append(f"**{heading}{label}.** " + " ".join(said))
+    return f
 
 
 def describe_beyond(
     results: pd.DataFrame, sweep: pd.DataFrame | None = None, style: str = STYLE_LABEL, colour: str = COLOUR_LABEL,
+    *, scores: Mapping[str, QueryScores] | None = None, significance: pd.DataFrame | None = None,
+    titles: Mapping[str, str] | None = None, learned_on: Sequence[str] = (),
 ) -> str:
-    """Findings of the beyond-the-paper comparison as Markdown sentences built from the measured numbers:
-    the colour arm against the others on colour, the best fixed weightings (per protocol when ``sweep`` has
-    a ``protocol`` column), and the learned arm (mean over training runs) against them."""
-    p = results[results.metric == "precision"]
-    k = int(p["k"].iloc[0]) if len(p) else 5
-
-    def mean(mode: str, label: str, protocol: str | None = None) -> float:
-        r = p[(p["mode"] == mode) & (p.label == label)]
-        if protocol is not None and "protocol" in r.columns:
-            r = r[r.protocol == protocol]
-        return float(r["value"].mean()) if len(r) else float("nan")
-
-    out = []
-    protocols = list(dict.fromkeys(p["protocol"])) if "protocol" in p.columns else [None]
-    first = protocols[0]
-    if "colour" in set(p["mode"]) and colour in set(p.label):
-        others = {m: mean(m, colour, first) for m in ("image", "text") if m in set(p["mode"])}
-        c = mean("colour", colour, first)
-        out.append(f"**Colour arm.** On its own, the training-free colour arm shares the query's {colour} in "
-                   f"{c:.2f} of top-{k} slots (" + ", ".join(f"{m}: {v:.2f}" for m, v in others.items())
-                   + f"; random: {mean('random', colour, first):.2f}).")
-    for prot in protocols:
-        tag = f" ({prot})" if prot else ""
-        sw = sweep if sweep is None or prot is None or "protocol" not in sweep.columns else sweep[sweep.protocol == prot]
-        if sw is not None and {style, colour} <= set(sw.label):
-            wcols = [c for c in sw.columns if c.startswith("w_")]
-            wide = sw.pivot_table(index=wcols, columns="label", values="precision").reset_index()
-            bs, bc = wide.loc[wide[style].idxmax()], wide.loc[wide[colour].idxmax()]
-
-            def w(r: pd.Series) -> str:
-                return ", ".join(f"{c[2:]} {r[c]:.1f}" for c in wcols)
-
-            out.append(f"**Fixed weights{tag}.** The best weighting for {style} ({w(bs)}) reaches {bs[style]:.2f} "
-                       f"but {bs[colour]:.2f} on {colour}; the best for {colour} ({w(bc)}) reaches {bc[colour]:.2f} "
-                       f"but {bc[style]:.2f} on {style}: no fixed weighting gets both.")
-            if LEARNED in set(p["mode"]):
-                ls, lc = mean(LEARNED, style, prot), mean(LEARNED, colour, prot)
-                beaten = bool(((wide[style] >= ls) & (wide[colour] >= lc)).any())
-                runs = p[(p["mode"] == LEARNED) & (p.label == style)]
-                n_runs = len(runs if prot is None else runs[runs.protocol == prot])
-                out.append(f"**Learned arm{tag}.** Mean over {n_runs} training run(s): {ls:.2f} on {style}, {lc:.2f} "
-                           f"on {colour}; " + ("some fixed weighting matches or beats it on both."
-                                                if beaten else "no fixed weighting reaches both values."))
-        elif LEARNED in set(p["mode"]):
-            out.append(f"**Learned arm{tag}.** {mean(LEARNED, style, prot):.2f} on {style}, "
-                       f"{mean(LEARNED, colour, prot):.2f} on {colour}.")
-    return "\n\n".join(out)
+    """Findings of the beyond-the-paper comparison as Markdown (:func:`beyond_findings`, whose arguments
+    these are)."""
+    return beyond_findings(results, sweep, style, colour, scores=scores, significance=significance,
+                           titles=titles, learned_on=learned_on).markdown
 
 
 def style_colour_labels(catalog: Catalog) -> tuple[str, str]:
@@ -280,14 +627,42 @@ def style_colour_labels(catalog: Catalog) -> tuple[str, str]:
     return x, y
 
 
-def mode_points(results: pd.DataFrame, x: str, y: str, protocol: str | None = None) -> pd.DataFrame:
-    """One point per mode (mean over runs): ``name``, ``x`` (precision on label ``x``), ``y`` - the marks of
-    :func:`~prodrec.gallery.plot_tradeoff`."""
+def mode_points(results: pd.DataFrame, x: str, y: str, protocol: str | None = None,
+                titles: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One point per mode (mean over runs): ``name`` (its title in ``titles``, else the mode), ``x``
+    (precision on label ``x``), ``y`` and ``mode`` - the marks of :func:`~prodrec.viz.gallery.plot_tradeoff`."""
     p = results[results.metric == "precision"]
     if protocol is not None and "protocol" in p.columns:
         p = p[p.protocol == protocol]
     m = p.pivot_table(index="mode", columns="label", values="value", aggfunc="mean")
     runs = p[p.label == x].groupby("mode").size()
-    rows = [{"name": f"{mode} (mean of {runs[mode]})" if runs.get(mode, 1) > 1 else mode,
-             "x": float(m.loc[mode, x]), "y": float(m.loc[mode, y])} for mode in m.index if mode != "random"]
-    return pd.DataFrame(rows, columns=["name", "x", "y"])
+    names = titles or {}
+    rows = [{"name": names.get(mode, mode) + (f" (mean of {runs[mode]})" if runs.get(mode, 1) > 1 else ""),
+             "x": float(m.loc[mode, x]), "y": float(m.loc[mode, y]), "mode": mode}
+            for mode in m.index if mode != "random"]
+    return pd.DataFrame(rows, columns=["name", "x", "y", "mode"])
+
+
+def shared_name_share(names: pd.Series) -> float:
+    """The share of products whose exact name (``names``; missing ones left out) another product also has."""
+    known = names.dropna().astype(str)
+    return float(known.duplicated(keep=False).mean()) if len(known) else float("nan")
+
+
+def stored_result(path: str | Path, make: str) -> tuple[dict[str, Any] | None, str]:
+    """A result a benchmark stored (``{"provenance": ..., "data": ...}``, e.g. ``benchmarks/samplesize.json``)
+    and one line saying where it came from: the command that made it (``make``), when, on which data and
+    kit version. (None, a line saying how to make it) when the file is not there (an installed kit has no
+    ``benchmarks/``)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"no stored result at {path.name}: make it from a checkout with `{make}`"
+    stored = read_json_object(path)
+    prov = stored.get("provenance") or {}
+    data = prov.get("dataset") or {}
+    versions = prov.get("versions") or {}
+    when = str(prov.get("created_at", "an unknown date"))[:10]
+    return stored.get("data"), (
+        f"stored result {path.name}, made by `{prov.get('command') or make}` on {when} (prodrec "
+        f"{versions.get('prodrec', '?')}; data {Path(str(data.get('data_dir', '?'))).name}, "
+        f"{data.get('products', '?')} products; machine: {prov.get('machine', '?')}); not recomputed here")

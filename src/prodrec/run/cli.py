@@ -30,6 +30,7 @@ from ..data.schema import TEXT_CLEAN
 from ..embed.encoders.backends import BACKENDS, PRECISIONS
 from ..embed.registry import ARMS, arm_names, modes, text_query_arms
 from ..evaluation.metrics import check_metrics, metric_names
+from ..evaluation.runs import TUNABLE
 from ..evaluation.significance import TESTS
 from . import commands
 
@@ -272,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-queries", type=_positive_int, default=None,
                    help="queries of the name task (default 2000) or the composed task (default 400)")
     g.add_argument("--query-seed", type=int, default=0, help="seed of the sampled names / composed queries")
+    p.add_argument("--tune", default=None, choices=TUNABLE,
+                   help="choose the fusion on validation queries (a seeded half of the sample, --seed) and score "
+                   "every mode, and the chosen weighting as fused_tuned, on the other half: alpha (the image "
+                   "weight) or weights (a 0.1 grid over the arms); the objective is mean precision@k on the "
+                   "first two labels")
 
     p = sub.add_parser("load-report", help="load a catalog and print what was wrong with it")
     _add(p, _catalog_flags, _output_flags, _store_flag)

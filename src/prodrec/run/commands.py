@@ -19,7 +19,7 @@ from typing import Any
 from ..core.errors import ConfigError, DataNotFound
 from ..core.io import dumps
 from ..core.provenance import provenance, save_json
-from ..core.vocab import NONE_WORDS
+from ..core.vocab import LEARNED, NONE_WORDS
 from ..data.catalog import Catalog, load_catalog
 from ..data.demo import write_demo_catalog
 from ..data.fetch import CACHE_DIR
@@ -29,9 +29,10 @@ from ..data.text import LabelMask
 from ..embed.embedding import default_store_dir, open_store
 from ..embed.registry import ARMS
 from ..evaluation.metrics import check_metrics
+from ..evaluation.names import mode_titles, model_name
 from ..evaluation.report import metric_table, precision_table, significance_legend, significance_table
 from ..evaluation.reference import KAGL_SOURCE, kagl_reference
-from ..evaluation.runs import evaluate
+from ..evaluation.runs import TUNED_MODE, QuerySplit, Tuned, evaluate, split_queries, tune_fusion
 from ..evaluation.composed import COMPOSED_QUERIES, composed_task
 from ..evaluation.tasks import KAGL_LABELS, NAME_QUERIES, label_task, name_task, task_modes
 from ..evaluation.significance import check_test, compare_modes
@@ -259,23 +260,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = check_metrics(args.metrics)  # a missing library is named before any embedding
     if args.significance:
         check_test(args.significance)
+    tune = getattr(args, "tune", None)
     exp = _experiment(args, request, k=args.k, modes=modes)
+    split = tuned = None
+    if tune:
+        split = split_queries(exp.recommender.ids, seed=args.seed)
+        _, tuned = tune_fusion(exp.recommender, exp.catalog, split, tune, k=args.k,
+                               columns=(labels or list(exp.catalog.label_columns))[:2], progress=not args.quiet)
     res, scores = evaluate(exp.recommender, exp.catalog, k=args.k, modes=modes, columns=labels, alpha=args.alpha,
                            weights=args.weights, n_boot=args.n_boot, seed=args.seed, progress=not args.quiet,
                            protocol=args.protocol, metrics=metrics, grade_levels=args.grade_levels,
-                           return_scores=True)
+                           return_scores=True, queries=split.test if split else None,
+                           variants={TUNED_MODE: tuned.weights} if tuned else None)
     asked = {"metrics": metrics, "grade_levels": args.grade_levels, "significance": args.significance}
+    tuning = {"tuning": {"split": split.to_dict(), **tuned.to_dict()}} if split and tuned else {}
     prov = exp.provenance(k=args.k, alpha=args.alpha, weights=args.weights, protocol=args.protocol,
-                          **(asked if metrics != ["precision"] or args.significance else {}))
+                          **(asked if metrics != ["precision"] or args.significance else {}), **tuning)
     records = res.to_dict(orient="records")
-    payload: dict[str, Any] = {"results": records}
+    payload: dict[str, Any] = {"results": records, **tuning}
     m = exp.models()
-    arms = ", ".join(f"{a}: {s['model_id']}" for a, s in m.items() if s)
-    text = f"{len(exp.recommender)} products, k={args.k}, seed={args.seed}, protocol {args.protocol}; {arms}\n"
-    precision = precision_table(res)
+    titles = mode_titles(exp.recommender, m, {TUNED_MODE: tuned.weights} if tuned else None)
+    text = f"{len(exp.recommender)} products, k={args.k}, seed={args.seed}, protocol {args.protocol}\n"
+    text += "modes: " + "; ".join(f"{mode} = {titles.get(mode, mode)}" for mode in scores.modes) + "\n"
+    text += _tuning_text(len(exp.recommender), split, tuned, m)
+    precision = precision_table(res, ci=True)
     if not precision.empty:
-        text += f"precision@{args.k} (share of recommendations with the query's label):\n{precision.to_string()}\n\n"
-    text += metric_table(res, exclude=["precision"]).to_string()
+        text += (f"precision@{args.k} (share of recommendations with the query's label; 95% bootstrap interval over "
+                 f"queries):\n{precision.to_string()}\n\n")
+    text += metric_table(res, exclude=["precision"], ci=True).to_string()
     if args.significance:
         sig = compare_modes(scores.per_query, test=args.significance)
         payload["significance"] = sig.to_dict(orient="records")
@@ -286,6 +298,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _save(args, "significance.json", payload["significance"], prov)
     _emit(args, text, {"provenance": prov, **payload})
     return 0
+
+
+def _tuning_text(n: int, split: QuerySplit | None, tuned: Tuned | None, models: dict[str, Any]) -> str:
+    """Which queries tuned what, and which ones every row is scored on."""
+    if split is None or tuned is None:
+        text = (f"queries: all {n} products; nothing was tuned on them (fusion weights as given: --alpha / "
+                "--weights; --tune alpha|weights chooses them on validation queries)\n")
+    else:
+        text = (f"tuned on validation queries: {tuned.describe()}\nqueries: {split.describe()}; every row below is "
+                f"scored on the {len(split.test)} test queries ({TUNED_MODE} = the weighting chosen on validation)\n")
+    learned = models.get(LEARNED)
+    if learned:
+        training = learned.get("training") or {}
+        config = training.get("config") or {}
+        text += (f"learned arm: {model_name(learned)}, {config.get('epochs')} epochs (fixed, not tuned on these "
+                 f"queries), trained on {(training.get('train_ids') or {}).get('count')} products outside the "
+                 "evaluated sample\n")
+    return text
 
 
 def _evaluate_task(args: argparse.Namespace, modes: list[str] | None) -> int:

@@ -4,6 +4,10 @@
 ``prodrec run-notebooks --out outputs/NAME`` executes ``notebooks/NN_*.ipynb`` in order with the same
 parameters, writes the executed copies under ``--out`` (figures and metrics land in ``--out/figures`` and
 ``--out/metrics``), and stops at the first failing cell with a message naming the notebook and cell.
+
+Executed copies are cleaned for reading (:func:`clean_outputs`): no progress-bar residue (a tqdm widget
+saved without its state reads "0%"), each warning once per notebook, and no machine paths (the Python
+environment, the home folder, the checkout and the output folder are written as names).
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ from ..core.errors import ConfigError, MissingDependency, ProdrecError
 from ..core.provenance import provenance
 
 log = logging.getLogger(__name__)
+
+#: A progress bar's text: "evaluate modes:  40%|####      | 2/5 [00:01<00:02, ...]".
+_BAR = re.compile(r"^.*\d+%\|.*\|.*$")
+#: The first line of a logged or Python warning.
+_WARNING = re.compile(r"^(WARNING\b|.*\bWarning: )")
+_WIDGET = "application/vnd.jupyter.widget-view+json"
 
 KAGGLE_METADATA = "kaggle-metadata.json"
 #: The folder inside the installed package that holds copies of the notebooks and the Kaggle metadata.
@@ -122,10 +132,85 @@ def run_notebooks(
                 target,
             ) from None
         secs = time.perf_counter() - t0
+        _clean_file(target, out)
         log.info("%s finished in %.1f s", nb.name, secs)
         records.append({"notebook": nb.name, "seconds": round(secs, 2), "executed": str(target)})
     write_json(out / "run.json", provenance(parameters=params, notebooks=records))
     return records
+
+
+def machine_paths(out_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """Absolute paths that say where a run happened, not what it found, and the names they are written as
+    in cleaned outputs (longest first, so a path inside another is replaced by its own name)."""
+    paths = {str(Path(sys.prefix).resolve()): "<python env>", str(Path(sys.prefix)): "<python env>",
+             str(resources_root().resolve()): "<prodrec>", str(Path.home()): "~"}
+    if out_dir is not None:
+        paths[str(Path(out_dir).resolve())] = "<out>"
+    return dict(sorted(((k, v) for k, v in paths.items() if len(k) > 1), key=lambda kv: -len(kv[0])))
+
+
+def _clean_text(text: str, seen: set[str], paths: dict[str, str]) -> str:
+    """One stream's text without progress bars, warnings already shown in the notebook, or machine paths."""
+    for path, name in paths.items():
+        text = text.replace(path, name)
+    kept, skip_source = [], False
+    for line in text.replace("\r\n", "\n").split("\n"):
+        line = line.rsplit("\r", 1)[-1]  # a bar redrawn in place: its last state
+        if _BAR.match(line):
+            continue
+        if skip_source:  # the source line Python prints under a repeated warning
+            skip_source = False
+            if line.startswith("  "):
+                continue
+        if _WARNING.match(line):
+            if line in seen:
+                skip_source = True
+                continue
+            seen.add(line)
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def clean_outputs(nb: dict[str, Any], out_dir: str | os.PathLike[str] | None = None) -> int:
+    """Clean an executed notebook's outputs in place for reading; returns how many outputs were changed or
+    dropped. Progress bars go (tqdm widgets, whose saved text is "0%", and text bars); a warning already
+    shown earlier in the notebook is dropped; machine paths become names (:func:`machine_paths`)."""
+    paths = machine_paths(out_dir)
+    seen: set[str] = set()
+    changed = 0
+    for cell in nb["cells"]:
+        if cell.get("cell_type") != "code":
+            continue
+        kept = []
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "display_data" and _WIDGET in o.get("data", {}) and _BAR.match(
+                    str(o["data"].get("text/plain", "")).strip() or "0%||"):
+                changed += 1
+                continue
+            if o.get("output_type") == "stream":
+                raw = "".join(o["text"]) if isinstance(o["text"], list) else o["text"]
+                text = _clean_text(raw, seen, paths)
+                if text != raw:
+                    changed += 1
+                if not text.strip():
+                    continue
+                o["text"] = text
+            elif "data" in o and "text/plain" in o["data"]:
+                raw = o["data"]["text/plain"]
+                raw = "".join(raw) if isinstance(raw, list) else raw
+                text = _clean_text(raw, set(), paths)
+                changed += text != raw
+                o["data"]["text/plain"] = text
+            kept.append(o)
+        cell["outputs"] = kept
+    return changed
+
+
+def _clean_file(path: Path, out_dir: Path) -> None:
+    """:func:`clean_outputs` on an executed notebook file, written back as nbformat writes it."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    if clean_outputs(nb, out_dir):
+        path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def copy_notebooks(dest: str | os.PathLike[str], overwrite: bool = False) -> list[Path]:

@@ -1,8 +1,11 @@
 """Figures of the paper and of its measurements: galleries of top-k grids, distributions, metric charts.
 
 Every ``plot_*`` function returns a matplotlib Figure and draws nothing it cannot name: each tile's caption
-says the product's name, colour, article type and score. :func:`save_figure` writes the PNG with its
-provenance (in the PNG's text chunk and in a JSON file beside it).
+says the product's name, colour, article type and score, and the score says what it is (``cosine`` for an
+arm, ``weighted cosine`` for raw fusion, ``z-score sum`` for z-scored fusion, ``RRF score``). Each gallery row
+is named by its mode's title (:func:`~prodrec.evaluation.names.mode_titles`). Galleries are drawn to be read
+at the width a notebook shows them: six tiles a row, 8-point captions at the notebook's 80 dpi.
+:func:`save_figure` writes the PNG with its provenance (in the PNG's text chunk and in a JSON file beside it).
 """
 
 from __future__ import annotations
@@ -25,12 +28,17 @@ from ..data.images import ImageError, load_rgb
 from ..core.provenance import save_json
 from ..data.schema import KAGGLE
 from ..embed import registry
-from ..evaluation.report import pareto_front
+from ..evaluation.names import score_label, title_of
+from ..evaluation.report import pareto_front, worst_queries
+from ..evaluation.runs import QueryScores
 from ..rank.compose import Composer
 from ..rank.recommender import Recommender
 from ..rank.search import Searcher
 
 log = logging.getLogger(__name__)
+
+#: Inches per gallery tile (width, height) and the captions' font size (points).
+TILE_W, TILE_H, CAPTION_PT = 1.85, 2.75, 8
 
 
 # ------------------------------------------------------------------------------------ non-Latin names
@@ -164,15 +172,16 @@ def caption_parts(row: pd.Series, columns: Sequence[str]) -> tuple[str, str]:
     return name, " | ".join(t for t in text[1:] if t)
 
 
-def caption(row: pd.Series, score: float | None = None, width: int = 22,
-            columns: Sequence[str] = KAGGLE.caption_columns or ()) -> str:
-    """Name (wrapped), the other caption columns, and the score, for one tile."""
+def caption(row: pd.Series, score: float | None = None, width: int = 24,
+            columns: Sequence[str] = KAGGLE.caption_columns or (), score_name: str = "cosine") -> str:
+    """Name (wrapped), the other caption columns, and the score named by what it is (``score_name``:
+    cosine, weighted cosine, z-score sum, RRF score), for one tile."""
     name, meta = caption_parts(row, columns)
     ensure_glyphs([name, meta])
     lines = textwrap.wrap(name, width)[:2]
-    lines.append(meta)
+    lines.extend(textwrap.wrap(meta, width)[:2])
     if score is not None:
-        lines.append(f"cos {score:.3f}")
+        lines.append(f"{score_name} {score:.3f}")
     return "\n".join(lines)
 
 
@@ -188,23 +197,31 @@ def _frame(ax: Any, query: bool = False) -> None:
 def _tile(ax: Any, path: str, text: str, query: bool = False) -> None:
     ax.imshow(thumbnail(path))
     _frame(ax, query)
-    ax.set_title(text, fontsize=7)
+    ax.set_title(text, fontsize=CAPTION_PT)
 
 
-def _grid(catalog: Catalog, rows: Sequence[tuple[Any, str, pd.DataFrame]], k: int, title: str) -> Any:
-    """One row per (query id, label, its recommendations): the query photo (red frame, labelled) and the
-    recommended products, captioned with the catalog's caption columns."""
+def _row_name(ax: Any, name: str) -> None:
+    """A gallery row's name, written up the left edge of its query tile (never over a photo)."""
+    ax.set_ylabel("\n".join(textwrap.wrap(name, 26)[:3]), fontsize=CAPTION_PT + 1, fontweight="bold")
+
+
+def _grid(catalog: Catalog, rows: Sequence[tuple[Any, str, pd.DataFrame, str]], k: int, title: str) -> Any:
+    """One row per (query id, row name, its recommendations, what their score is): the query photo (red
+    frame; the row's name up its left edge) and the recommended products, captioned with the catalog's
+    caption columns and the named score."""
     plt = pyplot()
     lab = catalog.labels
     cols = catalog.schema.caption_columns or ()
-    fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.9 * (k + 1), 2.6 * len(rows)), squeeze=False)
-    for r, (q, label, recs) in enumerate(rows):
+    fig, axes = plt.subplots(len(rows), k + 1, figsize=(TILE_W * (k + 1) + 0.4, TILE_H * len(rows) + 0.5),
+                             squeeze=False)
+    for r, (q, name, recs, score_name) in enumerate(rows):
         qrow = lab.loc[str(q)]
-        _tile(axes[r, 0], qrow["image_path"], f"{label}\n" + caption(qrow, columns=cols), query=True)
+        _tile(axes[r, 0], qrow["image_path"], "query\n" + caption(qrow, columns=cols), query=True)
+        _row_name(axes[r, 0], name)
         for c, (pid, score) in enumerate(zip(recs["id"], recs["score"]), start=1):
             row = lab.loc[pid]
-            _tile(axes[r, c], row["image_path"], caption(row, float(score), columns=cols))
-    fig.suptitle(title, fontsize=11)
+            _tile(axes[r, c], row["image_path"], caption(row, float(score), columns=cols, score_name=score_name))
+    fig.suptitle(title, fontsize=CAPTION_PT + 3)
     fig.tight_layout()
     return fig
 
@@ -217,22 +234,44 @@ def plot_topk_grid(
     k: int = 5,
     alpha: float | None = None,
     title: str | None = None,
+    titles: dict[str, str] | None = None,
 ) -> Any:
-    """One row per query: the query photo (red frame) and its top-k under ``mode``, captioned."""
-    rows = [(q, "QUERY", recommender.recommend(q, k=k, mode=mode, alpha=alpha)) for q in query_ids]
-    return _grid(catalog, rows, k, title or f"top-{k} by {registry.title(mode)}")
+    """One row per query: the query photo (red frame) and its top-k under ``mode``, captioned; ``titles``
+    (mode -> name, :func:`~prodrec.evaluation.names.mode_titles`) name the mode."""
+    name = title_of(mode, titles)
+    rows = [(q, f"query {q}", recommender.recommend(q, k=k, mode=mode, alpha=alpha), score_label(recommender, mode))
+            for q in query_ids]
+    return _grid(catalog, rows, k, title or f"top-{k} by {name}")
 
 
 def plot_mode_comparison(
     recommender: Recommender, catalog: Catalog, query_id: Any, modes: Sequence[str] | None = None,
-    k: int = 5, alpha: float | None = None,
+    k: int = 5, alpha: float | None = None, titles: dict[str, str] | None = None,
 ) -> Any:
     """The paper's comparison made explicit: one query, one row per mode (default: every arm, then
-    ``fused``), from one scoring pass for all modes."""
+    ``fused``), from one scoring pass for all modes; each row named by its mode's title (``titles``, else
+    the registry's)."""
     modes = list(modes or [m for m in recommender.modes if m != "rrf"])
     recs = recommender.recommend_modes(query_id, k, modes, alpha)
-    rows = [(query_id, m.upper(), recs[m]) for m in modes]
-    return _grid(catalog, rows, k, f"query {query_id}: " + " vs ".join(modes) + f" top-{k}")
+    rows = [(query_id, title_of(m, titles), recs[m], score_label(recommender, m)) for m in modes]
+    return _grid(catalog, rows, k, f"query {query_id}: top-{k} by " + ", ".join(modes))
+
+
+def plot_failures(
+    recommender: Recommender, catalog: Catalog, scores: QueryScores, label: str, modes: Sequence[str] | None = None,
+    n: int = 2, k: int = 5, titles: dict[str, str] | None = None,
+) -> Any:
+    """The failure gallery: for each mode, its ``n`` worst queries on ``label`` (lowest precision@k; among
+    equals, queries of the most frequent ``label`` values first, see
+    :func:`~prodrec.evaluation.report.worst_queries`) with the top-k that mode gave them; the captions show
+    every product's labels, so a reader sees what was missed."""
+    modes = [m for m in (modes or scores.modes) if m in recommender.modes and (m, "precision", label) in scores.per_query]
+    rows = []
+    for m in modes:
+        for r in worst_queries(scores, catalog.labels, m, label, n).itertuples():
+            recs = recommender.recommend(r.id, k=k, mode=m)
+            rows.append((r.id, f"{title_of(m, titles)}: p@{k} {label} {r.value:.2f}", recs, score_label(recommender, m)))
+    return _grid(catalog, rows, k, f"worst queries per mode on {label} (precision@{k})")
 
 
 def plot_search_grid(searcher: Searcher, descriptions: Sequence[str], k: int = 5, mode: str | None = None,
@@ -244,17 +283,18 @@ def plot_search_grid(searcher: Searcher, descriptions: Sequence[str], k: int = 5
     cols = searcher.catalog.schema.caption_columns or ()
     lab = searcher.labels
     ensure_glyphs(descriptions)
-    fig, axes = plt.subplots(len(descriptions), k + 1, figsize=(1.9 * (k + 1), 2.6 * len(descriptions)),
+    fig, axes = plt.subplots(len(descriptions), k + 1, figsize=(TILE_W * (k + 1), TILE_H * len(descriptions) + 0.5),
                              squeeze=False)
     for r, text in enumerate(descriptions):
         ax = axes[r, 0]
         _frame(ax, query=True)
         ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 16)), ha="center", va="center", fontsize=9, wrap=True)
-        ax.set_title(f"DESCRIBED ({mode})", fontsize=7)
+        ax.set_title(f"described ({mode})", fontsize=CAPTION_PT)
         for c, rec in enumerate(searcher.search(text, k, mode, persist=True).to_dict(orient="records"), start=1):
             row = lab.loc[rec["id"]]
             _tile(axes[r, c], row["image_path"], caption(row, float(rec["score"]), columns=cols))
-    fig.suptitle(title or f"search by description: top-{k} by the {mode} arm", fontsize=11)
+    fig.suptitle(title or f"search by description: top-{k} by the {mode} arm (cosine to the description)",
+                 fontsize=CAPTION_PT + 3)
     fig.tight_layout()
     return fig
 
@@ -334,50 +374,116 @@ def plot_precision_bars(results: pd.DataFrame, modes: Sequence[str] | None = Non
     return fig
 
 
-def plot_alpha_sweep(sweep: pd.DataFrame) -> Any:
-    """precision@k against the image weight alpha (0 = text only, 1 = image only), one line per label."""
+def plot_alpha_sweep(sweep: pd.DataFrame, tuned: Any = None) -> Any:
+    """precision@k against the image weight α of raw fusion (``α·cos_image + (1-α)·cos_text``: 0 = text
+    only, 1 = image only), one colour per label; a sweep over a query split draws the validation curve
+    (dashed) and the test curve (solid), and ``tuned`` (:class:`~prodrec.evaluation.runs.Tuned`) marks the α
+    chosen on validation."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    for label, sub in sweep.groupby("label", sort=False):
-        ax.plot(sub["alpha"], sub["precision"], marker="o", label=label)
-    ax.set_xlabel("alpha (weight of the image score)")
+    fig, ax = plt.subplots(figsize=(9.0, 3.8))
+    colours = dict(zip(dict.fromkeys(sweep["label"]), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    halves = list(dict.fromkeys(sweep["split"])) if "split" in sweep.columns else [None]
+    for half in halves:
+        part = sweep if half is None else sweep[sweep["split"] == half]
+        for label, sub in part.groupby("label", sort=False):
+            name = label if half is None else f"{label}, {half} ({int(sub['n_queries'].iloc[0])} queries)"
+            ax.plot(sub["alpha"], sub["precision"], marker="o", ms=3, color=colours[label], label=name,
+                    ls="--" if half == "validation" else "-")
+    if tuned is not None and getattr(tuned, "alpha", None) is not None:
+        ax.axvline(tuned.alpha, color="k", lw=0.8, ls=":", label=f"α chosen on validation ({tuned.alpha:.1f})")
+    ax.set_xlabel("α, the weight of the image cosine (0 = text only, 1 = image only)")
     ax.set_ylabel(f"precision@{int(sweep['k'].iloc[0])}")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title("raw fusion: α·cos(image) + (1-α)·cos(text)", fontsize=9)
     fig.tight_layout()
     return fig
 
 
+def _nudged(points: pd.DataFrame, ax: Any, min_gap: float = 0.045) -> list[float]:
+    """Vertical offsets (points) for point labels, so labels of points close together do not overlap:
+    each label sits above its point, raised past any earlier label within ``min_gap`` of the axes."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    placed: list[tuple[float, float]] = []
+    offsets = []
+    for _, r in points.iterrows():
+        fx, fy = (r["x"] - x0) / (x1 - x0 or 1), (r["y"] - y0) / (y1 - y0 or 1)
+        dy = 4.0
+        while any(abs(fx - px) < 0.3 and abs(fy + dy / 300 - py) < min_gap for px, py in placed):
+            dy += 11.0
+        placed.append((fx, fy + dy / 300))
+        offsets.append(dy)
+    return offsets
+
+
 def plot_tradeoff(sweep: pd.DataFrame, points: pd.DataFrame | None = None, x: str = "articleType",
-                  y: str = "baseColour", colour_by: str | None = None) -> Any:
+                  y: str = "baseColour", colour_by: str | None = None, title: str | None = None) -> Any:
     """The type/colour trade-off: one dot per fusion weighting of ``sweep`` (:func:`~prodrec.evaluate.
     weight_sweep`) at (precision on ``x``, precision on ``y``), its Pareto front as a line, and ``points``
-    (a table with ``name``, ``x``, ``y`` columns: single arms, the learned arm...) marked and named."""
+    (a table with ``name``, ``x``, ``y`` columns: single arms, the learned arm...) marked and named. A sweep
+    over a query split draws the test queries' dots and front, and the validation queries' front dashed."""
     plt = pyplot()
-    wide = sweep.pivot_table(index=[c for c in sweep.columns if c.startswith("w_")], columns="label",
-                             values="precision").reset_index()
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    wcols = [c for c in sweep.columns if c.startswith("w_")]
+    halves = {"": sweep} if "split" not in sweep.columns else {h: sweep[sweep["split"] == h] for h in ("test", "validation")}
+    wides = {h: part.pivot_table(index=wcols, columns="label", values="precision").reset_index()
+             for h, part in halves.items()}
+    wide = next(iter(wides.values()))
+    fig, ax = plt.subplots(figsize=(7.2, 5.4))
     c = wide[colour_by] if colour_by in wide.columns else None
-    sc = ax.scatter(wide[x], wide[y], c=c, cmap="viridis", s=14, alpha=0.7, label="fixed weightings")
+    main = "test" if "test" in wides else ""
+    sc = ax.scatter(wide[x], wide[y], c=c, cmap="viridis", s=14, alpha=0.7,
+                    label=f"fixed weightings{' (test queries)' if main else ''}")
     if c is not None:
         fig.colorbar(sc, ax=ax, label=f"weight of {colour_by.removeprefix('w_')}")
-    front = pareto_front(wide, x, y)
-    ax.plot(front[x], front[y], color="black", lw=1, label="Pareto front of fixed weightings")
+    for h, w in wides.items():
+        front = pareto_front(w, x, y)
+        ax.plot(front[x], front[y], color="black", lw=1, ls="--" if h == "validation" else "-",
+                label=f"Pareto front{f' ({h} queries)' if h else ''}")
     pts = points if points is not None else pd.DataFrame(columns=["name", "x", "y"])
     for _, r in pts.iterrows():
-        ax.scatter([r["x"]], [r["y"]], marker="*", s=140, color=registry.colour(str(r["name"]).split()[0]),
-                   edgecolor="k", zorder=3)
+        mode = r["mode"] if "mode" in r.index and isinstance(r["mode"], str) else str(r["name"]).split()[0]
+        ax.scatter([r["x"]], [r["y"]], marker="*", s=140, color=registry.colour(mode), edgecolor="k", zorder=3)
+    ax.margins(x=0.08, y=0.1)
     mid = float(np.mean(ax.get_xlim()))
-    for _, r in pts.iterrows():  # names point inwards, so none runs off the axes
+    pts = pts.sort_values("y") if len(pts) else pts
+    for (_, r), dy in zip(pts.iterrows(), _nudged(pts, ax)):  # names point inwards, so none runs off the axes
         right = r["x"] > mid
-        ax.annotate(str(r["name"]), (r["x"], r["y"]), textcoords="offset points", xytext=(-6 if right else 6, 4),
-                    ha="right" if right else "left", fontsize=8)
+        ax.annotate(str(r["name"]), (r["x"], r["y"]), textcoords="offset points", xytext=(-6 if right else 6, dy),
+                    ha="right" if right else "left", fontsize=7,
+                    arrowprops=dict(arrowstyle="-", lw=0.4, color="#666666") if dy > 4 else None)
     ax.set_xlabel(f"precision@{int(sweep['k'].iloc[0])} {x}")
     ax.set_ylabel(f"precision@{int(sweep['k'].iloc[0])} {y}")
-    ax.margins(x=0.05, y=0.08)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9, wrap=True)
+    fig.tight_layout()
+    return fig
+
+
+def plot_samplesize(curve: pd.DataFrame, label: str | None = None) -> Any:
+    """precision@k against the sample size n (log scale), one line per mode: the mean over sample seeds,
+    a band from the lowest to the highest seed, and the mean bootstrap 95% interval as error bars
+    (``curve``: columns ``n, seed, mode, label, value, ci_low, ci_high``, e.g. the ``samplesize`` benchmark's
+    stored rows). ``label`` picks the label drawn (default: the first)."""
+    plt = pyplot()
+    label = label or str(curve["label"].iloc[0])
+    c = curve[curve["label"] == label]
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for mode, sub in c.groupby("mode", sort=False):
+        g = sub.groupby("n").agg(mean=("value", "mean"), lo=("value", "min"), hi=("value", "max"),
+                                 ci_lo=("ci_low", "mean"), ci_hi=("ci_high", "mean"), seeds=("seed", "nunique"))
+        ax.errorbar(g.index, g["mean"], yerr=np.vstack([g["mean"] - g["ci_lo"], g["ci_hi"] - g["mean"]]),
+                    marker="o", ms=3, capsize=2, color=registry.colour(str(mode)),
+                    label=f"{mode} ({int(g['seeds'].max())} sample seeds)")
+        ax.fill_between(g.index, g["lo"], g["hi"], color=registry.colour(str(mode)), alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("products in the evaluated sample (n)")
+    ax.set_ylabel(f"precision@{int(c['k'].iloc[0])} {label}" if "k" in c.columns else f"precision {label}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("bars: mean 95% bootstrap interval over queries; band: range over sample seeds", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -411,13 +517,34 @@ def save_table(table: pd.DataFrame, out_dir: str | os.PathLike[str], name: str, 
     return save_json(Path(out_dir) / "metrics" / f"{name}.json", table.to_dict(orient="records"), prov)
 
 
-def setup_notebook(dpi: int = 60, fmt: str = "jpeg") -> None:
-    """Small inline figures (JPEG, low dpi) so that notebooks with stored outputs stay light in git.
+class OnceFilter(logging.Filter):
+    """Lets each distinct log message through once (a notebook building six experiments says "resnet50
+    unavailable" once, not six times)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+def setup_notebook(dpi: int = 80, fmt: str = "jpeg") -> None:
+    """Inline figures legible at a notebook's width (JPEG, ``dpi`` 80: a six-tile gallery row is about 920
+    pixels, its captions about 9) and light enough for notebooks with stored outputs in git; each log
+    message is shown once (:class:`OnceFilter` on the root logger's handlers).
 
     Files written by :func:`save_figure` keep their own, higher resolution.
     """
     import matplotlib
 
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, OnceFilter) for f in handler.filters):
+            handler.addFilter(OnceFilter())
     matplotlib.rcParams["figure.dpi"] = dpi
     try:
         from matplotlib_inline.backend_inline import set_matplotlib_formats

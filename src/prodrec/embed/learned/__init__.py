@@ -6,14 +6,19 @@ text, colour, ...) and returns a :class:`LearnedHead` whose output vectors (unit
 like any other arm.
 
 What it learns from
-    Catalog metadata as weak supervision, never human relevance judgements. Two products are *positives*
+    Supervision by catalog labels, never human relevance judgements: a head trained on articleType and
+    baseColour is *supervised on the labels it is then scored on*, and is named so ("supervised on
+    articleType, baseColour"). Two products are *positives*
     for label ``l`` when both have a known, equal value of column ``l`` (a missing value, NaN, is never a
     positive). The label weights (default ``0.7 * articleType + 0.3 * baseColour``) turn the per-label
     matches into a graded positive weight ``p_ij = sum_l w_l [y_il == y_jl]``, and the loss is a
     *supervised contrastive* (SupCon / soft-target InfoNCE) loss over each mini-batch: for an anchor ``i``
     the target distribution over the other products ``j`` of the batch is ``p_ij / sum_j p_ij`` and the
     prediction is ``softmax_j(cos(f_i, f_j) / temperature)``; the loss is their cross-entropy, averaged over
-    anchors that have at least one positive in the batch.
+    anchors that have at least one positive in the batch. ``train_head(..., views=p)`` trains without labels:
+    each batch shows every product twice with a share ``p`` of its input dropped, and the two copies of a
+    product are each other's only positives (``benchmarks/heads.py`` sets such a head, and one supervised on
+    other labels, beside the default one).
 
 Input scaling (why no arm dominates)
     Each arm's rows are L2-normalised, centred on the arm's mean over the training products (embeddings

@@ -80,8 +80,9 @@ def train_head(
     input_models: Mapping[str, str] | None = None,
     threads: int | None = None,
     progress: bool = True,
+    views: float | None = None,
 ) -> LearnedHead:
-    """Train a fusion head on frozen arm vectors with catalog labels as weak supervision.
+    """Train a fusion head on frozen arm vectors, supervised by catalog labels (without labels: ``views``).
 
     Parameters
     ----------
@@ -109,6 +110,10 @@ def train_head(
         matrices (threads spin-wait for each other).
     progress : bool
         Show a tqdm bar over epochs with the running loss.
+    views : float, optional
+        Label-free training: ``labels`` and ``label_weights`` are ignored; each batch shows every product
+        twice, each copy with this share of its input coordinates dropped at random, and a product's two
+        copies are each other's only positives.
 
     Returns
     -------
@@ -154,6 +159,10 @@ def train_head(
             raise ConfigError(f"input_models names arm(s) {extra} that are not inputs ({list(arms)})")
         models.update({str(a): str(m) for a, m in input_models.items()})
 
+    if views is not None:  # label-free: each product is its own class, seen as two corrupted copies
+        if not 0 < _check_number("views", views, positive=True) < 1:
+            raise ConfigError(f"views (the share of input dropped per copy) must be within (0, 1); got {views!r}")
+        labels, label_weights = pd.DataFrame({"product": ids}, index=ids), {"product": 1.0}
     if not isinstance(labels, pd.DataFrame):
         raise ConfigError(f"labels must be a pandas DataFrame indexed by id; got {type(labels).__name__}")
     table = labels.copy()
@@ -198,7 +207,7 @@ def train_head(
         return _fit(torch, x_all, codes, label_w, state, arms=arms, blocks=blocks, models=models, ids=ids,
                     columns=columns, weights=weights, classes=classes, epochs=epochs, seed=int(seed),
                     hidden=hidden, out_dim=out_dim, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                    temperature=temperature, progress=progress)
+                    temperature=temperature, progress=progress, views=views)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -207,7 +216,7 @@ def _fit(torch: Any, x_all: np.ndarray, codes: np.ndarray, label_w: np.ndarray,
          state: dict[str, np.ndarray], *, arms: tuple[str, ...], blocks: Mapping[str, np.ndarray],
          models: dict[str, str], ids: list[str], columns: list[str], weights: dict[str, float],
          classes: dict[str, int], epochs: int, seed: int, hidden: int, out_dim: int, batch_size: int, lr: float,
-         weight_decay: float, temperature: float, progress: bool) -> LearnedHead:
+         weight_decay: float, temperature: float, progress: bool, views: float | None = None) -> LearnedHead:
     """The training loop of :func:`train_head` (arguments already checked and the inputs scaled)."""
     d_in = x_all.shape[1]
     start = time.perf_counter()
@@ -241,7 +250,11 @@ def _fit(torch: Any, x_all: np.ndarray, codes: np.ndarray, label_w: np.ndarray,
         total, counted = 0.0, 0
         for b in range(n_batches):
             idx = torch.from_numpy(order[b * bs : (b + 1) * bs])
-            loss = supcon_loss(torch, model(xt[idx]), ct[idx], wt, temperature)
+            x, c = xt[idx], ct[idx]
+            if views:  # two copies of each product, coordinates dropped at random: each other's positives
+                x = torch.cat([x, x]) * (torch.rand((2 * len(idx), d_in), generator=gen) >= views) / (1 - views)
+                c = torch.cat([c, c])
+            loss = supcon_loss(torch, model(x), c, wt, temperature)
             if loss is None:
                 continue
             opt.zero_grad(set_to_none=True)
@@ -279,6 +292,8 @@ def _fit(torch: Any, x_all: np.ndarray, codes: np.ndarray, label_w: np.ndarray,
         "input_scaling": "per arm: unit rows, minus the training mean, divided by the RMS norm of the centred "
                          "training rows",
         "loss": "supervised contrastive, positives weighted by sum of label weights of the labels shared",
+        **({"positives": f"two copies of each product, {views:.0%} of the input dropped at random (label-free)"}
+           if views else {}),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
