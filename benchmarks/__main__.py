@@ -5,7 +5,8 @@
     python -m benchmarks --only topk,latency
 
 Writes benchmarks/results.json and benchmarks/RESULTS.md. Sections: images, text, topk, latency, search, store,
-rerun, colour (benchmarks/colour.py), learned (benchmarks/learned.py), ann (benchmarks/ann.py), ray (benchmarks/scale.py).
+rerun, colour (benchmarks/colour.py), learned (benchmarks/learned.py), ann (benchmarks/ann.py), ray (benchmarks/scale.py),
+export (benchmarks/export.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import numpy as np
 
 from ._common import SHARED, WORK, Result, repeat, run_isolated, write_results
 
-SECTIONS = ("images", "text", "topk", "latency", "search", "store", "rerun", "colour", "learned", "ann", "ray")
+SECTIONS = ("images", "text", "topk", "latency", "search", "store", "rerun", "colour", "learned", "ann", "ray",
+            "export")
 RESNET50_GFLOP = 2 * 4.09  # multiply-adds of ResNet-50 at 224x224 (without the 1000-way head: -0.002), x2
 
 
@@ -337,6 +339,12 @@ def bench_ann(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> 
 
 def bench_ray(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
     from .scale import bench
+
+    bench(quick, out, derived)
+
+
+def bench_export(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
+    from .export import bench
 
     bench(quick, out, derived)
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from ..core import params
 from ..core.errors import ConfigError
@@ -395,9 +396,10 @@ class ListRanker:
         """Cosines among each row's products ``pos`` [m, c]: one [m, c, c] per arm, or their weighted sum."""
         safe = np.where(pos < 0, 0, pos)
         grams = []
-        for a in arms:
-            v = self.vectors[a][safe]
-            grams.append(np.matmul(v, v.transpose(0, 2, 1)))
+        with threadpool_limits(1, user_api="blas"):  # one small product per query: threads only wait on each other
+            for a in arms:
+                v = self.vectors[a][safe]
+                grams.append(np.matmul(v, v.transpose(0, 2, 1)))
         if weights is None:
             return grams
         total = sum(weights[a] * g for a, g in zip(arms, grams))
