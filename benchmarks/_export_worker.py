@@ -55,6 +55,7 @@ def _digest(*arrays: np.ndarray) -> str:
 
 def faiss_topk(folder: Path, k: int, kind: str, arms: list[str]) -> dict[str, Any]:
     import faiss
+    import pyarrow.parquet  # noqa: F401 - loaded by both methods before their step (the export needs it)
 
     _, vec = _load(folder, arms)
     stored = sum(v.nbytes for v in vec.values()) / 2**20
@@ -118,6 +119,9 @@ def export_job(folder: Path, k: int, index: str, rules_spec: str, arms: list[str
 
     from prodrec.rank.export import export_table
     from prodrec.rank.table import read_table
+
+    import faiss  # noqa: F401 - libraries the step loads are not its working memory
+    import pyarrow.parquet  # noqa: F401
 
     rec, stored = _recommender(folder, arms, index)  # an approximate index is built by the export (first search)
     labels = pd.read_parquet(folder / "labels.parquet") if (folder / "labels.parquet").is_file() else None

@@ -1,8 +1,10 @@
 """Section ``export``: ``prodrec export`` of a whole catalog's related-products table, against FAISS computing
 the same per-arm top-k, in the same run (issue 19).
 
-* **real**: the 9,583 products with photos of the shared sample, EfficientNet-Lite0 (1280-d) + MiniLM (384-d)
-  vectors from the store (embedded once into ``benchmarks/_work/export/store``). prodrec exports the fused
+* **real**: the 9,583 products with photos of the shared sample: their ids and labels, and vectors of the real
+  sizes (1280 + 384 dims) from seeded Gaussian mixtures, or with ``PRODREC_BENCH_EXPORT_EMBED=1`` the
+  EfficientNet-Lite0 + MiniLM vectors themselves (embedded once into ``benchmarks/_work/export/store``: on
+  a shared 2-core machine that is most of an hour, for a computation that depends only on the sizes). prodrec exports the fused
   top-10 of every product (exact index, canonical pairwise scores, checkpoints, the Parquet table written)
   vs FAISS ``IndexFlatIP`` computing each arm's top-10 of every product (index built, searched, self left
   out; no table written). Time ratio (goal <= 1.3) and peak memory over the stored vectors (goal <= 1.5):
@@ -48,25 +50,40 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def prepare_real(folder: Path) -> bool:
-    """The real sample's vectors (unit rows, the recommender's order) and labels in ``folder``."""
-    if (folder / "ids.npy").is_file():
-        return True
+def prepare_real(folder: Path, embed: bool) -> str | None:
+    """The real sample's 9,583 products with photos in ``folder``: ids, labels and vectors (unit rows, the
+    recommender's order). ``embed``: EfficientNet-Lite0 + MiniLM vectors from the store (embedded once into
+    ``benchmarks/_work/export/store``); otherwise vectors of the same sizes drawn from seeded Gaussian
+    mixtures (the computation an export does depends on the sizes, not on what the vectors say). Returns
+    what the data is, or None without the sample."""
+    marker = folder / "what.txt"
+    if marker.is_file() and (folder / "ids.npy").is_file():
+        return marker.read_text()
     if not (SHARED / "styles.csv").is_file():
-        return False
-    from prodrec import build_experiment
+        return None
+    from prodrec import build_experiment, load_catalog
 
-    log("embedding the 9,583 photos and their texts once (store: benchmarks/_work/export/store)")
-    exp = build_experiment(SHARED, image_model="efficientnet-lite0", text_model="auto",
-                           store_dir=FOLDER / "store", progress=False)
-    rec = exp.recommender
     folder.mkdir(parents=True, exist_ok=True)
-    for arm, index in rec.arms.items():
-        np.save(folder / f"{arm}.npy", index.vectors)
-    labels = exp.catalog.labels.reindex(rec.ids)[["gender", "masterCategory", "productDisplayName"]]
-    labels.to_parquet(folder / "labels.parquet")
-    np.save(folder / "ids.npy", np.asarray(rec.ids, dtype=str))
-    return True
+    if embed:
+        log("embedding the 9,583 photos and their texts once (store: benchmarks/_work/export/store)")
+        exp = build_experiment(SHARED, image_model="efficientnet-lite0", text_model="auto",
+                               store_dir=FOLDER / "store", progress=False)
+        rec, cat = exp.recommender, exp.catalog
+        ids = rec.ids
+        for arm, index in rec.arms.items():
+            np.save(folder / f"{arm}.npy", index.vectors)
+        what = "9,583 real products (EfficientNet-Lite0 1280-d + MiniLM 384-d vectors)"
+    else:
+        cat = load_catalog(SHARED, progress=False)
+        ids = np.sort(cat.ids.astype(str))
+        for arm, d, seed in (("image", 1280, 0), ("text", 384, 1)):
+            np.save(folder / f"{arm}.npy", mixture(len(ids), d, n_centres(len(ids)), seed=seed, sample_seed=seed + 10))
+        what = ("the 9,583 real products with photos (their ids, genders, categories, names), vectors of the real "
+                "sizes (1280 + 384) drawn from seeded Gaussian mixtures")
+    cat.labels.reindex(ids)[["gender", "masterCategory", "productDisplayName"]].to_parquet(folder / "labels.parquet")
+    np.save(folder / "ids.npy", np.asarray(ids, dtype=str))
+    marker.write_text(what)
+    return what
 
 
 def prepare_synthetic(folder: Path, n: int, dims: tuple[int, ...], labels: bool = False) -> None:
@@ -108,8 +125,8 @@ def bench(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None
         real = FOLDER / "quick"
         prepare_synthetic(real, 2000, (64, 32), labels=True)
         what = "2,000 synthetic products (quick)"
-    elif prepare_real(real):
-        what = "9,583 real products (EfficientNet-Lite0 1280-d + MiniLM 384-d)"
+    elif (found := prepare_real(real, embed=os.environ.get("PRODREC_BENCH_EXPORT_EMBED", "0") == "1")) is not None:
+        what = found
     else:
         real = FOLDER / "synthetic-real"
         prepare_synthetic(real, 9583, (1280, 384), labels=True)

@@ -137,10 +137,11 @@ def _mix(h: np.ndarray) -> np.ndarray:
         return h ^ (h >> np.uint64(31))
 
 
-def _row_hashes(x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+def _row_hashes(x: np.ndarray) -> np.ndarray:
     """uint64 [n]: a hash of each row's float32 bits (a random odd multiplier per column, summed mod 2^64)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
+    chunk = max(1, 2**22 // (8 * max(d, 1)))  # 4 MiB of uint64 at a time
     mult = np.resize(_MULT, d) + np.arange(d, dtype=np.uint64) * np.uint64(2)
     out = np.empty(n, dtype=np.uint64)
     with np.errstate(over="ignore"):

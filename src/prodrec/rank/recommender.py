@@ -24,7 +24,6 @@ from ..core.vocab import FUSION_MODES
 from ..embed.vectors import Embeddings, align
 from . import fusion
 from .cosine import CosineIndex
-from .export import ExportResult, export_table
 from .index import ArmIndexes, IndexCache, resolve_kind
 from .topk import block_rows, blocked_topk, drop_self, exclude_self, select_topk
 
@@ -332,10 +331,3 @@ class Recommender:
         used = [name for name in self.arms if w[name] > 0]
         lists = [self._arm_topk(name, qp, depth)[0] for name in used]
         return fusion.rrf_topk(lists, [w[name] for name in used], k)
-
-    # -------------------------------------------------------------- a whole catalog's table
-    def export(self, out: Any, labels: pd.DataFrame | None = None, **options: Any) -> ExportResult:
-        """Top-k of every product (or ``ids=[...]``) to a Parquet / CSV / JSON Lines table ``out``, in blocks
-        that resume after a crash: :func:`prodrec.rank.export.export_table` (``k``, ``modes``, ``rules``,
-        ``arm_scores``, ``captions``, ``engine``...). ``labels`` (``catalog.labels``) feed rules and captions."""
-        return export_table(self, out, labels=labels, **options)
