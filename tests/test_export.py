@@ -23,7 +23,9 @@ from prodrec.embed.vectors import Embeddings
 from prodrec.evaluation.runs import evaluate
 from prodrec.evaluation.tables import evaluate_table
 from prodrec.rank import export as export_mod
-from prodrec.rank.export import export_table, read_query_ids, state_dir, update_table
+from prodrec.rank.export import export_table, read_query_ids
+from prodrec.rank.state import state_dir
+from prodrec.rank.update import update_table
 from prodrec.rank.recommender import Recommender
 from prodrec.rank.rules import Rules
 from prodrec.rank.table import provenance_path, read_provenance, read_table

@@ -5,7 +5,7 @@ Lives here: top-k selection, blocked search and self-exclusion (:mod:`.topk`), f
 (:mod:`.index`), the recommender over named arms (:mod:`.recommender`), search by description
 (:mod:`.search`), and a whole catalog's lists: rules inside the ranking (:mod:`.rules`), blocks of queries
 ranked with them (:mod:`.lists`), recommendation tables on disk (:mod:`.table`) and ``prodrec export`` with
-checkpoints, updates and Ray (:mod:`.export`, :mod:`.ray_export`).
+checkpoints and Ray (:mod:`.export`, :mod:`.state`, :mod:`.ray_export`), kept fresh by :mod:`.update`.
 
 May import: :mod:`prodrec.core`, :mod:`prodrec.data`, :mod:`prodrec.embed`. faiss is imported when an
 approximate index is built or loaded (and for the pairwise scores of :mod:`.lists`); ray when an export runs

@@ -32,7 +32,8 @@ from ..evaluation.runs import evaluate
 from ..evaluation.significance import check_test, compare_modes
 from ..evaluation.html_report import write_html_report
 from ..evaluation.tables import evaluate_table
-from ..rank.export import read_query_ids, state_dir
+from ..rank.export import read_query_ids
+from ..rank.state import state_dir
 from ..rank.rules import Rules
 from ..rank.table import read_provenance, read_table, table_format
 from .experiment import ArmRequest, Experiment, build_experiment, request_arms, withheld_columns

@@ -29,12 +29,13 @@ from ..embed.encoders.base import Encoder
 from ..embed.registry import ARMS, arm_names, requested_models
 from ..embed.store import EmbeddingStore
 from ..embed.vectors import Embeddings
-from ..rank.export import ExportResult, export_table, update_table
+from ..rank.export import ExportResult, export_table
 from ..rank.index import IndexCache
 from ..rank.lists import recommend_lists
 from ..rank.recommender import Recommender
 from ..rank.rules import Rules
 from ..rank.search import Searcher
+from ..rank.update import update_table
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Experiment:
         with this catalog's columns for ``rules`` and ``captions`` and this experiment's provenance:
         :func:`~prodrec.rank.export.export_table` (``arm_scores``, ``engine``, ``block``, ``progress``...).
         ``update=True`` brings an exported table up to date with this experiment's catalog instead, with the
-        settings it was exported with (:func:`~prodrec.rank.export.update_table`)."""
+        settings it was exported with (:func:`~prodrec.rank.update.update_table`)."""
         labels = self.catalog.labels
         if update:
             keep = {key: options[key] for key in ("engine", "engine_options", "progress", "budget") if key in options}
