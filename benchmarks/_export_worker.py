@@ -143,7 +143,8 @@ def export_job(folder: Path, k: int, index: str, rules_spec: str, arms: list[str
 def update_job(folder: Path, k: int, arms: list[str]) -> dict[str, Any]:
     import pandas as pd
 
-    from prodrec.rank.export import export_table, update_table
+    from prodrec.rank.export import export_table
+    from prodrec.rank.update import update_table
     from prodrec.rank.table import read_table
 
     ids, _ = _load(folder, arms)

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from ..core import params
 from ..core.errors import ConfigError
@@ -340,7 +339,7 @@ class ListRanker:
                 stats: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Lists:
         out = Lists.empty(len(qp), self.k, self.score_arms)
         todo = np.arange(len(qp))
-        c = min(self.n - 1, self.need + max(MARGIN, self.need))
+        c = min(self.n - 1, self.need + max(MARGIN, self.need // 4))
         while todo.size:
             cand, bound, exhausted = source(todo, c)
             rows_stats = {a: (mu[todo], sd[todo]) for a, (mu, sd) in stats.items()}
@@ -391,19 +390,21 @@ class ListRanker:
             out[a] = np.where(pos >= 0, s, np.nan).astype(np.float32)
         return out
 
-    def _gram(self, arms: Sequence[str], pos: np.ndarray, weights: Mapping[str, float] | None = None
-              ) -> list[np.ndarray] | np.ndarray:
-        """Cosines among each row's products ``pos`` [m, c]: one [m, c, c] per arm, or their weighted sum."""
-        safe = np.where(pos < 0, 0, pos)
-        grams = []
-        with threadpool_limits(1, user_api="blas"):  # one small product per query: threads only wait on each other
-            for a in arms:
-                v = self.vectors[a][safe]
-                grams.append(np.matmul(v, v.transpose(0, 2, 1)))
-        if weights is None:
-            return grams
-        total = sum(weights[a] * g for a, g in zip(arms, grams))
-        return np.asarray(total, dtype=np.float32)
+    def _near(self, arms: Sequence[str], pos: np.ndarray, threshold: float) -> np.ndarray:
+        """Bool [m, c, c]: pairs of each row's products ``pos`` [m, c] whose cosine reaches ``threshold`` in every
+        arm of ``arms``, pair by pair (:func:`pair_scores`); the arms are read smallest first, and a larger
+        arm only for the rows where some pair is still near."""
+        m, c = pos.shape
+        near = np.triu(np.ones((c, c), dtype=bool), 1)[None].repeat(m, axis=0)  # pairs i < j, mirrored at the end
+        rows = np.arange(m)
+        for a in sorted(arms, key=lambda name: self.vectors[name].shape[1]):
+            if not len(rows):
+                break
+            sub = pos[rows]
+            for i in range(c - 1):
+                near[rows, i, i + 1 :] &= pair_scores(self.vectors[a], sub[:, i], sub[:, i + 1 :]) >= threshold
+            rows = rows[near[rows].any(axis=(1, 2))]
+        return near | near.transpose(0, 2, 1)
 
     def _distinct(self, mode: str, qp: np.ndarray, cand: np.ndarray, valid: np.ndarray, target: int) -> np.ndarray:
         """Greedy flags [m, c]: each valid candidate in order, kept unless it duplicates the query or a kept
@@ -413,25 +414,18 @@ class ListRanker:
         if threshold is None:
             return valid & (np.cumsum(valid, axis=1) <= target)
         m, c = cand.shape
-        keep = np.zeros((m, c), dtype=bool)
-        step = max(1, (8 * 2**20) // max(1, 4 * (c + 1) * sum(self.vectors[a].shape[1] for a in self.arms_of(mode))))
-        for b in range(0, m, step):
-            rows = slice(b, b + step)
-            both = np.concatenate([qp[rows, None], cand[rows]], axis=1)  # the query first
-            near = np.ones((len(both), c + 1, c + 1), dtype=bool)
-            for g in self._gram(self.arms_of(mode), both):
-                near &= g >= threshold
-            near |= self.rules.same_name(both[:, :, None], both[:, None, :])
-            kept = np.zeros((len(both), c + 1), dtype=bool)
-            kept[:, 0] = True
-            n_kept = np.zeros(len(both), dtype=np.intp)
-            for j in range(1, c + 1):
-                dup = (near[:, j, :j] & kept[:, :j]).any(axis=1)
-                take = valid[rows, j - 1] & ~dup & (n_kept < target)
-                kept[:, j] = take
-                n_kept += take
-            keep[rows] = kept[:, 1:]
-        return keep
+        both = np.concatenate([qp[:, None], np.where(cand < 0, qp[:, None], cand)], axis=1)  # the query first
+        near = self._near(self.arms_of(mode), both, threshold)
+        near |= self.rules.same_name(both[:, :, None], both[:, None, :])
+        kept = np.zeros((m, c + 1), dtype=bool)
+        kept[:, 0] = True
+        n_kept = np.zeros(m, dtype=np.intp)
+        for j in range(1, c + 1):
+            dup = (near[:, j, :j] & kept[:, :j]).any(axis=1)
+            take = valid[:, j - 1] & ~dup & (n_kept < target)
+            kept[:, j] = take
+            n_kept += take
+        return kept[:, 1:]
 
     def _mmr(self, mode: str, pool: np.ndarray, rel: np.ndarray) -> np.ndarray:
         """MMR's picks [m, <= k]: columns of each row's pool (-1: no pick left), in pick order; ties go to
@@ -447,8 +441,8 @@ class ListRanker:
         rel01 = np.where(valid, (r - lo[:, None]) / span[:, None], 0.0)
         rel01 = np.where(valid & ~(hi > lo)[:, None], 1.0, rel01)
         arms = self.arms_of(mode)
-        sim = np.asarray(self._gram(arms, pool, {a: self.weights[a] if mode in FUSION_MODES else 1.0 for a in arms}),
-                         dtype=np.float64)
+        weight = {a: self.weights[a] if mode in FUSION_MODES else 1.0 for a in arms}
+        safe = np.where(valid, pool, 0)
         chosen = np.zeros((m, p), dtype=bool)
         maxsim = np.zeros((m, p), dtype=np.float64)
         order = np.full((m, k), -1, dtype=np.intp)
@@ -460,7 +454,12 @@ class ListRanker:
             ok = np.isfinite(value[rows, pick])
             order[ok, t] = pick[ok]
             chosen[rows[ok], pick[ok]] = True
-            maxsim[ok] = np.maximum(maxsim[ok], sim[rows[ok], pick[ok]]) if t else sim[rows[ok], pick[ok]]
+            if t + 1 < k and ok.any():  # similarity of the pool to the new pick, pair by pair
+                live = rows[ok]
+                picked = safe[live, pick[ok]]
+                sim = sum(weight[a] * pair_scores(self.vectors[a], picked, safe[live]).astype(np.float64)
+                          for a in arms)
+                maxsim[live] = np.maximum(maxsim[live], sim) if t else sim
         return order
 
     # ------------------------------------------------------------------ reciprocal-rank fusion

@@ -43,7 +43,7 @@ __all__ = ["DEFAULT_DUPLICATE_THRESHOLD", "DIVERSITY_POOL", "BoundRules", "Rules
 #: when no threshold is given: identical photos and texts score 1.0, a re-encoded photo ~0.99.
 DEFAULT_DUPLICATE_THRESHOLD = 0.98
 #: MMR picks from the best ``DIVERSITY_POOL * k`` candidates (at least k + 10).
-DIVERSITY_POOL = 3
+DIVERSITY_POOL = 2
 
 
 def diversity_pool(k: int) -> int:
