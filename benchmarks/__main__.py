@@ -6,7 +6,7 @@
 
 Writes benchmarks/results.json and benchmarks/RESULTS.md. Sections: images, text, topk, latency, search, store,
 rerun, colour (benchmarks/colour.py), learned (benchmarks/learned.py), ann (benchmarks/ann.py), ray (benchmarks/scale.py),
-backends (benchmarks/backends.py), samplesize (benchmarks/samplesize.py) and heads (benchmarks/heads.py); the last two also store what notebooks 04 and
+backends (benchmarks/backends.py), export (benchmarks/export.py), samplesize (benchmarks/samplesize.py) and heads (benchmarks/heads.py); the last two also store what notebooks 04 and
 06 show (benchmarks/samplesize.json, benchmarks/heads.json).
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 from ._common import SHARED, WORK, Result, repeat, run_isolated, write_results
 
 SECTIONS = ("images", "text", "topk", "latency", "search", "store", "rerun", "colour", "learned", "ann", "ray",
-            "backends", "samplesize", "heads")
+            "backends", "samplesize", "heads", "export")
 RESNET50_GFLOP = 2 * 4.09  # multiply-adds of ResNet-50 at 224x224 (without the 1000-way head: -0.002), x2
 
 
@@ -358,6 +358,12 @@ def bench_samplesize(quick: bool, out: list[Result], derived: list[dict[str, Any
 
 def bench_heads(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
     from .heads import bench
+
+    bench(quick, out, derived)
+
+
+def bench_export(quick: bool, out: list[Result], derived: list[dict[str, Any]]) -> None:
+    from .export import bench
 
     bench(quick, out, derived)
 

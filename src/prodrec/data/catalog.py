@@ -327,6 +327,15 @@ class Catalog:
         }
 
 
+def caption_parts(row: pd.Series, columns: Sequence[str]) -> tuple[str, str]:
+    """(name, other caption values joined by " | ") of one product; missing values are left out, a
+    product without a name is named by its id."""
+    values = [row.get(c) if c in row.index else None for c in columns]
+    text = ["" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v) for v in values]
+    name = (text[0] if text else "") or str(row.name)
+    return name, " | ".join(t for t in text[1:] if t)
+
+
 def load_catalog(
     path: str | os.PathLike[str] | pd.DataFrame,
     *,

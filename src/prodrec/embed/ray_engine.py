@@ -61,7 +61,7 @@ from ..core.errors import ConfigError, MissingDependency, ProdrecError
 if TYPE_CHECKING:
     from types import ModuleType
 
-__all__ = ["RayCompute", "RayEngineError", "ray_compute"]
+__all__ = ["RayCompute", "RayEngineError", "import_ray", "ray_compute", "start_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,43 @@ def import_ray() -> ModuleType:
             f"--engine ray needs Ray Data ({exc}): {INSTALL_HINT}, or use --engine local"
         ) from exc
     return ray
+
+
+def start_ray(address: str | None, levels: dict[str, int]) -> tuple[ModuleType, bool, dict[str, Any]]:
+    """Start a local Ray, connect to the cluster at ``address``, or use the Ray this process already runs.
+
+    Ray's loggers are set to ERROR (their INFO/WARNING chatter breaks progress bars); their old levels are
+    put in ``levels`` for the caller to restore. Returns ``(ray, started, info)``: ``started`` says whether
+    this call ran ``ray.init`` (the caller then shuts Ray down when done), ``info`` the address, cluster,
+    whether a local Ray was started, and Ray's version (for provenance).
+    """
+    ray = import_ray()
+    for name in _RAY_LOGGERS:
+        logger = logging.getLogger(name)
+        levels.setdefault(name, logger.level)
+        logger.setLevel(logging.ERROR)
+    if ray.is_initialized():
+        started = False
+    elif address is None:
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                 logging_level=logging.ERROR, log_to_driver=False)
+        started = True
+    else:
+        env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
+                     runtime_env={"env_vars": env} if env else None)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot connect to the Ray cluster at --address {address} ({exc}); start one with "
+                "`ray start --head`, give its ray://host:10001 client address, or leave out --address "
+                "for a local Ray"
+            ) from exc
+        started = True
+    context = ray.get_runtime_context()
+    info = {"address": address or "local", "cluster": getattr(context, "gcs_address", None),
+            "started_local_ray": started and address is None, "version": ray.__version__}
+    return ray, started, info
 
 
 def ray_compute(
@@ -241,36 +278,7 @@ class RayCompute:
     def _start_ray(self) -> None:
         if self._ray is not None and self._ray.is_initialized():
             return
-        ray = self._ray = import_ray()
-        for name in _RAY_LOGGERS:  # Ray's INFO/WARNING chatter would break the store's progress bar
-            logger = logging.getLogger(name)
-            self._levels.setdefault(name, logger.level)
-            logger.setLevel(logging.ERROR)
-        if ray.is_initialized():
-            self._started = False
-        elif self.address is None:
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                     logging_level=logging.ERROR, log_to_driver=False)
-            self._started = True
-        else:
-            env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
-            try:
-                ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False,
-                         runtime_env={"env_vars": env} if env else None)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ConfigError(
-                    f"cannot connect to the Ray cluster at --address {self.address} ({exc}); start one with "
-                    "`ray start --head`, give its ray://host:10001 client address, or leave out --address "
-                    "for a local Ray"
-                ) from exc
-            self._started = True
-        context = ray.get_runtime_context()
-        self._info = {
-            "address": self.address or "local",
-            "cluster": getattr(context, "gcs_address", None),
-            "started_local_ray": self._started and self.address is None,
-            "version": ray.__version__,
-        }
+        self._ray, self._started, self._info = start_ray(self.address, self._levels)
 
     def _plan(self) -> tuple[int, float, float]:
         """(actors, CPUs per actor, GPUs per actor) for this cluster."""

@@ -1,8 +1,8 @@
 """``prodrec`` command line: every argparse definition of the kit lives here; the commands are in
 :mod:`prodrec.run.commands`.
 
-Commands: embed, recommend, search, evaluate, load-report, fetch-images, store, demo-catalog, fetch-data,
-run-notebooks, kaggle-stage, notebooks. Flag choices come from the library's vocabulary
+Commands: embed, recommend, export, report, search, evaluate, load-report, fetch-images, store, demo-catalog,
+fetch-data, run-notebooks, kaggle-stage, notebooks. Flag choices come from the library's vocabulary
 (:mod:`prodrec.core.vocab`) and the arm registry (:mod:`prodrec.embed.registry`: one ``--<arm>-model`` flag
 per registered arm), values are checked by the same functions the library uses (:mod:`prodrec.core.params`).
 Errors are one line (exit code 2), with a suggestion for a misspelled choice, instead of a traceback or a page
@@ -32,6 +32,7 @@ from ..embed.registry import ARMS, arm_names, modes, text_query_arms
 from ..evaluation.metrics import check_metrics, metric_names
 from ..evaluation.runs import TUNABLE
 from ..evaluation.significance import TESTS
+from ..rank.rules import DEFAULT_DUPLICATE_THRESHOLD, Rules
 from . import commands
 
 log = logging.getLogger("prodrec")
@@ -202,6 +203,28 @@ def _fusion_flags(p: argparse.ArgumentParser) -> None:
                    "auto: raw for image+text, zscore when other arms are fused")
 
 
+def _threshold_value(text: str) -> float:
+    return Rules.make(exclude_duplicates=float(text)).exclude_duplicates  # type: ignore[return-value]
+
+
+def _rule_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("rules", "what a list may hold, applied inside the ranking (k products come back "
+                             "whenever k qualify)")
+    g.add_argument("--same", action="append", default=None, metavar="COL",
+                   help="only products sharing the query's value of COL, e.g. gender (repeatable)")
+    g.add_argument("--different", action="append", default=None, metavar="COL",
+                   help="only products with another value of COL, e.g. articleType: complete the look (repeatable)")
+    g.add_argument("--where", action="append", default=None, metavar="COL=VAL",
+                   help="only products whose COL is VAL, e.g. in_stock=true (case-insensitive; repeatable: values of "
+                   "one column are alternatives, columns all apply)")
+    g.add_argument("--exclude-duplicates", nargs="?", const=DEFAULT_DUPLICATE_THRESHOLD, default=None,
+                   type=_typed(_threshold_value, "a cosine within (0, 1]"), metavar="THRESHOLD",
+                   help="collapse near-identical products to the best-ranked one: the same name, or a cosine of "
+                   f"at least THRESHOLD in every arm of the mode (default {DEFAULT_DUPLICATE_THRESHOLD})")
+    g.add_argument("--diversity", type=_unit_float, default=None, metavar="LAMBDA",
+                   help="MMR re-ranking over a deeper pool: LAMBDA 1 = relevance only, 0 = spread only (e.g. 0.7)")
+
+
 def _add(p: argparse.ArgumentParser, *groups: Callable[[argparse.ArgumentParser], None]) -> None:
     for group in groups:
         group(p)
@@ -236,6 +259,42 @@ def build_parser() -> argparse.ArgumentParser:
                    "mapped into the image/colour arms through the catalog's label prototypes")
     g.add_argument("--text-weight", type=float, default=1.0, help="weight of the text modifier against the "
                    "products (default 1: each arm's fusion weight)")
+    _rule_flags(p)
+
+    p = sub.add_parser("export", help="top-k of every product (or --ids) to a Parquet / CSV / JSON Lines table, "
+                       "resumable; --update keeps it fresh after the catalog changed")
+    _add(p, _catalog_flags, _sample_flags, _model_flags)
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", default=None, metavar="TABLE",
+                     help="the table: recs.parquet | recs.csv | recs.jsonl (format by extension; provenance in the "
+                     "Parquet metadata or TABLE.provenance.json; checkpoints in TABLE.state/)")
+    out.add_argument("--update", default=None, metavar="TABLE",
+                     help="bring an exported TABLE up to date with the catalog as it is now, with the settings it "
+                     "was exported with (only new and changed products are embedded)")
+    p.add_argument("-k", type=_positive_int, default=None, help="list length (default 10)")
+    p.add_argument("--modes", default=None, help=f"comma list of {', '.join(modes())} (default: fused, or the "
+                   "only arm)")
+    p.add_argument("--ids", default=None, metavar="FILE", help="only these query ids (one per line) instead of "
+                   "every product")
+    p.add_argument("--arm-scores", action="store_true", default=None, help="add each arm's cosine (<arm>_score)")
+    p.add_argument("--captions", nargs="?", const="", default=None, metavar="COLS",
+                   help="add the recommended product's caption columns (bare: the catalog's; or a comma list)")
+    p.add_argument("--block", type=_positive_int, default=None, help="queries per checkpoint block (default 2048)")
+    p.add_argument("--json", action="store_true", help="print strict JSON instead of text")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no log lines")
+    _fusion_flags(p)
+    _rule_flags(p)
+
+    p = sub.add_parser("report", help="a static HTML page of image grids for a sample of a recommendations "
+                       "table's queries (self-contained: photos inlined)")
+    p.add_argument("table", help="recs.parquet | recs.csv | recs.jsonl (from prodrec export, or any table with "
+                   "query_id, id[, rank, score, mode])")
+    p.add_argument("--html", required=True, metavar="OUT", help="the page to write, e.g. report.html")
+    p.add_argument("--n", type=_positive_int, default=50, help="queries shown (a seeded sample; default 50)")
+    p.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")
+    p.add_argument("--thumb", type=_positive_int, default=128, help="thumbnail size in pixels (default 128)")
+    _add(p, _catalog_flags, _store_flag)
+    p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("search", help="products matching a description (text arm, or CLIP: text -> photos)")
     p.add_argument("query", help='a description, e.g. "white sports shoes for women"')
@@ -250,11 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="precision@k (or any registered metric), coverage and diversity of every "
                        "mode")
     _add(p, _catalog_flags, _sample_flags, _model_flags, _output_flags)
-    p.add_argument("-k", type=_positive_int, default=5)
+    p.add_argument("-k", type=_positive_int, default=None, help="list length (default 5; with --from: the "
+                   "table's)")
     _fusion_flags(p)
     p.add_argument("--labels", default=None, help="comma list of label columns to score (default: the "
                    "catalog's label columns)")
     p.add_argument("--modes", default=None, help=f"comma list of {', '.join(modes())} (default: all available)")
+    p.add_argument("--from", dest="from_table", default=None, metavar="TABLE",
+                   help="score this recommendations table (recs.parquet|.csv|.jsonl, from prodrec export or any "
+                   "system: query_id, id[, rank, mode]) instead of ranking; diversity in the arms the flags build "
+                   "(--image-model none --text-model none: labels only)")
     p.add_argument("--n-boot", type=_positive_int, default=1000, help="bootstrap resamples for the CIs")
     p.add_argument("--metrics", type=_typed(lambda t: check_metrics(t, backends=False)), default=["precision"],
                    help=f"comma list of per-query metrics from the registry: {', '.join(metric_names())} "
@@ -391,6 +455,8 @@ def _logging(args: argparse.Namespace) -> _Silenced | None:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "embed": commands.cmd_embed,
     "recommend": commands.cmd_recommend,
+    "export": commands.cmd_export,
+    "report": commands.cmd_html_report,
     "search": commands.cmd_search,
     "evaluate": commands.cmd_evaluate,
     "load-report": commands.cmd_report,

@@ -37,6 +37,12 @@ from ..evaluation.composed import COMPOSED_QUERIES, composed_task
 from ..evaluation.tasks import KAGL_LABELS, NAME_QUERIES, label_task, name_task, task_modes
 from ..evaluation.significance import check_test, compare_modes
 from ..rank.compose import Composer
+from ..evaluation.html_report import write_html_report
+from ..evaluation.tables import evaluate_table
+from ..rank.export import read_query_ids
+from ..rank.state import state_dir
+from ..rank.rules import Rules
+from ..rank.table import read_provenance, read_table, table_format
 from .experiment import ArmRequest, Experiment, build_experiment, request_arms, withheld_columns
 from .prototypes import catalog_prototypes, outside_prototypes, prototype_arms
 from .notebooks import copy_notebooks, find_notebooks, kaggle_stage, resources_root, run_notebooks
@@ -161,21 +167,24 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         return _recommend_composed(args, ids)
     qid = ids[0]
     request = arm_request(args).check([args.mode], args.weights)
+    rules = _rules(args)
     exp = _experiment(args, request, include_ids=(qid,), k=args.k, modes=[args.mode], require_ids=True)
-    df = exp.recommender.recommend(qid, k=args.k, mode=args.mode, alpha=args.alpha, weights=args.weights)
+    df = exp.recommend(qid, k=args.k, mode=args.mode, rules=rules, alpha=args.alpha, weights=args.weights)
     cols = list(dict.fromkeys([*(exp.catalog.schema.caption_columns or ()), *exp.catalog.label_columns]))
     lab = exp.labels
     q = lab.loc[qid]
     df = df.join(lab[cols], on="id")
     payload = {"query": {"id": qid, **{c: q[c] for c in cols}}, "mode": args.mode, "k": args.k,
                "recommendations": df.to_dict(orient="records")}
-    text = f"query {qid}: " + " | ".join(str(q[c]) for c in cols) + f"\n{args.mode} top-{args.k}:\n"
-    text += df.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    prov = exp.provenance(query=qid, k=args.k, mode=args.mode)
+    text = f"query {qid}: " + " | ".join(str(q[c]) for c in cols) + f"\n{args.mode} top-{args.k}"
+    if rules:
+        payload["rules"] = rules.to_dict()
+        text += f" ({rules.describe()}" + (f"; only {len(df)} qualify" if len(df) < args.k else "") + ")"
+    text += ":\n" + df.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    prov = exp.provenance(query=qid, k=args.k, mode=args.mode, **({"rules": rules.to_dict()} if rules else {}))
     _save(args, f"recommend-{qid}-{args.mode}.json", payload, prov)
     _emit(args, text, {"provenance": prov, **payload})
     return 0
-
 
 def _recommend_composed(args: argparse.Namespace, ids: list[str]) -> int:
     """``recommend --id A --id B --not C --text "in red"``: one composed query (Rocchio per arm, see
@@ -253,13 +262,16 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_out(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else None
-    if args.task != "item":
-        return _evaluate_task(args, modes)
-    request = arm_request(args).check(modes or [], args.weights)
     labels = [c.strip() for c in args.labels.split(",") if c.strip()] if args.labels else None
     metrics = check_metrics(args.metrics)  # a missing library is named before any embedding
     if args.significance:
         check_test(args.significance)
+    if args.from_table:
+        return _evaluate_table(args, labels, metrics)
+    args.k = args.k or 5
+    if args.task != "item":
+        return _evaluate_task(args, modes)
+    request = arm_request(args).check(modes or [], args.weights)
     tune = getattr(args, "tune", None)
     exp = _experiment(args, request, k=args.k, modes=modes)
     split = tuned = None
@@ -276,20 +288,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     tuning = {"tuning": {"split": split.to_dict(), **tuned.to_dict()}} if split and tuned else {}
     prov = exp.provenance(k=args.k, alpha=args.alpha, weights=args.weights, protocol=args.protocol,
                           **(asked if metrics != ["precision"] or args.significance else {}), **tuning)
-    records = res.to_dict(orient="records")
-    payload: dict[str, Any] = {"results": records, **tuning}
     m = exp.models()
     titles = mode_titles(exp.recommender, m, {TUNED_MODE: tuned.weights} if tuned else None)
-    text = f"{len(exp.recommender)} products, k={args.k}, seed={args.seed}, protocol {args.protocol}\n"
-    text += "modes: " + "; ".join(f"{mode} = {titles.get(mode, mode)}" for mode in scores.modes) + "\n"
-    text += _tuning_text(len(exp.recommender), split, tuned, m)
+    head = f"{len(exp.recommender)} products, k={args.k}, seed={args.seed}, protocol {args.protocol}\n"
+    head += "modes: " + "; ".join(f"{mode} = {titles.get(mode, mode)}" for mode in scores.modes) + "\n"
+    head += _tuning_text(len(exp.recommender), split, tuned, m)
+    _report_metrics(args, res, scores.per_query, prov, head, tuning)
+    return 0
+
+
+def _report_metrics(args: argparse.Namespace, res: Any, per_query: Any, prov: dict[str, Any], head: str,
+                    extra: dict[str, Any] | None = None) -> None:
+    """Print (and save with --out) an evaluation table: precision per label with its interval, the other
+    metrics, and the significance of every pair of modes when asked."""
+    records = res.to_dict(orient="records")
+    payload: dict[str, Any] = {"results": records, **(extra or {})}
+    text = head
     precision = precision_table(res, ci=True)
     if not precision.empty:
         text += (f"precision@{args.k} (share of recommendations with the query's label; 95% bootstrap interval over "
                  f"queries):\n{precision.to_string()}\n\n")
     text += metric_table(res, exclude=["precision"], ci=True).to_string()
     if args.significance:
-        sig = compare_modes(scores.per_query, test=args.significance)
+        sig = compare_modes(per_query, test=args.significance)
         payload["significance"] = sig.to_dict(orient="records")
         marked = significance_table(res, sig)
         text += "\n\n" + ("" if marked.empty else f"{marked.to_string()}\n") + significance_legend(sig)
@@ -297,6 +318,91 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.significance:
         _save(args, "significance.json", payload["significance"], prov)
     _emit(args, text, {"provenance": prov, **payload})
+
+
+def _evaluate_table(args: argparse.Namespace, labels: list[str] | None, metrics: list[str]) -> int:
+    """``evaluate --from TABLE``: score a table of recommendations against the catalog's labels."""
+    table = read_table(args.from_table)
+    request = arm_request(args)
+    if request.arms:  # diversity in the arms' spaces: their vectors from the store
+        exp = _experiment(args, request.check())
+        catalog, prov = exp.catalog, exp.provenance()
+        vectors = {arm: (exp.recommender.ids, index.vectors) for arm, index in exp.recommender.arms.items()}
+    else:
+        catalog = load_catalog(find_data_dir(args.data), **{**catalog_options(args), "require_images": False},
+                               image_cache=_image_cache(args), progress=not args.quiet)
+        prov, vectors = provenance(catalog), {}
+    res, scores, fit = evaluate_table(table, catalog, k=args.k, columns=labels, metrics=metrics,
+                                      grade_levels=args.grade_levels, n_boot=args.n_boot, seed=args.seed,
+                                      vectors=vectors, protocol=args.protocol)
+    args.k = fit.k
+    prov = {**prov, "table": {"path": str(args.from_table), "provenance": read_provenance(args.from_table),
+                              **fit.to_dict()}}
+    skipped = sum(fit.unknown_queries.values())
+    head = (f"table {args.from_table}: {max(fit.queries.values(), default=0)} queries scored against "
+            f"{len(catalog)} products, k={fit.k}" + (f"; {skipped} query id(s) not in the catalog" if skipped else "")
+            + "\n")
+    _report_metrics(args, res, scores.per_query, prov, head, {"table": fit.to_dict()})
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> Rules | None:
+    """The rule flags as :class:`Rules` (None when none is given)."""
+    rules = Rules.make(same=args.same, different=args.different, where=args.where or (),
+                       exclude_duplicates=args.exclude_duplicates, diversity=args.diversity)
+    return rules or None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    table = Path(args.update or args.out)
+    table_format(table)
+    if args.update:
+        given = [flag for flag, value in (("-k", args.k), ("--modes", args.modes), ("--ids", args.ids),
+                                          ("--arm-scores", args.arm_scores), ("--captions", args.captions),
+                                          ("--block", args.block)) if value is not None]
+        given += [f"--{name.replace('_', '-')}" for name in ("same", "different", "where", "exclude_duplicates",
+                                                              "diversity") if getattr(args, name) is not None]
+        if given:
+            raise ConfigError(f"--update reads k, modes, ids, rules and columns from the table's export; drop "
+                              f"{', '.join(given)} (or run a full export with --out)")
+        if not table.is_file():
+            raise ConfigError(f"--update {table}: no such table (export one first with --out)")
+    rules = None if args.update else _rules(args)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else None
+    k = args.k or 10
+    ids = read_query_ids(args.ids) if args.ids else None
+    request = arm_request(args).check(modes or [], args.weights)
+    try:
+        table.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder of {table}: {exc.strerror or exc}") from None
+    exp = _experiment(args, request, k=None if args.update else k, modes=modes)
+    captions = None
+    if args.captions is not None:
+        captions = ([c.strip() for c in args.captions.split(",") if c.strip()] if args.captions
+                    else list(exp.catalog.schema.caption_columns or ()))
+    result = exp.export(table, k=k, modes=modes, rules=rules, ids=ids, update=bool(args.update), captions=captions,
+                        arm_scores=bool(args.arm_scores), block=args.block, engine=args.engine,
+                        engine_options=_engine_options(args), progress=not args.quiet)
+    export = result.provenance["export"]
+    payload = {"table": str(result.path), "rows": result.rows, "queries": result.queries, "modes": result.modes,
+               "k": result.k, "rules": export["rules"], "short_lists": result.short_lists,
+               "empty_lists": result.empty_lists, "blocks": result.blocks, "blocks_computed": result.blocks_computed,
+               "seconds": round(result.seconds, 3), "update": result.update, "state": str(state_dir(result.path))}
+    text = result.summary() + f"\n  rules: {export['rules_text']}"
+    _emit(args, text, {"provenance": result.provenance, **payload})
+    return 0
+
+
+def cmd_html_report(args: argparse.Namespace) -> int:
+    table = Path(args.table)
+    table_format(table)
+    catalog = None
+    if args.data:
+        catalog = load_catalog(find_data_dir(args.data), **{**catalog_options(args), "require_images": False},
+                               image_cache=_image_cache(args), progress=not args.quiet)
+    path = write_html_report(table, args.html, catalog=catalog, n=args.n, seed=args.seed, thumb=args.thumb)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, self-contained)")
     return 0
 
 

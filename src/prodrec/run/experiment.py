@@ -30,9 +30,13 @@ from ..embed.encoders.base import Encoder
 from ..embed.registry import ARMS, arm_names, requested_models
 from ..embed.store import EmbeddingStore
 from ..embed.vectors import Embeddings
+from ..rank.export import ExportResult, export_table
 from ..rank.index import IndexCache
+from ..rank.lists import recommend_lists
 from ..rank.recommender import Recommender
+from ..rank.rules import Rules
 from ..rank.search import Searcher
+from ..rank.update import update_table
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,32 @@ class Experiment:
             options = dict((self.settings.get("arm_options") or {}).get(arm) or {})
             self._encoders[arm] = spec.build(spec.resolve(model, **options))
         return self._encoders[arm]
+
+    def recommend(self, query_id: Any, k: int = 5, mode: str = "fused", rules: Rules | None = None,
+                  alpha: float | None = None, weights: Mapping[str, float] | None = None) -> pd.DataFrame:
+        """One product's top-k (:meth:`Recommender.recommend`), with ``rules`` (:class:`~prodrec.rank.rules.Rules`
+        over this catalog's columns) applied inside the ranking when given; a list is shorter than k only
+        when fewer products qualify."""
+        if not rules:
+            return self.recommender.recommend(query_id, k=k, mode=mode, alpha=alpha, weights=weights)
+        bound = rules.bind(self.recommender.ids, self.catalog.labels, self.catalog.schema.name_column)
+        return recommend_lists(self.recommender, query_id, k, [mode], bound, alpha, weights)[mode]
+
+    def export(self, out: str | os.PathLike[str], k: int = 10, modes: Sequence[str] | None = None,
+               rules: Rules | None = None, ids: Sequence[Any] | None = None, *, update: bool = False,
+               captions: Sequence[str] | None = None, **options: Any) -> ExportResult:
+        """The top-k of every product (or ``ids``) to the table ``out`` (``.parquet``, ``.csv``, ``.jsonl``),
+        with this catalog's columns for ``rules`` and ``captions`` and this experiment's provenance:
+        :func:`~prodrec.rank.export.export_table` (``arm_scores``, ``engine``, ``block``, ``progress``...).
+        ``update=True`` brings an exported table up to date with this experiment's catalog instead, with the
+        settings it was exported with (:func:`~prodrec.rank.update.update_table`)."""
+        labels = self.catalog.labels
+        if update:
+            keep = {key: options[key] for key in ("engine", "engine_options", "progress", "budget") if key in options}
+            return update_table(self.recommender, out, labels=labels, provenance=self.provenance(), **keep)
+        return export_table(self.recommender, out, labels=labels, name_column=self.catalog.schema.name_column,
+                            k=k, modes=modes, rules=rules, ids=ids, captions=list(captions or ()),
+                            provenance=self.provenance(), **options)
 
     def searcher(self) -> Searcher:
         """A :class:`~prodrec.search.Searcher` over this experiment's text-capable arms."""

@@ -7,8 +7,10 @@ Pick a query by typing part of a product name or an id (matches appear in a drop
 with the "random" button, or by clicking "use as query" under any recommendation; or describe a product in
 words ("white sports shoes for women") and see the top-k for the description (:class:`~prodrec.search.Searcher`:
 CLIP's text tower against the photos when a clip arm is present, else the text arm). Choose the mode (image /
-text / fused, or all of them as rows: the paper's comparison figure made live), the fusion weight, k, and an
-optional filter (recommendations share the query's gender, say). Each interaction costs one
+text / fused, or all of them as rows: the paper's comparison figure made live), the fusion weight, k, and the
+rules of :mod:`prodrec.rank.rules` inside the ranking: recommendations share the query's gender (or another
+column), duplicates hidden (the same name or near-identical vectors), and a diversity slider (MMR: 1 is the
+plain ranking). Each interaction costs one
 matrix-vector product per arm (:meth:`Recommender.recommend_modes`); thumbnails are decoded lazily and
 cached.
 
@@ -33,7 +35,9 @@ import pandas as pd
 from ..data.catalog import Catalog
 from ..core.errors import ConfigError, MissingDependency
 from .gallery import caption_parts, thumbnail
+from ..rank.lists import recommend_lists
 from ..rank.recommender import Recommender
+from ..rank.rules import DEFAULT_DUPLICATE_THRESHOLD, BoundRules, Rules
 from ..core.vocab import LEARNED, PAPER_ARMS
 from ..rank.compose import Composer
 from ..rank.search import Searcher
@@ -119,6 +123,14 @@ class Browser:
                                   layout=w.Layout(width="140px"))
         self.filter = w.Dropdown(options=["none"] + [c for c in filter_columns if c in self.labels.columns],
                                  value="none", description="same as query:", style={"description_width": "initial"})
+        self.hide_duplicates = w.Checkbox(value=False, description="hide duplicates", indent=False,
+                                          layout=w.Layout(width="140px"))
+        self.diversity = w.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05, continuous_update=False,
+                                       description="relevance (1) vs diversity (0)",
+                                       style={"description_width": "initial"})
+        self._name_column = catalog.schema.name_column
+        self._labels_by_id = catalog.labels
+        self._bound: dict[Rules, BoundRules] = {}
         self.status = w.HTML()
         self.grid = w.VBox()
         self.query_id: Any = None
@@ -143,11 +155,13 @@ class Browser:
         self.describe_box.observe(lambda ch: self.describe(ch["new"]), names="value")
         self.matches.observe(self._on_match, names="value")
         self.random_button.on_click(lambda _: self.show_query(self.rec.ids[self._rng.integers(len(self.rec))]))
-        for ctl in (self.mode, self.alpha, self.k, self.filter, *self.arm_weights.values()):
+        for ctl in (self.mode, self.alpha, self.k, self.filter, self.hide_duplicates, self.diversity,
+                    *self.arm_weights.values()):
             ctl.observe(lambda _: self.refresh(), names="value")
         controls = w.VBox([
             w.HBox([self.search_box, self.random_button]), self.matches, self.describe_box,
             w.HBox([self.mode, self.k]), w.HBox([self.alpha, self.filter]),
+            w.HBox([self.hide_duplicates, self.diversity]),
             w.HBox(list(self.arm_weights.values())),
             w.HBox([self.refine_box, self.refine_button, self.clear_button]), self.status,
         ])
@@ -228,21 +242,37 @@ class Browser:
         return df
 
     # ------------------------------------------------------------------ ranking and drawing
+    def rules(self) -> Rules:
+        """The rules the controls set: same value of the filter column, no duplicates, MMR diversity."""
+        same = () if self.filter.value == "none" else (self.filter.value,)
+        diversity = float(self.diversity.value)
+        return Rules.make(same=same, exclude_duplicates=DEFAULT_DUPLICATE_THRESHOLD if self.hide_duplicates.value
+                          else None, diversity=diversity if diversity < 1.0 else None)
+
     def _allowed(self) -> np.ndarray | None:
-        col = self.filter.value
-        if col == "none":
+        """A mask over the ranked products for a refined list: those sharing the query's value of the filter
+        column (the refined list is one composed query, ranked with this mask rather than the rules)."""
+        if self.filter.value == "none" or self.query_id is None:
             return None
-        values = self.labels[col].to_numpy()
-        qv = self.labels.at[self.query_id, col]
-        return values == qv if not pd.isna(qv) else None
+        column = self._labels_by_id[self.filter.value]
+        return (column.reindex(self.rec.ids) == column.get(str(self.query_id))).to_numpy()
 
     def compute(self) -> dict[str, pd.DataFrame]:
-        """Top-k per shown mode for the current query (timed into :attr:`last_ms`)."""
+        """Top-k per shown mode for the current query (timed into :attr:`last_ms`), with the rules of the
+        controls applied inside the ranking (:func:`~prodrec.rank.lists.recommend_lists`)."""
         modes = [*self.rec.arms, "fused"] if self.mode.value == ALL_MODES else [self.mode.value]
         weights = {arm: float(s.value) for arm, s in self.arm_weights.items()}
+        weights_or_none = weights if sum(weights.values()) > 0 else None
+        rules = self.rules()
         t0 = time.perf_counter()
-        out = self.rec.recommend_modes(self.query_id, int(self.k.value), modes, float(self.alpha.value),
-                                       self._allowed(), weights if sum(weights.values()) > 0 else None)
+        if rules:
+            if rules not in self._bound:
+                self._bound[rules] = rules.bind(self.rec.ids, self._labels_by_id, self._name_column)
+            out = recommend_lists(self.rec, self.query_id, int(self.k.value), modes, self._bound[rules],
+                                  float(self.alpha.value), weights_or_none)
+        else:
+            out = self.rec.recommend_modes(self.query_id, int(self.k.value), modes, float(self.alpha.value),
+                                           None, weights_or_none)
         self.last_ms = (time.perf_counter() - t0) * 1e3
         return out
 
@@ -270,8 +300,10 @@ class Browser:
                 tiles.append(self._tile(rec["id"], self.labels.loc[rec["id"]], (mode, float(rec["score"]), per_arm)))
             rows.append(w.HBox(tiles))
         self.grid.children = rows
+        rules = self.rules()
         self.status.value = (f"query <b>{html.escape(str(self.query_id))}</b> · {html.escape(self._label(q))} · "
-                             f"ranked {len(self.rec)} products in {self.last_ms:.1f} ms")
+                             f"ranked {len(self.rec)} products in {self.last_ms:.1f} ms"
+                             + (f" · rules: {html.escape(rules.describe())}" if rules else ""))
 
     def _label(self, row: pd.Series) -> str:
         name, meta = caption_parts(row, self.captions)

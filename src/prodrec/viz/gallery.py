@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.io import dumps
-from ..data.catalog import Catalog
+from ..data.catalog import Catalog, caption_parts
 from ..data.images import ImageError, load_rgb
 from ..core.provenance import save_json
 from ..data.schema import KAGGLE
@@ -161,15 +161,6 @@ def thumbnail(path: str, size: int = 160) -> np.ndarray:
         return load_rgb(path, size=size)
     except ImageError:
         return np.full((size, size, 3), 200, dtype=np.uint8)
-
-
-def caption_parts(row: pd.Series, columns: Sequence[str]) -> tuple[str, str]:
-    """(name, other caption values joined by " | ") of one product; missing values are left out, a
-    product without a name is named by its id."""
-    values = [row.get(c) if c in row.index else None for c in columns]
-    text = ["" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v) for v in values]
-    name = (text[0] if text else "") or str(row.name)
-    return name, " | ".join(t for t in text[1:] if t)
 
 
 def caption(row: pd.Series, score: float | None = None, width: int = 24,

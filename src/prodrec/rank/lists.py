@@ -1,0 +1,568 @@
+"""Ranked lists for blocks of queries, with :mod:`rules <prodrec.rank.rules>` applied inside the ranking.
+
+:class:`ListRanker` ranks a block of query products under one or more modes of a
+:class:`~prodrec.rank.recommender.Recommender` and returns each mode's :class:`Lists` (positions, scores,
+each arm's cosine, and the score a new product needs to enter the list). It is what ``prodrec export``
+runs block by block, what ``prodrec recommend`` and the widget run for one query when rules are set, and
+what Ray workers run (it pickles with its recommender).
+
+How a block is ranked:
+
+1. **Candidates.** Exact index: one matrix product per arm for the block ([m, n] float32 scores, bounded by
+   a memory budget), the mode's score (an arm's cosine, the weighted fused score, or each arm's list for
+   reciprocal-rank fusion), the query itself and what the masks leave out set to ``-inf``, then the best
+   few by :func:`~prodrec.rank.topk.select_topk`. Approximate index: the recommender's own search
+   (:meth:`~prodrec.rank.recommender.Recommender.topk_positions`), masks checked afterwards.
+2. **Canonical scores.** Every candidate's score is computed again pair by pair (FAISS's
+   ``fvec_inner_products_by_idx``: each (query, product) cosine from the two vectors alone), so a product
+   gets the same score whichever block, process, machine or incremental update computes it: lists are
+   ordered by that score (best first, equal scores by position, i.e. by id), and the tables of a resumed,
+   a Ray and an updated export are the same as a fresh local one, row for row.
+3. **Choice.** The first k (plain), the first k that are not duplicates of the query or of a product already
+   listed, or MMR's k picks from the pool (see :mod:`~prodrec.rank.rules`).
+4. **Deeper when needed.** Candidates are read a margin beyond what the list needs; a row whose choice is
+   not certain (the rules discarded too many, or scores tie at the edge of what was read) reads twice as
+   deep, until its list is full and certain or every qualifying product was read. So k products come back
+   whenever k qualify.
+
+``threshold`` in each list is the canonical score a product needs to possibly change the list (its k-th
+score; for MMR the pool's last relevance; ``-inf`` when the list is short): :mod:`prodrec.rank.export`
+reads it to update a table when products are added.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..core import params
+from ..core.errors import ConfigError
+from ..core.vocab import FUSION_MODES
+from . import fusion
+from .rules import BoundRules, diversity_pool
+from .topk import BLOCK_BYTES, MAX_BLOCK_ROWS
+
+if TYPE_CHECKING:
+    from .recommender import Recommender
+
+__all__ = ["MARGIN", "ListRanker", "Lists", "block_budget", "pair_scores", "recommend_lists"]
+
+#: Candidates read beyond what a list needs (at least; the margin grows with the list).
+MARGIN = 8
+#: Largest gap between a block's float32 matrix-product score and the pairwise score of the same cosine
+#: (unit vectors; both float32, ~1e-7 apart in practice): a candidate counts as certain only above it.
+EPS = 1e-5
+#: Export working memory at most a quarter of the arms' vectors, between these bounds.
+MIN_BUDGET = 4 * 2**20
+#: Products per tile of block scores: a block of queries is scored against the catalog tile by tile, each
+#: tile's best candidates merged into a running top list, so the queries of a block can be many (one
+#: matrix product reads each tile once for all of them) while the scores held stay small.
+TILE = 2048
+#: Float32 copies of a tile a block holds at once (the score, one arm's term, a mask's worth).
+TILE_COPIES = 3
+
+#: (rows, c) -> candidate positions [rows, c'] (-1: none), the block score of the last one read (-inf: the
+#: row's qualifying candidates are all read), and whether every qualifying candidate was read.
+Source = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def block_budget(vector_bytes: int) -> int:
+    """Bytes of scores a block may hold: a quarter of the vectors, at least 4 MiB, at most
+    :data:`~prodrec.rank.topk.BLOCK_BYTES`."""
+    return int(min(BLOCK_BYTES, max(MIN_BUDGET, vector_bytes // 4)))
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[Any]:
+    """FAISS with one OpenMP thread: for the small per-row jobs here, its threads cost more than they save
+    (and fight BLAS's own threads)."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield faiss
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def top_c(scores: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``c`` best entries of each row of ``scores`` [m, w] (FAISS's heap selection), best first:
+    column indices (-1: none, where a row has fewer than ``c`` finite entries) and scores (-inf there).
+    Which of several equal scores at the edge are kept is unspecified: callers read past ties."""
+    with _one_thread() as faiss:
+        vals, idx = faiss.kmax(np.ascontiguousarray(scores, dtype=np.float32), c)
+    none = (idx < 0) | ~np.isfinite(vals) | (vals <= -np.finfo(np.float32).max)
+    return np.where(none, -1, idx).astype(np.intp), np.where(none, -np.inf, vals).astype(np.float32)
+
+
+def pair_scores(vectors: np.ndarray, query_pos: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Inner products [m, c] of rows ``query_pos`` [m] of ``vectors`` with rows ``cand`` [m, c], pair by pair.
+
+    Each value depends on the two vectors only (never on the other pairs computed with it); ``cand < 0``
+    gives ``-inf``.
+    """
+    m, c = cand.shape
+    out = np.empty((m, c), dtype=np.float32)
+    if m == 0 or c == 0:
+        return out
+    q = np.ascontiguousarray(vectors[query_pos], dtype=np.float32)
+    ids = np.ascontiguousarray(np.where(cand < 0, 0, cand), dtype=np.int64)
+    with _one_thread() as faiss:
+        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.swig_ptr(vectors),
+                                         faiss.swig_ptr(ids), vectors.shape[1], m, c)
+    out[cand < 0] = -np.inf
+    return out
+
+
+@dataclass
+class Lists:
+    """One mode's ranked lists for a block of queries (row = query)."""
+
+    #: Positions [m, k] into the recommender's ids, best first; -1 where a list is short.
+    pos: np.ndarray
+    #: The mode's score [m, k] (float32; NaN where short).
+    score: np.ndarray
+    #: Arm -> its cosine [m, k] with the query (float32; NaN where short): the arms asked for.
+    arms: dict[str, np.ndarray]
+    #: [m] score a product needs to possibly change the list (-inf: any qualifying product does).
+    threshold: np.ndarray
+
+    @classmethod
+    def empty(cls, m: int, k: int, arms: Sequence[str]) -> Lists:
+        return cls(np.full((m, k), -1, dtype=np.intp), np.full((m, k), np.nan, dtype=np.float32),
+                   {a: np.full((m, k), np.nan, dtype=np.float32) for a in arms},
+                   np.full(m, -np.inf, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def put(self, rows: np.ndarray, other: Lists) -> None:
+        """Rows ``rows`` of this block become ``other``'s rows (in order)."""
+        self.pos[rows], self.score[rows], self.threshold[rows] = other.pos, other.score, other.threshold
+        for a in self.arms:
+            self.arms[a][rows] = other.arms[a]
+
+    def take(self, rows: np.ndarray) -> Lists:
+        return Lists(self.pos[rows], self.score[rows], {a: v[rows] for a, v in self.arms.items()},
+                     self.threshold[rows])
+
+    @classmethod
+    def concat(cls, parts: Sequence[Lists], k: int, arms: Sequence[str]) -> Lists:
+        if not parts:
+            return cls.empty(0, k, arms)
+        return cls(np.concatenate([p.pos for p in parts]), np.concatenate([p.score for p in parts]),
+                   {a: np.concatenate([p.arms[a] for p in parts]) for a in arms},
+                   np.concatenate([p.threshold for p in parts]))
+
+    def lengths(self) -> np.ndarray:
+        return (self.pos >= 0).sum(axis=1)
+
+
+class ListRanker:
+    """Ranks blocks of queries of ``rec`` under ``modes``, k and ``rules`` (see the module).
+
+    Parameters
+    ----------
+    rec : Recommender
+    modes : sequence of str
+        Modes of ``rec`` (arms, ``fused``, ``rrf``).
+    k : int
+        List length.
+    rules : BoundRules, optional
+        From :meth:`~prodrec.rank.rules.Rules.bind` over ``rec.ids``.
+    weights, alpha : optional
+        Fusion weights (default: the recommender's).
+    arm_scores : bool
+        Also return every arm's cosine of each listed product.
+    budget : int, optional
+        Bytes of block scores at a time (default :func:`block_budget` of the arms' vectors).
+    exact : bool, optional
+        Rank exactly even when the recommender has an approximate index (default: as its index).
+    """
+
+    def __init__(self, rec: Recommender, modes: Sequence[str], k: int, rules: BoundRules | None = None, *,
+                 weights: Mapping[str, float] | None = None, alpha: float | None = None, arm_scores: bool = False,
+                 budget: int | None = None, exact: bool | None = None) -> None:
+        self.modes = [params.check_mode(m, rec.arms) for m in dict.fromkeys(modes)]
+        if not self.modes:
+            raise ConfigError("name at least one mode to rank with")
+        self.k = params.check_k(k, len(rec))
+        self.rec, self.rules = rec, rules
+        self.weights = rec.fusion_weights(alpha, weights) if len(rec.arms) > 1 else {a: 1.0 for a in rec.arms}
+        self.vectors = {a: index.vectors for a, index in rec.arms.items()}
+        self.n = len(rec)
+        self.exact = rec.index_kind == "exact" if exact is None else bool(exact)
+        self.score_arms = list(rec.arms) if arm_scores else []
+        self.zscore = rec.calibration == "zscore"
+        self.greedy = rules is not None and rules.rules.greedy
+        self.need = diversity_pool(self.k) if rules is not None and rules.rules.diversity is not None else self.k
+        self.need = min(self.need, self.n - 1)
+        nbytes = sum(v.nbytes for v in self.vectors.values())
+        self.budget = int(budget) if budget else block_budget(nbytes)
+        fusing_z = self.zscore and "fused" in self.modes
+        self._moments = {a: fusion.moments(self.vectors[a]) for a in self.arms_of("fused")} if fusing_z else {}
+
+    # ------------------------------------------------------------------ public
+    def arms_of(self, mode: str) -> list[str]:
+        """The arms a mode scores with (weight > 0 for fusion modes)."""
+        if mode in FUSION_MODES:
+            return [a for a in self.rec.arms if self.weights[a] > 0]
+        return [mode]
+
+    @property
+    def tile(self) -> int:
+        return min(self.n, TILE)
+
+    @property
+    def rows_per_block(self) -> int:
+        """Queries scored at once: as many as the budget holds tiles of scores for."""
+        return max(1, min(MAX_BLOCK_ROWS, self.budget // (4 * self.tile * TILE_COPIES)))
+
+    def describe(self) -> dict[str, Any]:
+        return {"modes": self.modes, "k": self.k, "weights": self.weights, "calibration": self.rec.calibration,
+                "index": self.rec.index_kind, "rules": None if self.rules is None else self.rules.rules.to_dict(),
+                "arm_scores": bool(self.score_arms)}
+
+    def rank(self, query_pos: np.ndarray) -> dict[str, Lists]:
+        """Each mode's lists for query positions ``query_pos`` [m] (rows of ``rec.ids``)."""
+        qp = np.asarray(query_pos, dtype=np.intp)
+        step = self.rows_per_block
+        parts = [self._rank_block(qp[b : b + step]) for b in range(0, len(qp), step)]
+        return {mode: Lists.concat([p[mode] for p in parts], self.k, self.score_arms) for mode in self.modes}
+
+    # ------------------------------------------------------------------ one block
+    def _rank_block(self, qp: np.ndarray) -> dict[str, Lists]:
+        stats = {a: self._moment_stats(a, qp) for a in self._moments}
+        out = {}
+        for mode in self.modes:
+            if mode == "rrf":
+                out[mode] = self._rrf(qp)
+            else:
+                out[mode] = self._choose(mode, qp, self._source(mode, qp, stats), stats)
+        return out
+
+    def _moment_stats(self, arm: str, qp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and spread of each query's cosines over the catalog, from the arm's moments (z-scores)."""
+        mu, cov = self._moments[arm]
+        q = self.vectors[arm][qp]
+        sd = np.sqrt(np.maximum(np.einsum("md,md->m", q @ cov, q), 0.0))
+        return (q @ mu).astype(np.float32), sd.astype(np.float32)
+
+    def _source(self, mode: str, qp: np.ndarray, stats: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Source:
+        """Where a mode's candidates come from: the block's scores (exact) or the approximate index (which
+        hands over to exact scores for rows that must read a quarter of the catalog or more)."""
+
+        def read(rows: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            if self.exact or 4 * c >= self.n:
+                return self._stream(mode, qp[rows], c, {a: (mu[rows], sd[rows]) for a, (mu, sd) in stats.items()})
+            weights = self.weights if mode in FUSION_MODES else None
+            pos, _ = self.rec.topk_positions(c, mode, query_pos=qp[rows], weights=weights)
+            return pos, np.full(len(rows), -np.inf), np.zeros(len(rows), dtype=bool)
+
+        return read
+
+    def _stream(self, mode: str, qp: np.ndarray, c: int, stats: Mapping[str, tuple[np.ndarray, np.ndarray]]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The best ``c`` candidates of each query by the block's scores (the query and masked products left
+        out), the catalog read tile by tile; see :data:`Source`."""
+        m, n = len(qp), self.n
+        c = min(c, n)
+        queries = {}
+        offset = np.zeros(m, dtype=np.float32)
+        for a in self.arms_of(mode):
+            coef = np.full(m, self.weights[a] if mode == "fused" else 1.0, dtype=np.float32)
+            if mode == "fused" and self.zscore:  # sum_a w_a (cos_a - mu_a) / sd_a as one product per arm
+                mu, sd = stats[a]
+                coef = coef / np.maximum(sd, fusion.MIN_SPREAD)
+                offset += coef * mu
+            queries[a] = coef[:, None] * self.vectors[a][qp]
+        run_p = np.full((m, 0), -1, dtype=np.intp)
+        run_v = np.full((m, 0), -np.inf, dtype=np.float32)
+        for t0 in range(0, n, self.tile):
+            cols = slice(t0, min(n, t0 + self.tile))
+            key: np.ndarray | None = None
+            for a, q in queries.items():
+                part = q @ self.vectors[a][cols].T
+                key = part if key is None else np.add(key, part, out=key)
+            assert key is not None
+            if mode == "fused" and self.zscore:
+                key -= offset[:, None]
+            own = np.flatnonzero((qp >= cols.start) & (qp < cols.stop))
+            key[own, qp[own] - cols.start] = -np.inf
+            if self.rules is not None:
+                self.rules.mask_scores(key, qp, cols)
+            idx, vals = top_c(key, min(c, key.shape[1]))
+            run_p, run_v = _merge(run_p, run_v, np.where(idx >= 0, idx + cols.start, -1), vals, c)
+        bound = run_v[:, -1].astype(np.float64) if c else np.full(m, -np.inf)
+        exhausted = ~np.isfinite(bound) | (c >= n - 1)
+        return run_p, np.where(exhausted, -np.inf, bound), exhausted
+
+    # ------------------------------------------------------------------ canonical scores
+    def canonical(self, mode: str, qp: np.ndarray, cand: np.ndarray,
+                  stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
+        """The mode's score of each (query, candidate) pair [m, c], pair by pair (``-inf``: not a candidate:
+        no position, the query itself, or left out by a mask). Not for ``rrf`` (its scores are ranks)."""
+        total: np.ndarray | None = None
+        for a in self.arms_of(mode):
+            s = pair_scores(self.vectors[a], qp, cand)
+            if mode == "fused":
+                if self.zscore:
+                    mu, sd = (stats or {})[a]
+                    s = (s - mu[:, None]) / np.maximum(sd, fusion.MIN_SPREAD)[:, None]
+                s = self.weights[a] * s
+            total = s if total is None else total + s
+        assert total is not None
+        return self._invalidate(total, qp, cand)
+
+    def _invalidate(self, scores: np.ndarray, qp: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        bad = (cand < 0) | (cand == qp[:, None])
+        if self.rules is not None and self.rules.masks:
+            bad |= ~self.rules.allowed_pairs(qp, np.where(cand < 0, 0, cand))
+        scores[bad] = -np.inf
+        return scores
+
+    def _eps(self, mode: str, stats: Mapping[str, tuple[np.ndarray, np.ndarray]], rows: np.ndarray) -> np.ndarray:
+        """Per query: how far a block score may stray from the pairwise one (z-scores scale it by 1 / sd)."""
+        if mode == "fused" and self.zscore:
+            return EPS * sum(self.weights[a] / np.maximum(stats[a][1][rows], fusion.MIN_SPREAD)
+                             for a in self.arms_of(mode)) + EPS
+        return np.full(len(rows), EPS, dtype=np.float64)
+
+    # ------------------------------------------------------------------ choosing
+    def _choose(self, mode: str, qp: np.ndarray, source: Source,
+                stats: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Lists:
+        out = Lists.empty(len(qp), self.k, self.score_arms)
+        todo = np.arange(len(qp))
+        c = min(self.n - 1, self.need + max(MARGIN, self.need // 4))
+        while todo.size:
+            cand, bound, exhausted = source(todo, c)
+            rows_stats = {a: (mu[todo], sd[todo]) for a, (mu, sd) in stats.items()}
+            scores = self.canonical(mode, qp[todo], cand, rows_stats)
+            cand, scores = _sorted(cand, scores)
+            certain = scores > (bound + self._eps(mode, stats, todo))[:, None]
+            lists, done = self._pick(mode, qp[todo], cand, scores, certain, exhausted | (c >= self.n - 1))
+            out.put(todo[done], lists.take(done))
+            todo = todo[~done]
+            c = min(self.n - 1, 2 * c)
+        return out
+
+    def _pick(self, mode: str, qp: np.ndarray, cand: np.ndarray, scores: np.ndarray, certain: np.ndarray,
+              exhausted: np.ndarray) -> tuple[Lists, np.ndarray]:
+        """Lists from sorted candidates, and which rows are final (their choice cannot change by reading on)."""
+        m, k = len(qp), self.k
+        valid = np.isfinite(scores)
+        if self.greedy:
+            keep = self._distinct(mode, qp, cand, valid, self.need)  # [m, c] kept flags, pool order
+        else:
+            keep = valid & (np.cumsum(valid, axis=1) <= self.need)
+        n_kept = keep.sum(axis=1)
+        last = np.where(n_kept > 0, _last_true(keep), 0)
+        full = n_kept >= self.need
+        done = exhausted | (full & certain[np.arange(m), last])
+        pool_pos = _compact(cand, keep, self.need, -1)
+        pool_score = _compact(scores, keep, self.need, -np.inf)
+        threshold = np.where(full, pool_score[:, -1] if self.need else -np.inf, -np.inf).astype(np.float32)
+        if self.rules is not None and self.rules.rules.diversity is not None:
+            order = self._mmr(mode, pool_pos, pool_score)
+            picked = np.maximum(order, 0)
+            pos = np.where(order >= 0, np.take_along_axis(pool_pos, picked, axis=1), -1)
+            score = np.where(order >= 0, np.take_along_axis(pool_score, picked, axis=1), -np.inf)
+        else:
+            pos, score = pool_pos[:, :k], pool_score[:, :k]
+        if pos.shape[1] < k:
+            pad = k - pos.shape[1]
+            pos = np.pad(pos, ((0, 0), (0, pad)), constant_values=-1)
+            score = np.pad(score, ((0, 0), (0, pad)), constant_values=-np.inf)
+        lists = Lists(pos, np.where(pos >= 0, score, np.nan).astype(np.float32),
+                      self._arm_scores(qp, pos), threshold)
+        return lists, done
+
+    def _arm_scores(self, qp: np.ndarray, pos: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for a in self.score_arms:
+            s = pair_scores(self.vectors[a], qp, pos)
+            out[a] = np.where(pos >= 0, s, np.nan).astype(np.float32)
+        return out
+
+    def _near(self, arms: Sequence[str], pos: np.ndarray, threshold: float) -> np.ndarray:
+        """Bool [m, c, c]: pairs of each row's products ``pos`` [m, c] whose cosine reaches ``threshold`` in every
+        arm of ``arms``, pair by pair (:func:`pair_scores`); the arms are read smallest first, and a larger
+        arm only for the rows where some pair is still near."""
+        m, c = pos.shape
+        near = np.triu(np.ones((c, c), dtype=bool), 1)[None].repeat(m, axis=0)  # pairs i < j, mirrored at the end
+        rows = np.arange(m)
+        for a in sorted(arms, key=lambda name: self.vectors[name].shape[1]):
+            if not len(rows):
+                break
+            sub = pos[rows]
+            for i in range(c - 1):
+                near[rows, i, i + 1 :] &= pair_scores(self.vectors[a], sub[:, i], sub[:, i + 1 :]) >= threshold
+            rows = rows[near[rows].any(axis=(1, 2))]
+        return near | near.transpose(0, 2, 1)
+
+    def _distinct(self, mode: str, qp: np.ndarray, cand: np.ndarray, valid: np.ndarray, target: int) -> np.ndarray:
+        """Greedy flags [m, c]: each valid candidate in order, kept unless it duplicates the query or a kept
+        one (and until ``target`` are kept); without ``exclude_duplicates`` the first ``target`` valid."""
+        assert self.rules is not None
+        threshold = self.rules.rules.exclude_duplicates
+        if threshold is None:
+            return valid & (np.cumsum(valid, axis=1) <= target)
+        m, c = cand.shape
+        both = np.concatenate([qp[:, None], np.where(cand < 0, qp[:, None], cand)], axis=1)  # the query first
+        near = self._near(self.arms_of(mode), both, threshold)
+        near |= self.rules.same_name(both[:, :, None], both[:, None, :])
+        kept = np.zeros((m, c + 1), dtype=bool)
+        kept[:, 0] = True
+        n_kept = np.zeros(m, dtype=np.intp)
+        for j in range(1, c + 1):
+            dup = (near[:, j, :j] & kept[:, :j]).any(axis=1)
+            take = valid[:, j - 1] & ~dup & (n_kept < target)
+            kept[:, j] = take
+            n_kept += take
+        return kept[:, 1:]
+
+    def _mmr(self, mode: str, pool: np.ndarray, rel: np.ndarray) -> np.ndarray:
+        """MMR's picks [m, <= k]: columns of each row's pool (-1: no pick left), in pick order; ties go to
+        the earlier pool column (better relevance)."""
+        assert self.rules is not None and self.rules.rules.diversity is not None
+        lam = float(self.rules.rules.diversity)
+        m, p = pool.shape
+        k = min(self.k, p)
+        valid = pool >= 0
+        r = np.where(valid, rel, np.nan).astype(np.float64)
+        lo, hi = np.nanmin(np.where(valid, r, np.inf), axis=1), np.nanmax(np.where(valid, r, -np.inf), axis=1)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        rel01 = np.where(valid, (r - lo[:, None]) / span[:, None], 0.0)
+        rel01 = np.where(valid & ~(hi > lo)[:, None], 1.0, rel01)
+        arms = self.arms_of(mode)
+        weight = {a: self.weights[a] if mode in FUSION_MODES else 1.0 for a in arms}
+        safe = np.where(valid, pool, 0)
+        chosen = np.zeros((m, p), dtype=bool)
+        maxsim = np.zeros((m, p), dtype=np.float64)
+        order = np.full((m, k), -1, dtype=np.intp)
+        rows = np.arange(m)
+        for t in range(k):
+            value = lam * rel01 - (1.0 - lam) * (maxsim if t else 0.0)
+            value = np.where(valid & ~chosen, value, -np.inf)
+            pick = np.argmax(value, axis=1)
+            ok = np.isfinite(value[rows, pick])
+            order[ok, t] = pick[ok]
+            chosen[rows[ok], pick[ok]] = True
+            if t + 1 < k and ok.any():  # similarity of the pool to the new pick, pair by pair
+                live = rows[ok]
+                picked = safe[live, pick[ok]]
+                sim = sum(weight[a] * pair_scores(self.vectors[a], picked, safe[live]).astype(np.float64)
+                          for a in arms)
+                maxsim[live] = np.maximum(maxsim[live], sim) if t else sim
+        return order
+
+    # ------------------------------------------------------------------ reciprocal-rank fusion
+    def _rrf(self, qp: np.ndarray) -> Lists:
+        """Reciprocal-rank fusion of each arm's list (read ``rrf_depth`` deep, masks applied), then the choice;
+        a list the rules leave short is fused again from deeper arm lists."""
+        out = Lists.empty(len(qp), self.k, self.score_arms)
+        todo = np.arange(len(qp))
+        need = self.need
+        arms = self.arms_of("rrf")
+        while todo.size:
+            depth = fusion.rrf_depth(need, self.n)
+            lists, exhausted = [], np.ones(len(todo), dtype=bool)
+            for a in arms:
+                cand, _, ex = self._source(a, qp[todo], {})(np.arange(len(todo)), min(self.n - 1, depth + MARGIN))
+                scores = self._invalidate(pair_scores(self.vectors[a], qp[todo], cand), qp[todo], cand)
+                cand, scores = _sorted(cand, scores)
+                cand = np.where(np.isfinite(scores), cand, -1)[:, :depth]
+                exhausted &= ex | ((cand >= 0).sum(axis=1) < depth) | (depth >= self.n - 1)
+                lists.append(cand)
+            cand, scores = _sorted(*_rrf_scores(lists, [self.weights[a] for a in arms]))
+            lists_, done = self._pick("rrf", qp[todo], cand, scores, np.ones(cand.shape, dtype=bool), exhausted)
+            out.put(todo[done], lists_.take(done))
+            todo = todo[~done]
+            need *= 2
+        return out
+
+
+# ---------------------------------------------------------------------- helpers on arrays
+def _merge(p1: np.ndarray, v1: np.ndarray, p2: np.ndarray, v2: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``c`` of two candidate lists per row (positions, scores), best first."""
+    idx, vals = top_c(np.concatenate([v1, v2], axis=1), c)
+    pos = np.take_along_axis(np.concatenate([p1, p2], axis=1), np.maximum(idx, 0), axis=1)
+    return np.where(idx >= 0, pos, -1), vals
+
+
+def _sorted(cand: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row by score descending, equal scores by position ascending, non-candidates last."""
+    key_pos = np.where(np.isfinite(scores), cand, np.iinfo(np.intp).max)
+    order = np.lexsort((key_pos, -np.where(np.isfinite(scores), scores, -np.inf)), axis=1)
+    return np.take_along_axis(cand, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+
+def _last_true(flags: np.ndarray) -> np.ndarray:
+    return flags.shape[1] - 1 - np.argmax(flags[:, ::-1], axis=1)
+
+
+def _compact(values: np.ndarray, keep: np.ndarray, width: int, fill: Any) -> np.ndarray:
+    """Each row's kept values moved to the front, in order, cut or padded to ``width``."""
+    m, c = values.shape
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+    out = np.take_along_axis(values, order, axis=1)
+    kept = np.take_along_axis(keep, order, axis=1)
+    out = np.where(kept, out, fill)
+    if out.shape[1] < width:
+        out = np.pad(out, ((0, 0), (0, width - out.shape[1])), constant_values=fill)
+    return out
+
+
+def _rrf_scores(lists: Sequence[np.ndarray], weights: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted reciprocal-rank fusion of each row's lists (-1 entries skipped): candidates [m, c] (-1
+    padded) and float32 scores ``sum_a w_a / (RRF_K + rank_a)`` (-inf where padded)."""
+    m = len(lists[0]) if lists else 0
+    rows, pos, term = [], [], []
+    for lst, w in zip(lists, weights):
+        r, j = np.nonzero(lst >= 0)
+        rows.append(r)
+        pos.append(lst[r, j])
+        term.append(w / (fusion.RRF_K + j + 1.0))
+    r, p, t = np.concatenate(rows), np.concatenate(pos), np.concatenate(term)
+    order = np.lexsort((p, r))  # stable: for one (row, product) the arms' terms add in arm order
+    r, p, t = r[order], p[order], t[order]
+    first = np.ones(len(r), dtype=bool)
+    first[1:] = (r[1:] != r[:-1]) | (p[1:] != p[:-1])
+    starts = np.flatnonzero(first)
+    rr, pp = r[starts], p[starts]
+    ss = np.add.reduceat(t, starts) if len(t) else np.zeros(0)
+    width = int(np.bincount(rr, minlength=m).max()) if len(rr) else 0
+    cand = np.full((m, width), -1, dtype=np.intp)
+    scores = np.full((m, width), -np.inf, dtype=np.float32)
+    col = np.arange(len(rr)) - np.searchsorted(rr, rr)
+    cand[rr, col], scores[rr, col] = pp, ss.astype(np.float32)
+    return cand, scores
+
+
+def recommend_lists(
+    rec: Recommender, query_id: Any, k: int = 5, modes: Sequence[str] = ("fused",), rules: BoundRules | None = None,
+    alpha: float | None = None, weights: Mapping[str, float] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """One query's recommendations under ``modes`` with ``rules`` applied inside the ranking: per mode a
+    table ``rank, id, score`` and each other arm's cosine ``<arm>_score`` (as
+    :meth:`~prodrec.rank.recommender.Recommender.recommend_modes`). A list may be shorter than k when fewer
+    products qualify. Always exact (one matrix-vector product per arm)."""
+    qp = rec.positions([query_id])[:1]
+    ranker = ListRanker(rec, modes, k, rules, weights=weights, alpha=alpha, arm_scores=True, exact=True)
+    lists = ranker.rank(qp)
+    out = {}
+    for mode, lst in lists.items():
+        ok = lst.pos[0] >= 0
+        pos = lst.pos[0][ok]
+        df = pd.DataFrame({"rank": np.arange(1, len(pos) + 1), "id": rec.ids[pos], "score": lst.score[0][ok]})
+        for a in rec.arms:
+            if a != mode:
+                df[f"{a}_score"] = lst.arms[a][0][ok]
+        out[mode] = df
+    return out
