@@ -300,11 +300,12 @@ def plot_composed_queries(
     rows = []
     for q, text in queries:
         mod = composer(text)
-        rows.append((q, "X ALONE", recommender.recommend(q, k=k)))
+        composed = "Rocchio score (weighted, on the fusion's scale)"
+        rows.append((q, "X ALONE", recommender.recommend(q, k=k), score_label(recommender, "fused")))
         rows.append((q, f'"{text}" ALONE', recommender.query(text=mod, weights=weights, text_weights=text_weights,
-                                                              k=k)))
+                                                              k=k), composed))
         rows.append((q, f'X + "{text}"', recommender.query([q], text=mod, weights=weights,
-                                                          text_weights=text_weights, k=k)))
+                                                          text_weights=text_weights, k=k), composed))
     return _grid(catalog, rows, k, title or f"composed queries: top-{k}")
 
 
