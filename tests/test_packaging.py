@@ -16,6 +16,7 @@ import pytest
 import tomllib
 import yaml
 
+from prodrec._version import __version__
 from prodrec.run.notebooks import (
     kaggle_slug,
     validate_dataset_metadata,
@@ -93,7 +94,7 @@ def test_wheel_outside_the_checkout_runs_notebooks_and_stages_kaggle(wheel: Path
     res = subprocess.run([str(kernel_py), "-c", script], capture_output=True, text=True, cwd=work, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"installed from {kaggle_input / 'prodrec-wheel' / staged_wheel.name}" in res.stdout
-    assert f"imported 0.2.0 {tmp_path / 'kaggle-python'}" in res.stdout
+    assert f"imported {__version__} {tmp_path / 'kaggle-python'}" in res.stdout
 
 
 def check_kaggle_folders(stage: Path, owner: str) -> None:
@@ -113,7 +114,7 @@ def test_kaggle_stage_from_the_checkout(tmp_path: Path) -> None:
 
     staged = kaggle_stage(tmp_path / "stage", owner="me")
     check_kaggle_folders(tmp_path / "stage", "me")
-    assert staged["wheel"].name.startswith("prodrec-0.2.0-")
+    assert staged["wheel"].name.startswith(f"prodrec-{__version__}-")
 
 
 def test_kaggle_titles_resolve_as_the_kaggle_cli_resolves_them() -> None:
