@@ -172,3 +172,23 @@ def test_cli_ranking_metrics_and_significance(coarse_arm: ArmEntry, demo_dir: Pa
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "coarse (b)" in text and "Holm".lower() in text and "ndcg" in text
+
+
+def test_precision_bars_take_an_interval_equal_to_its_point() -> None:
+    """Every query scoring alike gives an interval equal to its mean up to rounding (0.8 against
+    0.8000000000000002 on the 40-product demo): drawn as a zero error bar, which matplotlib would refuse as a
+    negative one; other intervals are drawn as they are."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prodrec.viz import gallery
+
+    err = gallery._bar_errors([0.8, 0.5], [0.8000000000000002, 0.4], [0.8000000000000002, 0.65])
+    assert np.allclose(err, [[0.0, 0.1], [2e-16, 0.15]]) and (err >= 0).all() and err[0, 0] == 0.0
+    rows = [dict(mode="image", metric="precision", label="articleType", value=0.8, ci_low=0.8000000000000002,
+                 ci_high=0.8000000000000002, k=5),
+            dict(mode="text", metric="precision", label="articleType", value=0.5, ci_low=0.4, ci_high=0.65, k=5)]
+    gallery.plot_precision_bars(pd.DataFrame(rows))  # raised "'yerr' must not contain negative values" before
+    plt.close("all")

@@ -344,6 +344,14 @@ def plot_distributions(df: pd.DataFrame, columns: Sequence[str], top: int = 15, 
     return fig
 
 
+def _bar_errors(value: Any, low: Any, high: Any) -> np.ndarray:
+    """matplotlib's ``yerr`` [2, n] for an interval around each value, never negative: an interval equal to
+    its point (every query scored alike) differs from the mean by rounding only, which matplotlib refuses."""
+    err = np.vstack([np.asarray(value, dtype=float) - np.asarray(low, dtype=float),
+                     np.asarray(high, dtype=float) - np.asarray(value, dtype=float)])
+    return np.clip(err, 0.0, None)
+
+
 def plot_precision_bars(results: pd.DataFrame, modes: Sequence[str] | None = None) -> Any:
     """precision@k per label and mode with bootstrap 95% CIs, the random baseline as a grey bar."""
     plt = pyplot()
@@ -355,7 +363,7 @@ def plot_precision_bars(results: pd.DataFrame, modes: Sequence[str] | None = Non
     for i, m in enumerate(modes):
         sub = p[p["mode"] == m].groupby("label", sort=False)[["value", "ci_low", "ci_high"]].first().reindex(labels)
         x = np.arange(len(labels)) + (i - (len(modes) - 1) / 2) * w
-        err = np.vstack([sub["value"] - sub["ci_low"], sub["ci_high"] - sub["value"]])
+        err = _bar_errors(sub["value"], sub["ci_low"], sub["ci_high"])
         ax.bar(x, sub["value"], w, label=m, color=registry.colour(m),
                yerr=None if np.isnan(err).all() else np.nan_to_num(err), capsize=2)
     ax.set_xticks(np.arange(len(labels)), labels)
@@ -466,7 +474,7 @@ def plot_samplesize(curve: pd.DataFrame, label: str | None = None) -> Any:
     for mode, sub in c.groupby("mode", sort=False):
         g = sub.groupby("n").agg(mean=("value", "mean"), lo=("value", "min"), hi=("value", "max"),
                                  ci_lo=("ci_low", "mean"), ci_hi=("ci_high", "mean"), seeds=("seed", "nunique"))
-        ax.errorbar(g.index, g["mean"], yerr=np.vstack([g["mean"] - g["ci_lo"], g["ci_hi"] - g["mean"]]),
+        ax.errorbar(g.index, g["mean"], yerr=_bar_errors(g["mean"], g["ci_lo"], g["ci_hi"]),
                     marker="o", ms=3, capsize=2, color=registry.colour(str(mode)),
                     label=f"{mode} ({int(g['seeds'].max())} sample seeds)")
         ax.fill_between(g.index, g["lo"], g["hi"], color=registry.colour(str(mode)), alpha=0.15)
