@@ -47,6 +47,27 @@ def test_quiet_leaves_one_summary_line(tmp_path: Path) -> None:
     assert report.returncode == 0 and report.stderr == ""  # nothing to warn about: not a line
 
 
+def test_quiet_in_process_puts_the_environment_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``main([..., "--quiet"])`` called from Python silences the libraries for that command only: a later
+    command (or a subprocess the caller starts) draws its progress bars again."""
+    from prodrec.run import cli
+
+    for key in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    seen: dict[str, str | None] = {}
+
+    def spy(args: object) -> int:
+        seen.update({k: os.environ.get(k) for k in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")})
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "load-report", spy)
+    assert cli.main(["load-report", "--data", str(tmp_path), "--quiet"]) == 0
+    assert seen == {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # silenced while it ran
+    assert "TQDM_DISABLE" not in os.environ and "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+    assert "TRANSFORMERS_VERBOSITY" not in os.environ and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
 @pytest.fixture
 def fresh_glyphs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gallery._Glyphs, "checked", set())

@@ -337,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-queries", type=_positive_int, default=None,
                    help="queries of the name task (default 2000) or the composed task (default 400)")
     g.add_argument("--query-seed", type=int, default=0, help="seed of the sampled names / composed queries")
+    g.add_argument("--min-relevant", type=_positive_int, default=None,
+                   help="composed task: a colour C is asked of X only where at least this many products of X's "
+                   "type have C (default 5; lower it for a small sample)")
     p.add_argument("--tune", default=None, choices=TUNABLE,
                    help="choose the fusion on validation queries (a seeded half of the sample, --seed) and score "
                    "every mode, and the chosen weighting as fused_tuned, on the other half: alpha (the image "
@@ -394,16 +397,32 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def quiet_libraries() -> None:
+_QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+def quiet_libraries() -> Callable[[], None]:
     """Silence the progress bars the kit's libraries draw themselves (tqdm in Hugging Face and
     transformers' "Loading weights", TensorFlow's C++ log); set before they are imported, and inherited by
-    notebook kernels that run-notebooks starts."""
-    os.environ["TQDM_DISABLE"] = "1"
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    notebook kernels that run-notebooks starts. Returns the function that puts everything back as it was,
+    so that a program calling :func:`main` in-process (a test, a notebook) is not left silenced."""
+    before = {k: os.environ.get(k) for k in (*_QUIET_ENV, "TF_CPP_MIN_LOG_LEVEL")}
+    os.environ.update(_QUIET_ENV)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
-    if "transformers" in sys.modules:  # imported already: switch its bars off directly
-        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    hf_logging = sys.modules["transformers"].utils.logging if "transformers" in sys.modules else None
+    bars_were_on = hf_logging is not None and hf_logging.is_progress_bar_enabled()
+    if hf_logging is not None:  # imported already: switch its bars off directly
+        hf_logging.disable_progress_bar()
+
+    def restore() -> None:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if bars_were_on:  # (imported silenced meanwhile: huggingface_hub fixed its switch at import)
+            hf_logging.enable_progress_bar()
+
+    return restore
 
 
 class _Silenced(logging.Handler):
@@ -413,6 +432,7 @@ class _Silenced(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
+        self.restore: Callable[[], None] = lambda: None
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno < logging.ERROR:
@@ -445,8 +465,8 @@ def _logging(args: argparse.Namespace) -> _Silenced | None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if not quiet:
         return None
-    quiet_libraries()
     silenced = _Silenced()
+    silenced.restore = quiet_libraries()
     root.addHandler(silenced)
     logging.captureWarnings(True)  # Python warnings become log records: counted, not printed
     return silenced
@@ -493,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         if silenced is not None:
             logging.getLogger().removeHandler(silenced)
             logging.captureWarnings(False)
+            silenced.restore()
             line = silenced.summary(args.command)
             if line:
                 print(line, file=sys.stderr)
