@@ -345,7 +345,15 @@ def test_label_and_composed_tasks_through_the_cli(demo_dir: Path, tmp_path: Path
     assert res["significance"] and (tmp_path / "o" / "task-label.json").is_file()
     comp = run_cli(*common, "--task", "composed", "--arms", "image,text,colour", "--no-learned",
                    "--n-queries", "20", "--protocol", "withheld")
+    # the demo's 60 products spread each type over many colours: no type has 5 in a second colour
+    assert comp.returncode == 2 and "lower min_relevant (--min-relevant)" in comp.stderr, comp.stderr[-3000:]
+    wrong = run_cli(*common, "--task", "label", "--min-relevant", "2")
+    assert wrong.returncode == 2 and "--min-relevant applies to the composed task only" in wrong.stderr
+    # without --labels, withheld hides the catalog's label columns, the two the task scores among them
+    comp = run_cli(*common, "--task", "composed", "--arms", "image,text,colour", "--no-learned",
+                   "--n-queries", "20", "--protocol", "withheld", "--min-relevant", "2")
     assert comp.returncode == 0, comp.stderr[-3000:]
+    assert json.loads(comp.stdout)["provenance"]["task_settings"]["min_relevant"] == 2
     rows = json.loads(comp.stdout)["results"]
     assert {r["mode"] for r in rows} >= {"image", "text", "colour", "fused", "C:text", "C:colour", "X+C", "X+C tuned"}
     assert json.loads(comp.stdout)["provenance"]["task_settings"]["tuned_on_queries"] > 0

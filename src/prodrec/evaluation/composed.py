@@ -231,7 +231,8 @@ def composed_task(
                                       colour_column=colour_column, min_relevant=min_relevant)
     if not len(x_pos):
         raise NoComposedQuery(f"no composed query can be drawn: no {type_column} has {min_relevant} products in "
-                              f"a second {colour_column}")
+                              f"a second {colour_column} among the {len(labels)} ranked products; use a larger "
+                              f"sample, or lower min_relevant (--min-relevant)")
     pair = labels[type_column].astype(str) + "\x1f" + labels[colour_column].astype(str)
     pair = pair.where(labels[type_column].notna() & labels[colour_column].notna(), None)
     codes, uniq = pd.factorize(pair, use_na_sentinel=True)

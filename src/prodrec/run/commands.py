@@ -33,7 +33,7 @@ from ..evaluation.names import mode_titles, model_name
 from ..evaluation.report import metric_table, precision_table, significance_legend, significance_table
 from ..evaluation.reference import KAGL_SOURCE, kagl_reference
 from ..evaluation.runs import TUNED_MODE, QuerySplit, Tuned, evaluate, split_queries, tune_fusion
-from ..evaluation.composed import COMPOSED_QUERIES, composed_task
+from ..evaluation.composed import COMPOSED_QUERIES, MIN_RELEVANT, composed_task
 from ..evaluation.tasks import KAGL_LABELS, NAME_QUERIES, label_task, name_task, task_modes
 from ..evaluation.significance import check_test, compare_modes
 from ..rank.compose import Composer
@@ -266,6 +266,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = check_metrics(args.metrics)  # a missing library is named before any embedding
     if args.significance:
         check_test(args.significance)
+    if args.min_relevant is not None and args.task != "composed":
+        raise ConfigError(f"--min-relevant applies to the composed task only (this is --task {args.task})")
     if args.from_table:
         return _evaluate_table(args, labels, metrics)
     args.k = args.k or 5
@@ -435,7 +437,10 @@ def _evaluate_task(args: argparse.Namespace, modes: list[str] | None) -> int:
     request = arm_request(args).check([m for m in modes or () if m != "fused"], args.weights)
     proto_arms = [a for a in request.arms if a in ARMS and not ARMS[a].trained and not ARMS[a].text_query]
     # refused before any work: arms that cannot take the task, modes that are not there
-    task_modes(task, request.arms, args.protocol, columns=columns, withheld=withheld or (),
+    # composed: without --labels the catalog's label columns are withheld, checked against the two it
+    # scores once the experiment is built (composed_task); --labels given must hold them already
+    early = withheld if task != "composed" else (labels if labels is not None else columns)
+    task_modes(task, request.arms, args.protocol, columns=columns, withheld=early or (),
                prototype_arms=proto_arms if task == "label" else (), modes=modes if task != "composed" else None)
     if args.significance:
         check_test(args.significance)
@@ -463,6 +468,7 @@ def _evaluate_task(args: argparse.Namespace, modes: list[str] | None) -> int:
     else:
         run = composed_task(searcher, protos, n_queries=args.n_queries or COMPOSED_QUERIES, seed=args.query_seed,
                             k=args.k, withheld=hidden, type_column=columns[0], colour_column=columns[1],
+                            min_relevant=args.min_relevant or MIN_RELEVANT,
                             progress=progress)
     res = run.table(n_boot=args.n_boot, seed=args.seed)
     prov = exp.provenance(task=task, task_settings=run.settings, query_kinds=run.kinds, refused=run.skipped,
