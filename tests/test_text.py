@@ -91,7 +91,7 @@ def test_withheld_text_arm_reads_masked_sentences(tmp_path: Path) -> None:
     cat = load_catalog(tmp_path / "products.parquet", **FLAGS)
     exp = build_experiment(catalog=cat, image_model=None, text_model="auto", protocol="withheld",
                            store_dir=tmp_path / "store", progress=False)
-    assert exp.settings["masked_label_values"] == {"category": 22, "colour": 44}
+    assert exp.settings["masked_label_values"] == {"category": 24, "colour": 48}  # every product, photo or not
     assert exp.settings["text_fields"] == ["title", "description"]
     assert exp.catalog.row(pid(0))["description"] == "A fine skirt & more. Colour: Blue Type: Skirts"  # kept
     masked = cat.sentence(pid(0), ["title", "description"], LabelMask.of(cat.df, ["category", "colour"]))
