@@ -48,54 +48,61 @@ MORE = re.compile(r"\*\*(?P<a>[^*]+)\*\* neighbours share the query's (?P<la>\w+
 FORBIDDEN = ("as the paper found", "contrary to the paper", "no fixed weighting gets both", "weak supervision")
 
 
+PROTOCOL_TAG = re.compile(r"\((?P<protocol>full|withheld)\)")
+
+
 def check_findings(findings: dict[str, Any], metrics: list[dict[str, Any]], significance: list[dict[str, Any]],
                    protocol: str | None = None) -> int:
     """Every comparison sentence of ``findings`` (a ``Findings.to_dict()``) read against the metrics rows and
     paired tests it came from: "A beats B on l" needs A's mean above B's in the metrics and a significant
     paired test; "do not differ significantly" needs a test that is not significant; "shares la more often
     than lb" needs a bootstrap interval above 0. No sentence agrees with the paper as if it had numbers.
-    Returns how many sentences were checked."""
+    A paragraph whose heading names a protocol ("(full)", "(withheld)") is read against that protocol's rows
+    and tests; ``protocol`` reads every paragraph against one. Returns how many sentences were checked."""
     text, titles = findings["findings"], findings["titles"]
     title_to_mode = {t: m for m, t in titles.items()}
     mode_of = lambda name: title_to_mode.get(name, name)  # noqa: E731 - a mode without a title is named by its id
     for phrase in FORBIDDEN:
         assert phrase not in text.lower(), phrase
     sig = pd.DataFrame(significance)
-    rows = pd.DataFrame(metrics)
-    rows = rows[rows.metric == "precision"]
-    if protocol is not None and "protocol" in rows.columns:
-        rows = rows[rows.protocol == protocol]
+    all_rows = pd.DataFrame(metrics)
+    all_rows = all_rows[all_rows.metric == "precision"]
 
-    def test_of(a: str, b: str, label: str) -> pd.Series:
+    def test_of(a: str, b: str, label: str, prot: str | None) -> pd.Series:
         s = sig[(sig.label == label) & (sig.metric == "precision") & (((sig.mode_a == a) & (sig.mode_b == b))
                                                                    | ((sig.mode_a == b) & (sig.mode_b == a)))]
-        if protocol is not None and "protocol" in s.columns:
-            s = s[s.protocol == protocol]
-        assert len(s) >= 1, (a, b, label)
+        if prot is not None and "protocol" in s.columns:
+            s = s[s.protocol == prot]
+        assert len(s) == 1, (a, b, label, prot)  # one test per pair: a sentence cannot borrow another's
         return s.iloc[0]
 
-    def mean(mode: str, label: str) -> float:
-        r = rows[(rows["mode"] == mode) & (rows.label == label)]
+    def mean(mode: str, label: str, prot: str | None) -> float:
+        r = all_rows[(all_rows["mode"] == mode) & (all_rows.label == label)]
+        if prot is not None and "protocol" in r.columns:
+            r = r[r.protocol == prot]
         if "train_seed" in r.columns and r["train_seed"].nunique() > 1:
             r = r[r.train_seed == r.train_seed.min()]  # the paired tests' run
         return float(r["value"].iloc[0])
 
     checked = 0
-    for m in BEATS.finditer(text):
-        a, b, label = mode_of(m["a"]), mode_of(m["b"]), m["label"]
-        t = test_of(a, b, label)
-        assert bool(t.significant), m.group(0)
-        if protocol is None or "protocol" not in sig.columns or len(sig[sig.protocol == protocol]):
-            assert mean(a, label) > mean(b, label), m.group(0)
-            assert float(m["ma"]) == pytest.approx(mean(a, label), abs=6e-4)
-            assert float(m["mb"]) == pytest.approx(mean(b, label), abs=6e-4)
-        checked += 1
-    for m in TIE.finditer(text):
-        assert not bool(test_of(mode_of(m["a"]), mode_of(m["b"]), m["label"]).significant), m.group(0)
-        checked += 1
-    for m in MORE.finditer(text):
-        assert float(m["lo"]) > 0 and float(m["ma"]) > float(m["mb"]), m.group(0)
-        checked += 1
+    for paragraph in text.split("\n\n"):
+        tag = PROTOCOL_TAG.search(paragraph)  # the first: the heading's "(full)" / "(withheld)"
+        prot = protocol if protocol is not None else (tag["protocol"] if tag else None)
+        for m in BEATS.finditer(paragraph):
+            a, b, label = mode_of(m["a"]), mode_of(m["b"]), m["label"]
+            t = test_of(a, b, label, prot)
+            assert bool(t.significant), (prot, m.group(0))
+            if prot is None or "protocol" not in sig.columns or len(sig[sig.protocol == prot]):
+                assert mean(a, label, prot) > mean(b, label, prot), m.group(0)
+                assert float(m["ma"]) == pytest.approx(mean(a, label, prot), abs=6e-4)
+                assert float(m["mb"]) == pytest.approx(mean(b, label, prot), abs=6e-4)
+            checked += 1
+        for m in TIE.finditer(paragraph):
+            assert not bool(test_of(mode_of(m["a"]), mode_of(m["b"]), m["label"], prot).significant), m.group(0)
+            checked += 1
+        for m in MORE.finditer(paragraph):
+            assert float(m["lo"]) > 0 and float(m["ma"]) > float(m["mb"]), m.group(0)
+            checked += 1
     for c in findings.get("claims", []):  # every recorded claim is oriented and judged by its own numbers
         assert c["mean_a"] >= c["mean_b"] - 1e-12
         if c["kind"] == "labels":
