@@ -265,6 +265,27 @@ def test_composed_task_rows_tuning_and_the_query_api() -> None:
                                   run.per_query[("X+C tuned", "P@5", "articleType+baseColour")])
 
 
+def test_composed_task_on_a_small_sample_splits_what_can_be_drawn(caplog: pytest.LogCaptureFixture) -> None:
+    """Fewer drawable products than the reported + validation queries asked for: about half report, half
+    tune, never the same product, and no empty validation set (notebook 07 at n = 200 tuned on none)."""
+    from prodrec.evaluation.composed import drawable
+
+    searcher, protos, labels = composed_setup()
+    lab = searcher.labels.reset_index(drop=True)
+    pool = drawable(lab)
+    x_all, _ = composed_queries(lab, 10_000, seed=0)
+    assert pool == len(x_all) and 0 < pool < 400 + 200
+    with caplog.at_level("WARNING", logger="prodrec.evaluation.composed"):
+        run = composed_task(searcher, protos, n_queries=400, seed=0, progress=False)
+    n_rep, n_val = run.settings["n_queries"], run.settings["tuned_on_queries"]
+    assert n_rep == pool - pool // 2 and n_val == pool // 2 and run.settings["drawable"] == pool
+    reported = [q["id"] for q in run.settings["queries"]]
+    assert reported == [str(searcher.rec.ids[x]) for x in x_all[:n_rep]]  # the first draws of the full draw
+    assert f"only {pool} products can take a composed query here" in caplog.text
+    v = run.per_query[("X+C tuned", "P@5", "articleType+baseColour")]
+    assert len(v) == n_rep and not np.isnan(v).all()
+
+
 def test_composed_runs_table_and_findings() -> None:
     searcher, protos, _ = composed_setup()
     runs = composed_runs({"full": searcher}, protos, seeds=(0, 1), n_queries=40, progress=False)

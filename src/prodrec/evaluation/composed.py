@@ -59,15 +59,10 @@ WEIGHT_LADDER: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 VALIDATION_SEED_OFFSET = 7919
 
 
-def composed_queries(
-    labels: pd.DataFrame, n_queries: int, seed: int = 0, *, type_column: str = STYLE_LABEL,
-    colour_column: str = COLOUR_LABEL, min_relevant: int = MIN_RELEVANT, exclude: Sequence[int] = (),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n_queries`` composed queries over the products of ``labels`` (rows in ranking order):
-    positions of products X (each once, none of ``exclude``) and colours C, drawn with ``seed``: C is a
-    ``colour_column`` value other than X's with at least ``min_relevant`` products of X's ``type_column``
-    in that colour."""
-    params.check_positive_int("n_queries", n_queries)
+def _colour_options(labels: pd.DataFrame, type_column: str, colour_column: str,
+                    min_relevant: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[Any, list[Any]]]:
+    """Per row: its type, its colour, whether both are known; per type, the colours with at least
+    ``min_relevant`` products of that type."""
     params.check_positive_int("min_relevant", min_relevant)
     for c in (type_column, colour_column):
         if c not in labels.columns:
@@ -80,6 +75,26 @@ def composed_queries(
     for (t, c), n in counts.items():
         if n >= min_relevant:
             colours_of.setdefault(t, []).append(c)
+    return kind, colour, known, colours_of
+
+
+def drawable(labels: pd.DataFrame, *, type_column: str = STYLE_LABEL, colour_column: str = COLOUR_LABEL,
+             min_relevant: int = MIN_RELEVANT) -> int:
+    """How many products of ``labels`` can be the X of a composed query (:func:`composed_queries`)."""
+    kind, colour, known, colours_of = _colour_options(labels, type_column, colour_column, min_relevant)
+    return int(sum(1 for i in np.flatnonzero(known) if any(c != colour[i] for c in colours_of.get(kind[i], ()))))
+
+
+def composed_queries(
+    labels: pd.DataFrame, n_queries: int, seed: int = 0, *, type_column: str = STYLE_LABEL,
+    colour_column: str = COLOUR_LABEL, min_relevant: int = MIN_RELEVANT, exclude: Sequence[int] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n_queries`` composed queries over the products of ``labels`` (rows in ranking order):
+    positions of products X (each once, none of ``exclude``) and colours C, drawn with ``seed``: C is a
+    ``colour_column`` value other than X's with at least ``min_relevant`` products of X's ``type_column``
+    in that colour. The first m queries of a draw are the draw of m (same seed)."""
+    params.check_positive_int("n_queries", n_queries)
+    kind, colour, known, colours_of = _colour_options(labels, type_column, colour_column, min_relevant)
     rng = np.random.default_rng(seed)
     skip = set(int(i) for i in exclude)
     x_pos, wanted = [], []
@@ -214,7 +229,9 @@ def composed_task(
     composed query with the recommender's fusion weights for both parts (``X+C``, Rocchio's default), and
     with ``weights`` (``X+C tuned``): given, or tuned by coordinate ascent on ``n_validation`` (default
     ``n_queries // 2``) validation queries drawn from other products than the reported ones, never on
-    them. The weights used are in ``settings``.
+    them. Where fewer products can take a query than both sets ask for (a small sample), the drawable ones
+    are split: about half reported, half tuning (one: reported, untuned, no ``X+C tuned``). The weights used
+    and the counts are in ``settings``.
     """
     rec = searcher.rec
     params.check_k(k, len(rec))
@@ -227,8 +244,17 @@ def composed_task(
         raise ConfigError("the composed task needs a way to place the colour word: an arm that embeds text "
                           "(text, clip) or prototypes for an arm that reads none (colour, image)")
     labels = searcher.labels.reset_index(drop=True)
-    x_pos, colours = composed_queries(labels, n_queries, seed, type_column=type_column,
-                                      colour_column=colour_column, min_relevant=min_relevant)
+    pool = drawable(labels, type_column=type_column, colour_column=colour_column, min_relevant=min_relevant)
+    n_test, n_val = n_queries, 0
+    if weights is None:
+        n_val = n_validation if n_validation is not None else max(1, n_queries // 2)
+        if pool < n_test + n_val:  # a small sample: what can be drawn is split, half tunes and half reports
+            n_test, n_val = min(n_queries, pool - pool // 2), min(n_val, pool // 2)
+            log.warning("only %d products can take a composed query here (asked for %d reported + %d validation "
+                        "queries): %d reported, %d validation", pool, n_queries,
+                        n_validation if n_validation is not None else max(1, n_queries // 2), n_test, n_val)
+    x_pos, colours = (composed_queries(labels, n_test, seed, type_column=type_column, colour_column=colour_column,
+                                       min_relevant=min_relevant) if n_test else (np.zeros(0, np.intp), None))
     if not len(x_pos):
         raise NoComposedQuery(f"no composed query can be drawn: no {type_column} has {min_relevant} products in "
                               f"a second {colour_column} among the {len(labels)} ranked products; use a larger "
@@ -241,8 +267,10 @@ def composed_task(
     parts = _Parts(searcher, composer, x_pos, colours, codes, qcodes, k)
     default = ComposedWeights(dict(rec.weights), {a: rec.weights.get(a, 0.0) for a in parts.text})
     tuned_on = 0
-    if weights is None:
-        n_val = n_validation if n_validation is not None else max(1, len(x_pos) // 2)
+    if weights is None and n_val == 0:  # one drawable product: nothing is left to tune on
+        log.warning("no validation query is left for tuning the composed query's weights: X+C tuned is not "
+                    "reported")
+    elif weights is None:
         vx, vc = composed_queries(labels, n_val, seed + VALIDATION_SEED_OFFSET, type_column=type_column,
                                   colour_column=colour_column, min_relevant=min_relevant, exclude=x_pos)
         vq = np.array([index[f"{labels[type_column].iloc[x]}\x1f{c}"] for x, c in zip(vx, vc)], dtype=np.int64)
@@ -254,7 +282,8 @@ def composed_task(
     run = TaskRun("composed", rec.protocol, k, kinds=kinds, skipped=refused, settings={
         "n_queries": len(x_pos), "n_requested": n_queries, "seed": seed, "k": k, "type_column": type_column,
         "colour_column": colour_column, "min_relevant": min_relevant, "calibration": rec.calibration,
-        "default_weights": default.to_dict(), "tuned_weights": weights.to_dict(), "tuned_on_queries": tuned_on,
+        "default_weights": default.to_dict(), "tuned_weights": None if weights is None else weights.to_dict(),
+        "tuned_on_queries": tuned_on, "drawable": pool,
         "placements": {a: sorted({m.sources[a] for m in parts.modifiers.values() if a in m.sources})[:3]
                        for a in parts.text},
         "queries": [{"id": str(rec.ids[x]), "colour": str(c)} for x, c in zip(x_pos, colours)]})
@@ -266,7 +295,10 @@ def composed_task(
     for arm, scores in parts.text.items():
         run.add(f"C:{arm}", label, parts.metrics(scores, parts.placed[arm]))
     run.add("X+C", label, parts.metrics(parts.combine(default)))
-    run.add("X+C tuned", label, parts.metrics(parts.combine(weights)))
+    if weights is not None:
+        run.add("X+C tuned", label, parts.metrics(parts.combine(weights)))
+    else:
+        run.kinds.pop("X+C tuned")
     return run
 
 
