@@ -77,4 +77,4 @@ notebook-outputs: install
 	  PRODREC_NB_MAX_TRAIN=1000 PRODREC_NB_LEARN_EPOCHS=10 \
 	  PRODREC_NB_OUT=../outputs/nbval PRODREC_OFFLINE=1 HF_HUB_OFFLINE=1 \
 	  ../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace [0-9][0-9]_*.ipynb
-	$(PY) -c "import glob, nbformat as f; [(n.metadata.pop('widgets', None), [c.metadata.pop('execution', None) for c in n.cells], f.write(n, p)) for p in glob.glob('notebooks/[0-9][0-9]_*.ipynb') for n in [f.read(p, 4)]]"  # drop widget state and timestamps: large, noisy in diffs
+	$(PY) -c "import glob; from prodrec.run.notebooks import tidy_stored; tidy_stored(sorted(glob.glob('notebooks/[0-9][0-9]_*.ipynb')), 'outputs/nbval')"  # as a run cleans them: no bars, repeated warnings or machine paths; no widget state or timestamps

@@ -424,6 +424,7 @@ def test_per_category_table_and_worst_queries_by_hand() -> None:
 # ------------------------------------------------------------------------------------ clean outputs, CLI
 def test_clean_outputs_drops_bars_repeats_and_paths(tmp_path: Path) -> None:
     warn = "WARNING prodrec.embed.encoders: image model auto: resnet50 unavailable\n"
+    py_warn = "/x/composed.py:161: RuntimeWarning: Mean of empty slice\n  return float(np.nanmean(v))\n"
     nb = {"cells": [
         {"cell_type": "code", "outputs": [
             {"output_type": "display_data", "metadata": {}, "data": {
@@ -435,13 +436,17 @@ def test_clean_outputs_drops_bars_repeats_and_paths(tmp_path: Path) -> None:
         {"cell_type": "code", "outputs": [
             {"output_type": "stream", "name": "stderr", "text": warn + "bar  10%|#  | 1/10\rbar 100%|###| 10/10\n"},
             {"output_type": "stream", "name": "stdout", "text": "kept line\n"}]},
+        {"cell_type": "code", "outputs": [
+            {"output_type": "stream", "name": "stderr", "text": py_warn},
+            {"output_type": "stream", "name": "stderr", "text": py_warn}]},
         {"cell_type": "markdown", "source": "x"}]}
-    assert clean_outputs(nb, tmp_path) >= 3
+    assert clean_outputs(nb, tmp_path) >= 4
     first, second = nb["cells"][0]["outputs"], nb["cells"][1]["outputs"]
     assert [o["output_type"] for o in first] == ["stream", "stream"]  # the widget bar is gone
     assert first[0]["text"] == warn and second == [{"output_type": "stream", "name": "stdout", "text": "kept line\n"}]
     text = first[1]["text"]
     assert sys.prefix not in text and str(tmp_path) not in text and "<out>/metrics/a.json" in text
+    assert [o["text"] for o in nb["cells"][2]["outputs"]] == [py_warn]  # a Python warning, once, with its source
 
 
 def test_cli_evaluate_says_which_queries_tuned_what(demo_dir: Path, tmp_path: Path,

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 #: A progress bar's text: "evaluate modes:  40%|####      | 2/5 [00:01<00:02, ...]".
 _BAR = re.compile(r"^.*\d+%\|.*\|.*$")
 #: The first line of a logged or Python warning.
-_WARNING = re.compile(r"^(WARNING\b|.*\bWarning: )")
+_WARNING = re.compile(r"^(WARNING\b|.*Warning: )")  # logged, or Python's (RuntimeWarning: ...)
 _WIDGET = "application/vnd.jupyter.widget-view+json"
 
 KAGGLE_METADATA = "kaggle-metadata.json"
@@ -211,6 +211,24 @@ def _clean_file(path: Path, out_dir: Path) -> None:
     nb = json.loads(path.read_text(encoding="utf-8"))
     if clean_outputs(nb, out_dir):
         path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def tidy_stored(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str] | None = None) -> int:
+    """Make executed notebooks fit to be stored in the repository (``make notebook-outputs``): outputs
+    cleaned as a run's are (:func:`clean_outputs`), widget state and execution timestamps dropped (large, and
+    noise in diffs). Returns how many notebooks were rewritten."""
+    import nbformat
+
+    changed = 0
+    for path in map(Path, paths):
+        nb = nbformat.read(path, as_version=4)
+        nb.metadata.pop("widgets", None)
+        for cell in nb.cells:
+            cell.metadata.pop("execution", None)
+        clean_outputs(nb, out_dir)
+        nbformat.write(nb, path)
+        changed += 1
+    return changed
 
 
 def copy_notebooks(dest: str | os.PathLike[str], overwrite: bool = False) -> list[Path]:
