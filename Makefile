@@ -35,9 +35,10 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt setup.py
 
 install: $(VENV)/.installed
 
-# `make run` installs only what the notebooks use (the paper's models, the notebooks, the fast CPU backends:
+# `make run` installs only what the notebooks use (the paper's models, the notebooks, the fast CPU backends, ranx for
+# notebook 07's ranking metrics:
 # no test tools, no Ray), unless everything is installed already; `make install` / `make test` add the rest.
-RUN_EXTRAS ?= image,resnet,text,notebooks,fast
+RUN_EXTRAS ?= image,resnet,text,notebooks,fast,eval
 $(VENV)/.installed-run: pyproject.toml constraints-cpu.txt setup.py
 	$(call pip_install,$(RUN_EXTRAS))
 	touch $@
