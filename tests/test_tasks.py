@@ -284,6 +284,13 @@ def test_composed_task_on_a_small_sample_splits_what_can_be_drawn(caplog: pytest
     assert f"only {pool} products can take a composed query here" in caplog.text
     v = run.per_query[("X+C tuned", "P@5", "articleType+baseColour")]
     assert len(v) == n_rep and not np.isnan(v).all()
+    # one drawable product: reported untuned, and the findings say why there is no tuned row
+    for key in [key for key in run.per_query if key[0] == "X+C tuned"]:
+        del run.per_query[key]
+    run.kinds.pop("X+C tuned")
+    run.settings["tuned_weights"] = None
+    words = describe_composed([run])
+    assert "too few queries could be drawn to tune its weights" in words and "tuned weights reaches" not in words
 
 
 def test_composed_runs_table_and_findings() -> None:
@@ -378,3 +385,30 @@ def test_label_and_composed_tasks_through_the_cli(demo_dir: Path, tmp_path: Path
     rows = json.loads(comp.stdout)["results"]
     assert {r["mode"] for r in rows} >= {"image", "text", "colour", "fused", "C:text", "C:colour", "X+C", "X+C tuned"}
     assert json.loads(comp.stdout)["provenance"]["task_settings"]["tuned_on_queries"] > 0
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--task", "label", "--metrics", "ndcg"], "--metrics do(es) not apply to --task label"),
+    (["--task", "name", "-k", "3"], "-k do(es) not apply to --task name"),
+    (["--task", "label", "--grade-levels", "1", "--tune", "alpha"], "--tune, --grade-levels do(es) not apply"),
+    (["--task", "composed", "--modes", "image"], "--modes do(es) not apply to --task composed"),
+    (["--task", "composed", "--from", "recs.csv"], "--from do(es) not apply to --task composed"),
+    (["--task", "label", "--min-relevant", "2"], "--min-relevant do(es) not apply to --task label"),
+    (["--min-relevant", "2"], "--min-relevant applies to the composed task only"),
+    (["--task", "composed", "--labels", "articleType"], "the composed task takes two --labels"),
+])
+def test_task_flags_that_mean_nothing_are_refused(flags: list[str], says: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused before any catalog is read (the data path does not exist), with the flags named."""
+    from prodrec.run.cli import main
+
+    assert main(["evaluate", "--data", str(tmp_path / "nowhere"), *flags]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_composed_recommend_refuses_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from prodrec.run.cli import main
+
+    assert main(["recommend", "--data", str(tmp_path / "nowhere"), "--id", "1", "--text", "in red", "--same",
+                 "gender"]) == 2
+    assert "a composed query (a second --id, --not, --text) takes none" in capsys.readouterr().err

@@ -358,11 +358,16 @@ def describe_composed(runs: Sequence[TaskRun]) -> str:
         mean = table[(protocol, "mean")]
         singles = mean[[q in ("X", "C") for q, _ in mean.index]]
         (bq, bm), best = singles.idxmax(), float(singles.max())
-        tuned = float(mean[("X+C", "X+C tuned")])
         plain = float(mean[("X+C", "X+C")])
         seeds = sorted({r.settings["seed"] for r in runs if r.protocol == protocol})
-        ratio = f"{tuned / best:.1f}x" if best > 0 else "n/a"
         weights = next(r.settings["tuned_weights"] for r in runs if r.protocol == protocol)
+        if weights is None or ("X+C", "X+C tuned") not in mean.index or np.isnan(mean[("X+C", "X+C tuned")]):
+            out.append(f"**{protocol}.** X + \"C\" with the fusion weights reaches precision@{k} {plain:.3f} (mean "
+                       f"of seeds {seeds}) against {best:.3f} for the best single query ({bq} by {bm}); too few "
+                       "queries could be drawn to tune its weights on others.")
+            continue
+        tuned = float(mean[("X+C", "X+C tuned")])
+        ratio = f"{tuned / best:.1f}x" if best > 0 else "n/a"
         out.append(f"**{protocol}.** X + \"C\" with tuned weights reaches precision@{k} {tuned:.3f} (mean of seeds "
                    f"{seeds}; with the fusion weights {plain:.3f}), {ratio} the best single query ({bq} by {bm}: "
                    f"{best:.3f}). Tuned on validation queries (seed {seeds[0]}): products "

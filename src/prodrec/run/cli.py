@@ -148,8 +148,9 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    "~/.cache/prodrec/store)")
     g.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="where the models run: auto (default: torch on a GPU; on a CPU OpenVINO or ONNX Runtime "
-                   "when installed, pip install 'prodrec[fast]', for large jobs or once exported) | torch | onnx | "
-                   "openvino. Exports are kept in <store>/models; fp32 gives the torch vectors on every backend")
+                   "when installed, pip install 'prodrec[fast]', for large jobs or once exported) | torch (the model's "
+                   "own framework: PyTorch, TensorFlow for resnet50) | onnx | openvino. Exports are kept in "
+                   "<store>/models; fp32 gives the framework's vectors on every backend")
     g.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="fp32 (default, exact) | int8: quantised, calibrated and checked on the catalog; "
                    "refused when it moves precision@5 by more than 0.01 (its own store key)")
@@ -323,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=_typed(lambda t: check_metrics(t, backends=False)), default=["precision"],
                    help=f"comma list of per-query metrics from the registry: {', '.join(metric_names())} "
                    "(default: precision; ndcg, map, mrr, recall need pip install 'prodrec[eval]')")
-    p.add_argument("--grade-levels", type=_positive_int, default=2, help="label columns that grade relevance "
+    p.add_argument("--grade-levels", type=_positive_int, default=None, help="label columns that grade relevance "
                    "for ndcg/map/mrr/recall: the first gives grade 1, matching the first two grade 2... (default 2)")
     p.add_argument("--significance", nargs="?", const="student", default=None, choices=TESTS,
                    help="also test every pair of modes on every metric: student (paired t-test, the default "

@@ -164,6 +164,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     _check_out(args)
     ids = [str(i) for i in args.id]
     if len(ids) > 1 or args.not_ids or args.text is not None:
+        if _rules(args):
+            raise ConfigError("rules (--same, --different, --where, --exclude-duplicates, --diversity) rank one "
+                              "product's list; a composed query (a second --id, --not, --text) takes none: leave "
+                              "them out, or ask for one product")
         return _recommend_composed(args, ids)
     qid = ids[0]
     request = arm_request(args).check([args.mode], args.weights)
@@ -259,6 +263,29 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_task_flags(args: argparse.Namespace) -> None:
+    """Flags that mean nothing for the task asked are refused, not ignored: the item task's metrics,
+    grading and tuning; -k where the leaderboard fixes the cut-offs; --modes of the composed task (it scores
+    every kind of query); --min-relevant outside it; a table (--from) is scored as product -> products."""
+    task = args.task
+    if task == "item":
+        if args.min_relevant is not None:
+            raise ConfigError("--min-relevant applies to the composed task only (this is --task item)")
+        return
+    given = [flag for flag, on in (("--from", args.from_table), ("--tune", args.tune),
+                                   ("--metrics", args.metrics != ["precision"]),
+                                   ("--grade-levels", args.grade_levels is not None),
+                                   ("-k", args.k is not None and task in ("label", "name")),
+                                   ("--modes", args.modes and task == "composed"),
+                                   ("--min-relevant", args.min_relevant is not None and task != "composed")) if on]
+    if given:
+        fixed = {"label": "P@1, P@10, R@1, R@10 and MRR over the top 10, as published",
+                 "name": "P@1, P@10, R@1, R@10 and MRR over the top 10, as published",
+                 "composed": "precision, recall and MRR at -k for every kind of query"}[task]
+        raise ConfigError(f"{', '.join(given)} do(es) not apply to --task {task}, which scores {fixed}; "
+                          "leave them out (they belong to the item task)")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_out(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else None
@@ -266,8 +293,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = check_metrics(args.metrics)  # a missing library is named before any embedding
     if args.significance:
         check_test(args.significance)
-    if args.min_relevant is not None and args.task != "composed":
-        raise ConfigError(f"--min-relevant applies to the composed task only (this is --task {args.task})")
+    _check_task_flags(args)
+    args.grade_levels = args.grade_levels or 2
     if args.from_table:
         return _evaluate_table(args, labels, metrics)
     args.k = args.k or 5
@@ -433,6 +460,9 @@ def _evaluate_task(args: argparse.Namespace, modes: list[str] | None) -> int:
     task = args.task
     labels = _labels(args)
     columns = labels or (list(KAGL_LABELS) if task == "label" else [STYLE_LABEL, COLOUR_LABEL])
+    if task == "composed" and len(columns) != 2:
+        raise ConfigError(f"the composed task takes two --labels, the product's type and the colour asked for "
+                          f"(default {STYLE_LABEL},{COLOUR_LABEL}); got {columns}")
     withheld = (labels or columns) if task == "label" and args.protocol == "withheld" else None
     request = arm_request(args).check([m for m in modes or () if m != "fused"], args.weights)
     proto_arms = [a for a in request.arms if a in ARMS and not ARMS[a].trained and not ARMS[a].text_query]
