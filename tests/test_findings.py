@@ -495,3 +495,15 @@ def test_a_label_free_head_learns_from_two_copies_of_each_product() -> None:
     for bad in (0.0, 1.0, -0.2):
         with pytest.raises(ConfigError, match="views"):
             train_head(x, None, ids=ids, views=bad, epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("name", ["heads.json"])
+def test_stored_benchmark_findings_say_what_their_numbers_show(name: str) -> None:
+    """The stored result notebook 06 shows (``python -m benchmarks --only heads``): its generated words read
+    back against its own rows and paired tests."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / name
+    if not path.is_file():
+        pytest.skip(f"no stored {name} in this checkout")
+    data = json.loads(path.read_text())["data"]
+    findings = {"findings": data["findings"], "titles": data["titles"], "claims": data.get("claims", [])}
+    assert check_findings(findings, data["rows"], data["significance"]) >= 6
