@@ -23,8 +23,9 @@ import pandas as pd
 
 __all__ = ["HEADLINE_MODELS", "KAGL_REFERENCE", "KAGL_SOURCE", "beside_reference", "kagl_reference"]
 
-KAGL_SOURCE = ("marqo-ai/marqo-FashionCLIP LEADERBOARD.md (2024-08-09), KAGL section; "
-               "https://github.com/marqo-ai/marqo-FashionCLIP/blob/main/LEADERBOARD.md")
+KAGL_SOURCE = ("marqo-ai/marqo-FashionCLIP LEADERBOARD.md (2024-08-09; commit 60a875d), KAGL section; "
+               "https://github.com/marqo-ai/marqo-FashionCLIP/blob/60a875dfcec9538f745e31bc9eddcc1d2cae229f/"
+               "LEADERBOARD.md")
 
 #: The KAGL section's tables as published, verbatim, each headed by the kit's task and label for it.
 PUBLISHED_FILE = "kagl_leaderboard.md"
