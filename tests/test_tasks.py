@@ -376,7 +376,7 @@ def test_label_and_composed_tasks_through_the_cli(demo_dir: Path, tmp_path: Path
     # the demo's 60 products spread each type over many colours: no type has 5 in a second colour
     assert comp.returncode == 2 and "lower min_relevant (--min-relevant)" in comp.stderr, comp.stderr[-3000:]
     wrong = run_cli(*common, "--task", "label", "--min-relevant", "2")
-    assert wrong.returncode == 2 and "--min-relevant applies to the composed task only" in wrong.stderr
+    assert wrong.returncode == 2 and "--min-relevant do(es) not apply to --task label" in wrong.stderr
     # without --labels, withheld hides the catalog's label columns, the two the task scores among them
     comp = run_cli(*common, "--task", "composed", "--arms", "image,text,colour", "--no-learned",
                    "--n-queries", "20", "--protocol", "withheld", "--min-relevant", "2")
