@@ -173,13 +173,6 @@ def test_run_notebooks_on_a_generic_catalog(generic_dir: Path, tmp_path: Path) -
     assert all_json_is_strict(out) > 20
 
 
-@pytest.mark.slow
-def test_notebooks_on_demo_catalog(demo_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "demo-run"
-    run_notebooks(out, {"data_dir": str(demo_dir), "n_products": 48, "seed": 0}, progress=False)
-    check_outputs(out, 48)
-
-
 def test_failing_cell_names_notebook_and_keeps_it(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
