@@ -247,12 +247,11 @@ def composed_task(
     pool = drawable(labels, type_column=type_column, colour_column=colour_column, min_relevant=min_relevant)
     n_test, n_val = n_queries, 0
     if weights is None:
-        n_val = n_validation if n_validation is not None else max(1, n_queries // 2)
+        asked = n_val = n_validation if n_validation is not None else max(1, n_queries // 2)
         if pool < n_test + n_val:  # a small sample: what can be drawn is split, half tunes and half reports
             n_test, n_val = min(n_queries, pool - pool // 2), min(n_val, pool // 2)
             log.warning("only %d products can take a composed query here (asked for %d reported + %d validation "
-                        "queries): %d reported, %d validation", pool, n_queries,
-                        n_validation if n_validation is not None else max(1, n_queries // 2), n_test, n_val)
+                        "queries): %d reported, %d validation", pool, n_queries, asked, n_test, n_val)
     x_pos, colours = (composed_queries(labels, n_test, seed, type_column=type_column, colour_column=colour_column,
                                        min_relevant=min_relevant) if n_test else (np.zeros(0, np.intp), None))
     if not len(x_pos):

@@ -279,9 +279,8 @@ def _check_task_flags(args: argparse.Namespace) -> None:
                                    ("--modes", args.modes and task == "composed"),
                                    ("--min-relevant", args.min_relevant is not None and task != "composed")) if on]
     if given:
-        fixed = {"label": "P@1, P@10, R@1, R@10 and MRR over the top 10, as published",
-                 "name": "P@1, P@10, R@1, R@10 and MRR over the top 10, as published",
-                 "composed": "precision, recall and MRR at -k for every kind of query"}[task]
+        fixed = ("precision, recall and MRR at -k for every kind of query" if task == "composed" else
+                 "P@1, P@10, R@1, R@10 and MRR over the top 10, as published")
         raise ConfigError(f"{', '.join(given)} do(es) not apply to --task {task}, which scores {fixed}; "
                           "leave them out (they belong to the item task)")
 
