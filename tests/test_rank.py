@@ -240,6 +240,31 @@ def reference_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return pos, np.take_along_axis(scores, pos, axis=1)
 
 
+@pytest.mark.parametrize("heap_from", [0, 1 << 40], ids=["faiss-heap", "argpartition"])
+def test_select_topk_equals_a_full_sort_on_both_paths(heap_from: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("prodrec.rank.topk.HEAP_MIN_SCORES", heap_from)
+    rng = np.random.default_rng(5)
+    s = np.round(rng.standard_normal((64, 300)), 1).astype(np.float32)  # many exact ties at every cut
+    s[0] = 0.25  # one value throughout
+    s[1, ::2] = -np.inf  # half the row excluded
+    s[2] = -np.inf  # nothing finite: positions in order
+    s[3, :] = -np.inf
+    s[3, [7, 250, 3]] = [1.0, 2.0, 1.0]  # fewer finite entries than k
+    s[4, [5, 9]] = np.inf
+    s[5] = -np.finfo(np.float32).max  # FAISS's own empty-heap value, as a real score
+    for k in (1, 5, 17, 299, 300):
+        pos, val = select_topk(s, k)
+        want_pos, want_val = reference_topk(s, k)
+        assert pos.dtype == np.intp and val.dtype == np.float32
+        np.testing.assert_array_equal(pos, want_pos)
+        np.testing.assert_array_equal(val, want_val)
+    wide = np.round(rng.random((3, 40_000)), 3).astype(np.float32)  # past the default threshold too
+    monkeypatch.undo()
+    np.testing.assert_array_equal(select_topk(wide, 10)[0], reference_topk(wide, 10)[0])
+    as64 = select_topk(s.astype(np.float64), 5)  # other dtypes: argpartition, same rule
+    np.testing.assert_array_equal(as64[0], reference_topk(s, 5)[0])
+
+
 @pytest.mark.parametrize("block", [None, 1, 7, 1000])
 def test_blocked_search_equals_brute_force_including_ties(block: int | None) -> None:
     rng = np.random.default_rng(11)

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -22,6 +23,7 @@ import numpy as np
 __all__ = [
     "BLOCK_BYTES",
     "MAX_BLOCK_ROWS",
+    "HEAP_MIN_SCORES",
     "SELECT_CHUNK",
     "block_rows",
     "blocked_search",
@@ -39,6 +41,9 @@ BLOCK_BYTES = 128 * 2**20
 MAX_BLOCK_ROWS = 4096
 #: Scores per top-k selection pass (argpartition needs an int64 index per score: 32 MiB at this size).
 SELECT_CHUNK = 1 << 22
+#: Scores from which :func:`select_topk` uses FAISS's heap selection (below, ``argpartition`` costs less
+#: than the call).
+HEAP_MIN_SCORES = 1 << 14
 
 
 def order_by_score(pos: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,11 +64,58 @@ def select_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     Exact under ties: when several entries tie at the k-th score, the smallest positions are kept.
     Entries set to ``-inf`` are never chosen unless a row has fewer than k finite entries.
+
+    float32 scores go through FAISS's heap selection (one pass over each row, k comparisons kept, its
+    OpenMP threads over rows: about 10x ``argpartition`` on a 5,000-product catalog), with positions fed
+    in reverse so that its tie rule keeps the smaller ones; rows it cannot fill with k finite entries, and
+    other dtypes, take :func:`_partition_topk`.
     """
+    m, n = scores.shape
+    if scores.dtype != np.float32 or k >= n or m * n < HEAP_MIN_SCORES or not _heap_keeps_smaller_positions():
+        return _partition_topk(scores, k)
+    pos, vals = _heap_topk(scores, k)
+    short = np.flatnonzero((pos < 0).any(axis=1))
+    if len(short):
+        pos[short], vals[short] = _partition_topk(scores[short], k)
+    return order_by_score(pos, vals)
+
+
+def _heap_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS's min-heap top-k of each row (float32): positions (-1 where fewer than k entries are above
+    ``-FLT_MAX``) and their scores, unordered. Among equal scores FAISS keeps the larger id, so ids go in as
+    ``n - 1 - position``."""
+    import faiss
+
+    m, n = scores.shape
+    scores = np.ascontiguousarray(scores)
+    vals = np.empty((m, k), dtype=np.float32)
+    ids = np.empty((m, k), dtype=np.int64)
+    heaps = faiss.float_minheap_array_t()
+    heaps.nh, heaps.k, heaps.val, heaps.ids = m, k, faiss.swig_ptr(vals), faiss.swig_ptr(ids)
+    heaps.heapify()
+    reversed_ids = np.arange(n - 1, -1, -1, dtype=np.int64)  # held here: FAISS reads it through a pointer
+    heaps.addn_with_ids(n, faiss.swig_ptr(scores), faiss.swig_ptr(reversed_ids), 0)
+    pos = np.where(ids >= 0, n - 1 - ids, -1).astype(np.intp)
+    return pos, vals
+
+
+@functools.cache
+def _heap_keeps_smaller_positions() -> bool:
+    """Whether this FAISS's heaps break ties as :func:`_heap_topk` expects (checked once, on ties at the cut
+    and inside the list): else every selection takes ``argpartition``."""
+    scores = np.array([[1, 3, 1, 2, 1, 3, 1, 2], [0, 0, 0, 0, 0, 0, 0, 0]], dtype=np.float32)
+    pos, vals = _heap_topk(np.repeat(scores, 2, axis=1), 5)
+    got = order_by_score(pos, vals)[0]
+    return got.tolist() == [[2, 3, 10, 11, 6], [0, 1, 2, 3, 4]]
+
+
+def _partition_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`select_topk` by ``argpartition`` (any dtype; ``-inf`` entries taken by position when a row has
+    fewer than k finite ones)."""
     m, n = scores.shape
     if m > 1 and m * n > SELECT_CHUNK:  # selection needs ~13 bytes per score: do it a few rows at a time
         step = max(1, SELECT_CHUNK // n)
-        parts = [select_topk(scores[i : i + step], k) for i in range(0, m, step)]
+        parts = [_partition_topk(scores[i : i + step], k) for i in range(0, m, step)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     if k >= n:
         cand = np.broadcast_to(np.arange(n), (m, n)).copy()
