@@ -196,3 +196,35 @@ def test_quiet_silences_every_progress_bar_and_verbose_shows_them(demo_dir: Path
     loud = subprocess.run([*base, "--verbose", *args, "--store", str(tmp_path / "b"), "--quiet"], capture_output=True,
                           text=True)
     assert "Loading weights" in loud.stderr
+
+
+def load_uv_install():  # tools/ is not a package: the Makefile runs it as a script
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("uv_install", ROOT / "tools" / "uv_install.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_uv_install_carries_pips_package_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uv = load_uv_install()
+    listing = "\n".join([
+        "global.cert='/etc/ssl/certs/ca.crt'",
+        "global.constraint='/etc/xdg/pip/constraints.txt'",
+        "global.extra-index-url='file:///opt/pypi/simple file:///opt/more/simple'",
+        "global.find-links='/opt/wheels'",
+        ":env:.find-links='/opt/wheels'",  # the same folder from PIP_FIND_LINKS: once
+        ":env:.timeout='180'",  # not a package source: left out
+        "user.index-url='https://ignored.example/simple'",  # a section pip install does not read
+        "install.no-index='true'",
+    ])
+    args, env = uv.uv_args(uv.pip_settings(listing))
+    assert args == ["--find-links", "/opt/wheels", "--extra-index-url", "file:///opt/pypi/simple",
+                    "--extra-index-url", "file:///opt/more/simple", "--constraint", "/etc/xdg/pip/constraints.txt",
+                    "--no-index"]
+    assert env == {"SSL_CERT_FILE": "/etc/ssl/certs/ca.crt"}
+    assert uv.uv_args(uv.pip_settings("")) == ([], {})
+    # without uv next to this Python or on PATH: a clear refusal (the Makefile then installs with pip)
+    monkeypatch.setattr(uv.shutil, "which", lambda *a, **k: None)
+    assert uv.main(["-e", "."]) == 127
