@@ -482,3 +482,16 @@ def test_auto_index_is_exact_for_small_catalogs() -> None:
     assert Recommender(arms, index="auto").index_kind == "exact"
     with pytest.raises(ConfigError):
         Recommender(arms, index="annoy")
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 8 * 2**20])
+def test_moments_equal_numpys_covariance_in_any_chunking(chunk_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fusion, "MOMENT_CHUNK_BYTES", chunk_bytes)  # 64 bytes: one row of 8 floats per pass
+    x = unit_rows(203, 8)
+    mu, cov = fusion.moments(x)
+    assert mu.dtype == cov.dtype == np.float32
+    np.testing.assert_allclose(mu, x.astype(np.float64).mean(axis=0), atol=1e-7)
+    np.testing.assert_allclose(cov, np.cov(x.astype(np.float64), rowvar=False, bias=True), atol=1e-7)
+    one_mu, one_cov = fusion.moments(x[:1])
+    np.testing.assert_allclose(one_mu, x[0], atol=1e-7)
+    np.testing.assert_allclose(one_cov, 0, atol=1e-7)

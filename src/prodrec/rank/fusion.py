@@ -113,12 +113,26 @@ def weighted_mean(
     return out.astype(np.float32)
 
 
+#: Bytes of float64 rows :func:`moments` converts at a time.
+MOMENT_CHUNK_BYTES = 8 * 2**20
+
+
 def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean [d] and covariance [d, d] (float32, computed in float64) of rows ``x`` [n, d]: for unit rows, a
     query's cosines with them have mean ``q @ mean`` and spread ``sqrt(q @ cov @ q)``."""
-    mu = x.mean(axis=0, dtype=np.float64)
-    cov = (x.T.astype(np.float64) @ x) / len(x) - np.outer(mu, mu)
-    return mu.astype(np.float32), cov.astype(np.float32)
+    n, d = x.shape
+    total = np.zeros(d, dtype=np.float64)
+    gram = np.zeros((d, d), dtype=np.float64)
+    step = max(1, MOMENT_CHUNK_BYTES // (8 * max(d, 1)))  # float64 copies of a few rows at a time, never of x
+    part = np.empty((d, d), dtype=np.float64)
+    for b in range(0, n, step):
+        rows = x[b : b + step].astype(np.float64)
+        total += rows.sum(axis=0)
+        gram += np.matmul(rows.T, rows, out=part)
+    mu = total / max(n, 1)
+    gram /= max(n, 1)
+    gram -= np.multiply.outer(mu, mu, out=part)
+    return mu.astype(np.float32), gram.astype(np.float32)
 
 
 def fused_queries(
