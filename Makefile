@@ -53,7 +53,7 @@ $(VENV)/.installed-run: pyproject.toml constraints-cpu.txt setup.py
 	touch $@
 
 # Every notebook on the paper's 5,000 products; every model on the fastest exact backend (build_experiment's
-# default backend="auto": OpenVINO / ONNX Runtime on a CPU, exported once into the store; torch on a GPU).
+# default backend="auto": ONNX Runtime / OpenVINO on a CPU, exported once into the store; torch on a GPU).
 run: $(if $(wildcard $(VENV)/.installed),install,$(VENV)/.installed-run)
 	$(VENV)/bin/prodrec run-notebooks --out $(OUT) --demo-if-missing $(if $(DATA),--data $(DATA)) -p n_products $(N)
 

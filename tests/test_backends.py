@@ -61,19 +61,23 @@ def test_auto_picks_the_fastest_exact_backend_installed(cpu_only: dict[str, bool
     def auto(**kw: Any) -> tuple[str, str]:
         return BackendRequest("auto", models_dir=str(tmp_path), **kw).choose(key)
 
-    assert auto(n_items=big)[0] == backends.CPU_PREFERENCE[0] == "openvino"
+    assert auto(n_items=big)[0] == backends.CPU_PREFERENCE["image"][0] == "onnx"  # photo models: as measured
+    text = BackendRequest("auto", models_dir=str(tmp_path), n_items=big).choose("t/minilm", kind="text")
+    assert text[0] == backends.CPU_PREFERENCE["text"][0] == "openvino"
     assert auto(n_items=small) == ("torch", f"auto: {small} inputs do not pay for a first export (from {big})")
     assert auto()[0] == "torch"  # a job of unknown size: no first export
     assert BackendRequest("auto", n_items=big).choose(key)[0] == "torch"  # nowhere to keep an export
     assert BackendRequest("auto", models_dir=str(tmp_path), n_items=big).choose(key, device="cuda")[0] == "torch"
-    cpu_only["openvino"] = False
+    cpu_only["onnx"] = False
+    assert auto(n_items=big)[0] == "openvino"
+    cpu_only.update(onnx=True, openvino=False)
     assert auto(n_items=big)[0] == "onnx"
     kept = tmp_path / folder_name(key, "onnx", "fp32")
     kept.mkdir()
     (kept / "manifest.json").write_text("{}")
     assert auto(n_items=1) == ("onnx", "auto: fastest exact backend installed on this CPU (onnx; export kept in "
                                        "the store)")
-    cpu_only["openvino"] = True  # OpenVINO converts a kept ONNX export: it counts as kept for it
+    cpu_only.update(onnx=False, openvino=True)  # OpenVINO converts a kept ONNX export: it counts as kept for it
     assert auto(n_items=1)[0] == "openvino"
     cpu_only.update(onnx=False, openvino=False)
     name, reason = auto(n_items=big)

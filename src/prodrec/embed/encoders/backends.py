@@ -66,8 +66,10 @@ BACKENDS = ("auto", "torch", "onnx", "openvino")
 #: The folder of a store that keeps exported models (``<store>/models``).
 MODELS_FOLDER = "models"
 PRECISIONS = ("fp32", "int8")
-#: The exported runtimes, fastest first on a CPU (benchmarks/RESULTS.md, section backends).
-CPU_PREFERENCE = ("openvino", "onnx")
+#: The exported runtimes, fastest first on a CPU, per kind of model (benchmarks/RESULTS.md, section backends:
+#: photo models ran faster in ONNX Runtime, EfficientNet-Lite0 3.25x torch against OpenVINO's 2.81x and
+#: ResNet-50 1.57x against 1.40x; MiniLM faster in OpenVINO, 1.64x against 1.50x).
+CPU_PREFERENCE = {"image": ("onnx", "openvino"), "text": ("openvino", "onnx")}
 #: ``auto`` makes a first export only for jobs of at least this many inputs (an export takes a few seconds,
 #: ResNet-50's about a minute); an export already kept in the store is used for any job.
 AUTO_MIN_ITEMS = 1000
@@ -145,7 +147,7 @@ class BackendRequest:
             return base
         return int8_model_id(base, self.models_dir, key, self.calibration)
 
-    def choose(self, key: str, device: str | None = None) -> tuple[str, str]:
+    def choose(self, key: str, device: str | None = None, kind: str = "image") -> tuple[str, str]:
         """(backend, reason) for the model of export key ``key``, without exporting anything."""
         backend = self.backend
         if self.precision == "int8":
@@ -163,7 +165,7 @@ class BackendRequest:
             return "torch", f"auto: device {device} (torch runs there)"
         if gpu_for_torch():
             return "torch", "auto: a GPU is present (torch runs there)"
-        installed = [b for b in CPU_PREFERENCE if runtime_installed(b)]
+        installed = [b for b in CPU_PREFERENCE.get(kind, CPU_PREFERENCE["image"]) if runtime_installed(b)]
         if not installed:
             return "torch", f"auto: no ONNX Runtime or OpenVINO installed ({FAST_EXTRA})"
         if self.models_dir is None:
@@ -209,7 +211,7 @@ class Backend:
         """Choose the backend for ``model`` and, unless it is the framework, export it (once, kept in the
         models folder) and open its graphs. Under ``auto`` a failing export falls back to the framework."""
         request = BackendRequest.of(request)
-        name, reason = request.choose(model.export_key, device)
+        name, reason = request.choose(model.export_key, device, getattr(model, "kind", "image"))
         if name == "torch":
             return cls("torch", reason)
         if request.models_dir is None:
@@ -244,7 +246,8 @@ class Backend:
             folder = models / folder_name(model.export_key, "openvino", "fp32")
             build_once(folder, lambda tmp: convert_openvino(fp32, tmp, graphs), f"{what}: OpenVINO conversion")
             files = {g: folder / f"{g}.xml" for g in graphs}
-        runtimes = {g: Runtime(name, path) for g, path in files.items()}
+        throughput = getattr(model, "kind", "image") == "text"  # many short batches: one per OpenVINO stream
+        runtimes = {g: Runtime(name, path, throughput=throughput) for g, path in files.items()}
         if request.precision == "fp32":  # the runtime here gives the framework's vectors (checked each time)
             info["export_check_min_cosine"] = round(check_probe(runtimes, folder), 7)
         info["export"] = str(folder)
@@ -314,10 +317,13 @@ class BackendImageEncoder(ImageEncoder):
         return {**super().describe(), **self.backend.describe(self.framework)}
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
+        return self._forward_many([batch])[0]
+
+    def _forward_many(self, batches: Sequence[np.ndarray]) -> list[np.ndarray]:
         runtime = self._runtime_override or self.backend.runtimes.get(self.image_graph)
         if runtime is not None:
-            return runtime.run({"pixels": batch})
-        return self._framework_forward(batch)
+            return runtime.run_many([{"pixels": b} for b in batches])
+        return [self._framework_forward(b) for b in batches]
 
     @abstractmethod
     def _framework_forward(self, batch: np.ndarray) -> np.ndarray:

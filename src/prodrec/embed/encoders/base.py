@@ -124,11 +124,15 @@ class ImageEncoder(ABC):
         """Features for in-memory uint8 images [b, H, W, 3], L2-normalised."""
         mb = self.micro_batch
         if mb and len(batch) > mb:
-            feats = np.concatenate([self._forward(np.ascontiguousarray(batch[i : i + mb]))
-                                    for i in range(0, len(batch), mb)])
+            feats = np.concatenate(self._forward_many([np.ascontiguousarray(batch[i : i + mb])
+                                                       for i in range(0, len(batch), mb)]))
         else:
             feats = self._forward(np.ascontiguousarray(batch))
         return l2_normalize(feats)
+
+    def _forward_many(self, batches: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`_forward` of each micro-batch, in order (a backend may run several at once)."""
+        return [self._forward(b) for b in batches]
 
     def load(self, path: str) -> np.ndarray:
         """Decode ``path`` to uint8 RGB ``[input_size, input_size, 3]``, as the model sees it; raises

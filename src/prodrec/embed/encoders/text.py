@@ -89,6 +89,8 @@ def resolve_text_model(name: str = "auto") -> tuple[str, str, str]:
 
 #: sentence-transformers modules an export reproduces (the transformer, its pooling, a final normalisation).
 _EXPORTABLE = ("Transformer", "Pooling", "Normalize")
+#: Sentence batches handed to an exported runtime at once (OpenVINO runs one per stream).
+IN_FLIGHT = 8
 
 
 class SentenceEncoder:
@@ -199,11 +201,15 @@ class SentenceEncoder:
         order = np.argsort(-feeds["attention_mask"].sum(axis=1), kind="stable")
         out = np.zeros((len(inputs), self.dim), dtype=np.float32)
         bar = tqdm(total=len(inputs), desc=f"{self.name} sentences", unit="sent", disable=not progress)
-        for i in range(0, len(order), batch_size):
-            rows = order[i : i + batch_size]
-            width = int(feeds["attention_mask"][rows].sum(axis=1).max())
-            out[rows] = runtimes["model"].run({k: v[rows, :width] for k, v in feeds.items()})
-            bar.update(len(rows))
+        blocks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        for g in range(0, len(blocks), IN_FLIGHT):  # a few batches at a time: a backend may run them at once
+            group = blocks[g : g + IN_FLIGHT]
+            widths = [int(feeds["attention_mask"][rows].sum(axis=1).max()) for rows in group]
+            results = runtimes["model"].run_many([{k: v[rows, :w] for k, v in feeds.items()}
+                                                  for rows, w in zip(group, widths)])
+            for rows, res in zip(group, results):
+                out[rows] = res
+            bar.update(sum(len(rows) for rows in group))
         bar.close()
         return l2_normalize(out)
 
