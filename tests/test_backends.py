@@ -107,7 +107,7 @@ def test_fp32_shares_the_torch_store_key_and_int8_has_its_own(tmp_path: Path) ->
     cal = Calibration(("a.jpg",), ("b.jpg",), {}, fingerprint="0123456789abcdef")
     q = arm.resolve("efficientnet-lite0", backend="onnx", precision="int8", models_dir=str(tmp_path),
                     calibration=cal)
-    assert q.model_id == "efficientnet-lite0/imagenet@int8-onnx-01234567"
+    assert q.model_id == "efficientnet-lite0/imagenet@int8v2-onnx-01234567"
     with pytest.raises(ConfigError, match="needs a calibration set drawn from the catalog"):
         TextArm().resolve("all-MiniLM-L6-v2", backend="onnx", precision="int8", models_dir=str(tmp_path))
 
@@ -379,7 +379,7 @@ def test_int8_is_calibrated_on_the_catalog_and_guarded_by_precision(shared_data:
 
     enc = get_text_encoder("all-MiniLM-L6-v2", backend=request(tmp_path / "lenient", 1.0))
     report = enc.describe()["int8"]
-    assert enc.model_id == f"sentence-transformers/all-MiniLM-L6-v2@int8-onnx-{report['calibration']['fingerprint'][:8]}"
+    assert enc.model_id == f"sentence-transformers/all-MiniLM-L6-v2@int8v2-onnx-{report['calibration']['fingerprint'][:8]}"
     assert report["accepted"] and report["products"] == len(sents) == 300
     assert set(report["precision_at_5"]) == set(labels) and 0.5 < report["cosine_to_fp32"]["mean"] < 1.0
     assert report["calibration"]["source"] == "catalog" and "dynamic" in report["method"]
@@ -388,10 +388,10 @@ def test_int8_is_calibrated_on_the_catalog_and_guarded_by_precision(shared_data:
     store = tmp_path / "store"
     try:
         emb = embed_arm(cat, "text", "all-MiniLM-L6-v2", store=store, backend="onnx", precision="int8", progress=False)
-        assert emb.meta["model_id"].endswith(f"@int8-onnx-{emb.meta['int8']['calibration']['fingerprint'][:8]}")
+        assert emb.meta["model_id"].endswith(f"@int8v2-onnx-{emb.meta['int8']['calibration']['fingerprint'][:8]}")
     except ConfigError as exc:  # refused on this catalog: the figure is in the message
         assert "int8 refused: it moves precision@5 by" in str(exc)
-    manifest = json.loads(next((store / "models").glob("*-int8/manifest.json")).read_text())
+    manifest = json.loads(next((store / "models").glob("*-int8v2/manifest.json")).read_text())
     drawn = calibration_set(sents, keys, labels, kind="text")
     assert manifest["int8"]["calibration"]["fingerprint"] == drawn.fingerprint
     assert manifest["int8"]["calibration"]["source"].startswith("300 products of")

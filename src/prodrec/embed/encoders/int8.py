@@ -12,7 +12,8 @@ figure); the refusal is kept, so asking again is refused at once (delete the fol
 
 The calibration set is chosen by content, not by position: products ordered by a hash of their input key
 (photo digest, sentence hash), so the same catalog in any order gives the same set. The int8 model is built
-once per store and its store key says so: ``<model_id>@int8-onnx-<calibration fingerprint>``.
+once per store and its store key says so: ``<model_id>@int8v2-onnx-<calibration fingerprint>`` (``v2``: the
+recipe, :data:`RECIPE`; a model quantised by an earlier recipe is never reused).
 """
 
 from __future__ import annotations
@@ -126,9 +127,15 @@ def compare(fp32: np.ndarray, int8: np.ndarray, calibration: Calibration) -> dic
             "allowed_p5_change": calibration.max_p5_change, "accepted": worst <= calibration.max_p5_change}
 
 
+#: The int8 recipe's version, in the kept model's folder and the vectors' store key: 2 since photo models
+#: quantise with 7-bit weights (``reduce_range``), so a model (and its vectors) made by the earlier recipe,
+#: which saturated on CPUs without VNNI, is made again rather than reused.
+RECIPE = 2
+
+
 def int8_folder(models_dir: str | Path, key: str) -> Path:
     """Where the int8 model of ``key`` is kept."""
-    return Path(models_dir) / folder_name(key, "onnx", "int8")
+    return Path(models_dir) / folder_name(key, "onnx", f"int8v{RECIPE}")
 
 
 def int8_model_id(base: str, models_dir: str | Path | None, key: str, calibration: Calibration | None) -> str:
@@ -145,8 +152,8 @@ def int8_model_id(base: str, models_dir: str | Path | None, key: str, calibratio
 
 
 def int8_id(base: str, calibration_fingerprint: str) -> str:
-    """``<base>@int8-onnx-<first 8 hex digits of the calibration fingerprint>``."""
-    return f"{base}@int8-onnx-{calibration_fingerprint[:8]}"
+    """``<base>@int8v<recipe>-onnx-<first 8 hex digits of the calibration fingerprint>``."""
+    return f"{base}@int8v{RECIPE}-onnx-{calibration_fingerprint[:8]}"
 
 
 def quantize(model: Exportable, models_dir: str | Path, fp32_folder: Path, calibration: Calibration | None,
