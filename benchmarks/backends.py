@@ -184,7 +184,7 @@ def _int8(arm: str, model: str, quick: bool, out: list[Result], derived: list[di
             refused = str(exc)
         build_s = time.perf_counter() - t0
         models = store / "models"
-        manifest = next(models.glob("*-int8/manifest.json"))
+        manifest = next(models.glob("*-int8v*/manifest.json"))
         report = json.loads(manifest.read_text())["int8"]
         label = "MiniLM" if arm == "text" else model
         changes = {c: v["change"] for c, v in report["precision_at_5"].items()}
