@@ -22,8 +22,8 @@ import numpy as np
 
 __all__ = [
     "BLOCK_BYTES",
-    "MAX_BLOCK_ROWS",
     "HEAP_MIN_SCORES",
+    "MAX_BLOCK_ROWS",
     "SELECT_CHUNK",
     "block_rows",
     "blocked_search",

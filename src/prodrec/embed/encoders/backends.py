@@ -211,7 +211,7 @@ class Backend:
         """Choose the backend for ``model`` and, unless it is the framework, export it (once, kept in the
         models folder) and open its graphs. Under ``auto`` a failing export falls back to the framework."""
         request = BackendRequest.of(request)
-        name, reason = request.choose(model.export_key, device, getattr(model, "kind", "image"))
+        name, reason = request.choose(model.export_key, device, model.kind)
         if name == "torch":
             return cls("torch", reason)
         if request.models_dir is None:
@@ -246,7 +246,7 @@ class Backend:
             folder = models / folder_name(model.export_key, "openvino", "fp32")
             build_once(folder, lambda tmp: convert_openvino(fp32, tmp, graphs), f"{what}: OpenVINO conversion")
             files = {g: folder / f"{g}.xml" for g in graphs}
-        throughput = getattr(model, "kind", "image") == "text"  # many short batches: one per OpenVINO stream
+        throughput = model.kind == "text"  # many short batches: one per OpenVINO stream
         runtimes = {g: Runtime(name, path, throughput=throughput) for g, path in files.items()}
         if request.precision == "fp32":  # the runtime here gives the framework's vectors (checked each time)
             info["export_check_min_cosine"] = round(check_probe(runtimes, folder), 7)

@@ -204,10 +204,9 @@ class SentenceEncoder:
         blocks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         for g in range(0, len(blocks), IN_FLIGHT):  # a few batches at a time: a backend may run them at once
             group = blocks[g : g + IN_FLIGHT]
-            widths = [int(feeds["attention_mask"][rows].sum(axis=1).max()) for rows in group]
-            results = runtimes["model"].run_many([{k: v[rows, :w] for k, v in feeds.items()}
-                                                  for rows, w in zip(group, widths)])
-            for rows, res in zip(group, results):
+            widths = (int(feeds["attention_mask"][rows].sum(axis=1).max()) for rows in group)
+            batches = [{k: v[rows, :w] for k, v in feeds.items()} for rows, w in zip(group, widths)]
+            for rows, res in zip(group, runtimes["model"].run_many(batches)):
                 out[rows] = res
             bar.update(sum(len(rows) for rows in group))
         bar.close()
