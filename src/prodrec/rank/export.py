@@ -31,12 +31,13 @@ from tqdm.auto import tqdm
 from ..core import params
 from ..core.errors import ConfigError, UnknownIdError
 from ..core.io import fingerprint, write_json
+from ..core.memory import release_free_memory
 from .lists import ListRanker, Lists
 from .ray_export import ray_runner
 from .rules import Rules
 from .state import (STATE_VERSION, load_block, product_fingerprints, read_plan, save_block, save_products,
                     state_dir)
-from .table import BASE_COLUMNS, TableWriter, read_provenance, table_format
+from .table import BASE_COLUMNS, TableWriter, arrow_system_pool, read_provenance, table_format
 
 if TYPE_CHECKING:
     from .recommender import Recommender
@@ -230,6 +231,7 @@ def compute_blocks(job: ExportJob, folder: Path, pending: Sequence[int], runner:
     with tqdm(total=sum(len(q) for _, q in blocks), desc="export", unit="query", disable=not progress) as bar:
         for b, lists in runner(job.ranker, blocks):
             save_block(folder, b, job.block_rows(b), lists)
+            release_free_memory()  # the block's score tiles and lists (see there)
             bar.update(len(job.block_rows(b)))
             _pause_for_tests()
 
@@ -280,6 +282,7 @@ def _write_table(job: ExportJob, out: Path, folder: Path, prov: dict[str, Any]) 
         for b in range(job.n_blocks):
             qpos, lists = load_block(folder, b, job.ranker.modes, job.ranker.score_arms)
             writer.write(_frame(job, qpos, lists, captions))
+            release_free_memory()
     return writer.rows
 
 
@@ -362,29 +365,32 @@ def export_table(
     t0 = time.perf_counter()
     out = Path(out)
     table_format(out)
-    job = make_job(rec, labels=labels, name_column=name_column, k=k, modes=modes, rules=rules, ids=ids, alpha=alpha,
-               weights=weights, arm_scores=arm_scores, captions=captions, block=block, budget=budget)
-    info: dict[str, Any] = {"engine": engine}
-    runner = runner_for(engine, engine_options, info)
-    folder = state_dir(out)
-    plan = plan_of(job)
-    old = read_plan(folder) if resume else None
-    same = old is not None and {k_: old.get(k_) for k_ in plan} == plan
-    if folder.exists() and not same:
-        if old is not None:
-            log.info("export: the settings or the catalog changed since the checkpoints in %s: starting over", folder)
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (same and old and old.get("complete")):
-        write_json(folder / "plan.json", {**plan, "complete": False})
-        save_products(folder, job.rec.ids, job.fingerprints, job.queries_asked)
-    done = {b for b in range(job.n_blocks) if same and _block_ok(folder, b, job)}
-    pending = [b for b in range(job.n_blocks) if b not in done]
-    if done:
-        log.info("export: %d of %d block(s) done by an earlier run; computing the other %d", len(done),
-                 job.n_blocks, len(pending))
-    compute_blocks(job, folder, pending, runner, progress)
-    return finish_export(job, out, folder, provenance, len(pending), t0, None, info)
+    with arrow_system_pool():  # see there: the export's memory
+        job = make_job(rec, labels=labels, name_column=name_column, k=k, modes=modes, rules=rules, ids=ids,
+                       alpha=alpha, weights=weights, arm_scores=arm_scores, captions=captions, block=block,
+                       budget=budget)
+        info: dict[str, Any] = {"engine": engine}
+        runner = runner_for(engine, engine_options, info)
+        folder = state_dir(out)
+        plan = plan_of(job)
+        old = read_plan(folder) if resume else None
+        same = old is not None and {k_: old.get(k_) for k_ in plan} == plan
+        if folder.exists() and not same:
+            if old is not None:
+                log.info("export: the settings or the catalog changed since the checkpoints in %s: starting over",
+                         folder)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (same and old and old.get("complete")):
+            write_json(folder / "plan.json", {**plan, "complete": False})
+            save_products(folder, job.rec.ids, job.fingerprints, job.queries_asked)
+        done = {b for b in range(job.n_blocks) if same and _block_ok(folder, b, job)}
+        pending = [b for b in range(job.n_blocks) if b not in done]
+        if done:
+            log.info("export: %d of %d block(s) done by an earlier run; computing the other %d", len(done),
+                     job.n_blocks, len(pending))
+        compute_blocks(job, folder, pending, runner, progress)
+        return finish_export(job, out, folder, provenance, len(pending), t0, None, info)
 
 
 def _block_ok(folder: Path, b: int, job: ExportJob) -> bool:

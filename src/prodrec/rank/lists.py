@@ -45,12 +45,12 @@ from ..core.errors import ConfigError
 from ..core.vocab import FUSION_MODES
 from . import fusion
 from .rules import BoundRules, diversity_pool
-from .topk import BLOCK_BYTES, MAX_BLOCK_ROWS
+from .topk import BLOCK_BYTES, MAX_BLOCK_ROWS, one_blas_thread
 
 if TYPE_CHECKING:
     from .recommender import Recommender
 
-__all__ = ["MARGIN", "ListRanker", "Lists", "block_budget", "pair_scores", "recommend_lists"]
+__all__ = ["MARGIN", "ListRanker", "Lists", "block_budget", "pair_scores", "recommend_lists", "row_gram"]
 
 #: Candidates read beyond what a list needs (at least; the margin grows with the list).
 MARGIN = 8
@@ -65,6 +65,8 @@ MIN_BUDGET = 4 * 2**20
 TILE = 2048
 #: Float32 copies of a tile a block holds at once (the score, one arm's term, a mask's worth).
 TILE_COPIES = 3
+#: Bytes of vectors :func:`row_gram` gathers at a time (cache-sized: 16 MiB ran at half the speed of 2 MiB here).
+GATHER_BYTES = 2 * 2**20
 
 #: (rows, c) -> candidate positions [rows, c'] (-1: none), the block score of the last one read (-inf: the
 #: row's qualifying candidates are all read), and whether every qualifying candidate was read.
@@ -117,6 +119,26 @@ def pair_scores(vectors: np.ndarray, query_pos: np.ndarray, cand: np.ndarray) ->
         faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.swig_ptr(vectors),
                                          faiss.swig_ptr(ids), vectors.shape[1], m, c)
     out[cand < 0] = -np.inf
+    return out
+
+
+def row_gram(vectors: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Inner products [m, c, c] (float32) between every two of each row's products ``pos`` [m, c] (valid rows of
+    ``vectors``): one small matrix product per row, over its vectors gathered once, :data:`GATHER_BYTES` of
+    rows at a time (cache-sized), BLAS on one thread (two threads, or two Python threads of one BLAS thread
+    each, were no faster inside an export). A row's values depend on its own products only (the same product
+    shape for every row), so a list is the same whichever block ranks it. Far cheaper than pair by pair
+    (:func:`pair_scores` gathers each vector again for every pair): in the export benchmark, MMR's
+    similarities took 0.55 s instead of 1.3 s."""
+    m, c = pos.shape
+    out = np.empty((m, c, c), dtype=np.float32)
+    if m == 0 or c == 0:
+        return out
+    step = max(1, GATHER_BYTES // max(1, c * vectors.shape[1] * vectors.itemsize))
+    with one_blas_thread():  # many tiny products: more threads only wait for each other
+        for r in range(0, m, step):
+            g = vectors[pos[r : r + step]]  # [r, c, d]
+            np.matmul(g, g.transpose(0, 2, 1), out=out[r : r + step])
     return out
 
 
@@ -392,17 +414,15 @@ class ListRanker:
 
     def _near(self, arms: Sequence[str], pos: np.ndarray, threshold: float) -> np.ndarray:
         """Bool [m, c, c]: pairs of each row's products ``pos`` [m, c] whose cosine reaches ``threshold`` in every
-        arm of ``arms``, pair by pair (:func:`pair_scores`); the arms are read smallest first, and a larger
-        arm only for the rows where some pair is still near."""
+        arm of ``arms`` (:func:`row_gram`); the arms are read smallest first, and a larger arm only for the rows
+        where some pair is still near."""
         m, c = pos.shape
         near = np.triu(np.ones((c, c), dtype=bool), 1)[None].repeat(m, axis=0)  # pairs i < j, mirrored at the end
         rows = np.arange(m)
         for a in sorted(arms, key=lambda name: self.vectors[name].shape[1]):
             if not len(rows):
                 break
-            sub = pos[rows]
-            for i in range(c - 1):
-                near[rows, i, i + 1 :] &= pair_scores(self.vectors[a], sub[:, i], sub[:, i + 1 :]) >= threshold
+            near[rows] &= row_gram(self.vectors[a], pos[rows]) >= threshold
             rows = rows[near[rows].any(axis=(1, 2))]
         return near | near.transpose(0, 2, 1)
 
@@ -440,9 +460,7 @@ class ListRanker:
         span = np.where(hi > lo, hi - lo, 1.0)
         rel01 = np.where(valid, (r - lo[:, None]) / span[:, None], 0.0)
         rel01 = np.where(valid & ~(hi > lo)[:, None], 1.0, rel01)
-        arms = self.arms_of(mode)
-        weight = {a: self.weights[a] if mode in FUSION_MODES else 1.0 for a in arms}
-        safe = np.where(valid, pool, 0)
+        gram = self._pool_similarity(mode, np.where(valid, pool, 0)) if k > 1 else np.zeros((m, p, p))
         chosen = np.zeros((m, p), dtype=bool)
         maxsim = np.zeros((m, p), dtype=np.float64)
         order = np.full((m, k), -1, dtype=np.intp)
@@ -454,13 +472,20 @@ class ListRanker:
             ok = np.isfinite(value[rows, pick])
             order[ok, t] = pick[ok]
             chosen[rows[ok], pick[ok]] = True
-            if t + 1 < k and ok.any():  # similarity of the pool to the new pick, pair by pair
+            if t + 1 < k and ok.any():  # similarity of the pool to the new pick
                 live = rows[ok]
-                picked = safe[live, pick[ok]]
-                sim = sum(weight[a] * pair_scores(self.vectors[a], picked, safe[live]).astype(np.float64)
-                          for a in arms)
+                sim = gram[live, pick[ok]]
                 maxsim[live] = np.maximum(maxsim[live], sim) if t else sim
         return order
+
+    def _pool_similarity(self, mode: str, pool: np.ndarray) -> np.ndarray:
+        """[m, p, p] float64: the mode's similarity (its arms' cosines, weighted as fusion weighs them) between
+        every two products of each row's pool ``pool`` [m, p] (positions, all valid; :func:`row_gram`)."""
+        m, p = pool.shape
+        gram = np.zeros((m, p, p), dtype=np.float64)
+        for a in self.arms_of(mode):
+            gram += (self.weights[a] if mode in FUSION_MODES else 1.0) * row_gram(self.vectors[a], pool)
+        return gram
 
     # ------------------------------------------------------------------ reciprocal-rank fusion
     def _rrf(self, qp: np.ndarray) -> Lists:

@@ -26,22 +26,9 @@ from ..data.catalog import Catalog
 from ..embed.encoders.base import Encoder, TextEncoderLike
 from ..core.errors import CatalogError, ConfigError
 from .recommender import Recommender
+from .topk import one_blas_thread
 from ..embed.registry import text_query_arms
 from ..embed.store import EmbeddingStore, text_key
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> Any:
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def _one_blas_thread() -> Any:
-    """Rank with one BLAS thread. A matrix-vector product gains nothing from more at this size, and
-    OpenBLAS threads left spinning after it fight the text model's torch threads for the cores of a small
-    machine: per query 43 ms instead of 20 ms on 2 cores (benchmarks, search section)."""
-    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 class Searcher:
@@ -163,7 +150,7 @@ class Searcher:
             raise ConfigError("search needs a non-empty description, e.g. 'white sports shoes for women'")
         mode = self.check_mode(mode)
         vec = self._embed(mode, " ".join(text.split()), persist)
-        with _one_blas_thread():
+        with one_blas_thread():  # a matrix-vector product gains nothing from more threads (see there)
             df = self.rec.rank_vector(vec, mode, k, allowed=self.mask(filters))
         cols = list(dict.fromkeys([*(self.catalog.schema.caption_columns or ()), *self.catalog.label_columns]))
         meta = self.labels.loc[df["id"], cols].reset_index(drop=True)  # k rows, not the whole table
