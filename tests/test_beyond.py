@@ -72,6 +72,25 @@ def test_colour_and_learned_arms_under_both_protocols(big_demo: Path, shared_sto
     assert again.embeddings["learned"].meta["cache"] == "hit"
     np.testing.assert_allclose(again.embeddings["learned"].vectors, held.embeddings["learned"].vectors)
 
+    # the learned vectors of its training products are kept (outside the sample), for prototypes in its space
+    from prodrec import load_catalog
+    from prodrec.run.prototypes import outside_prototypes, prototype_arms
+
+    kept = held.outside["learned"]
+    head = LearnedHead.load(held.embeddings["learned"].meta["head_path"])
+    assert sorted(map(str, kept.ids)) == sorted(map(str, head.train_ids)) and kept.dim == held.embeddings["learned"].dim
+    assert not set(map(str, kept.ids)) & set(map(str, held.recommender.ids))
+    assert prototype_arms(held) == ["image", "colour", "learned"]
+    protos = outside_prototypes(held, load_catalog(big_demo), ["articleType", "baseColour"], members=True,
+                                progress=False)
+    assert protos.overlap(held.recommender.ids) == 0 and "learned" in protos.member_vectors
+    lab = load_catalog(big_demo).labels.reindex([str(i) for i in kept.ids])
+    value = lab["baseColour"].value_counts().index[0]
+    x = kept.vectors[(lab["baseColour"] == value).to_numpy()]
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    mean = x.mean(0)
+    np.testing.assert_allclose(protos.vector("learned", "baseColour", value), mean / np.linalg.norm(mean), atol=1e-5)
+
     res = evaluate(full.recommender, full.catalog, k=5, n_boot=50, progress=False, protocol="full")
     assert set(res["mode"]) == {"random", "image", "text", "colour", "fused", "rrf", "learned"}
     assert set(res["protocol"]) == {"full"}

@@ -133,6 +133,50 @@ def test_prototypes_fit_match_and_place_a_colour_word() -> None:
         Prototypes.fit(sub, labels, ["season"])
 
 
+def test_near_prototypes_by_hand_through_the_composer_and_the_query() -> None:
+    labels, embs = synthetic(400)
+    sub = {a: Embeddings(e.ids[200:], e.vectors[200:]) for a, e in embs.items()}
+    protos = Prototypes.fit(sub, labels, ["baseColour"], min_count=5, members=True)
+    assert list(protos.fitted_ids) == sorted(map(str, embs["image"].ids[200:]))
+    rec = Recommender({a: Embeddings(e.ids[:200], e.vectors[:200]) for a, e in embs.items()})
+    lab = labels.iloc[:200]
+    x_id = lab.index[(lab.baseColour == "Blue") & (lab.articleType == "Jeans")][0]
+    like = {"image": rec.arms["image"].vectors[rec.positions([x_id])[0]]}
+    # by hand: the 4 red products outside the sample whose image is most like X's, their mean per arm
+    order = np.argsort(sub["image"].ids.astype(str))
+    img, col = unit(sub["image"].vectors[order]), unit(sub["colour"].vectors[order])
+    red = np.flatnonzero(labels.loc[sub["image"].ids.astype(str)[order], "baseColour"].to_numpy() == "Red")
+    best = red[np.argsort(-(img[red] @ unit(like["image"])), kind="stable")[:4]]
+    near = protos.near("baseColour", "Red", like, n=4)
+    np.testing.assert_allclose(near["image"], unit(img[best].mean(0)), atol=1e-5)
+    np.testing.assert_allclose(near["colour"], unit(col[best].mean(0)), atol=1e-5)
+    # the composer places the word through them when the query has liked products
+    composer = Composer(None, protos, near=["image"], n_near=4)
+    mod = composer("in red", like=like)
+    np.testing.assert_allclose(mod.vectors["colour"], near["colour"], atol=1e-6)
+    assert mod.sources["image"] == "near prototype (4 nearest by image) baseColour=Red"
+    assert composer("in red").sources["image"] == "prototype baseColour=Red"  # nothing liked: plain ones
+    # Recommender.query hands the liked product's vectors to the composer
+    got = rec.query([x_id], text="in red", embed=composer, k=5)
+    want = rec.query([x_id], text=Modifier("in red", near), k=5)
+    assert got["id"].tolist() == want["id"].tolist()
+    # X + "red": red jeans, the colour arm's near prototype still red
+    w, t = {"image": 1, "colour": 0}, {"colour": 1.0, "image": 0.0}
+    near_top = rec.query([x_id], text="in red", embed=composer, weights=w, text_weights=t, k=5)
+    hit = (labels.loc[near_top["id"], "articleType"] == "Jeans") & (labels.loc[near_top["id"], "baseColour"] == "Red")
+    assert hit.mean() >= 0.6
+    with pytest.raises(ConfigError, match="members=True"):
+        Composer(None, Prototypes.fit(sub, labels, ["baseColour"]), near=["image"])
+    with pytest.raises(ConfigError, match="members=True"):
+        Prototypes.fit(sub, labels, ["baseColour"]).near("baseColour", "Red", like)
+    with pytest.raises(ConfigError, match=r"arm\(s\) \['text'\] have no prototypes"):
+        Composer(None, protos, near=["text"])
+    with pytest.raises(ConfigError, match="choose their members in arms the prototypes have"):
+        protos.near("baseColour", "Red", {"text": like["image"]})
+    with pytest.raises(ConfigError, match="no prototype of baseColour='Green'"):
+        protos.near("baseColour", "Green", like)
+
+
 def test_composer_embeds_with_text_arms_and_maps_the_rest(demo_dir: Path) -> None:
     cat = load_catalog(demo_dir)
     enc = BagOfWords()

@@ -265,6 +265,38 @@ def test_composed_task_rows_tuning_and_the_query_api() -> None:
                                   run.per_query[("X+C tuned", "P@5", "articleType+baseColour")])
 
 
+def test_composed_task_near_prototypes_row_matches_the_query_api() -> None:
+    from prodrec.evaluation.composed import NEAR_BY, near_arms
+
+    searcher, _, labels = composed_setup()
+    n = len(searcher.rec)
+    outside = {a: Embeddings(ids, v) for a, ids, v in (
+        (a, e.ids[n:], e.vectors[n:]) for a, e in synthetic(n + 200, seed=1)[1].items())}
+    protos = Prototypes.fit(outside, labels, ["baseColour"], members=True)
+    assert near_arms(protos) == ["image"] and NEAR_BY[0] == "learned"  # no learned arm here: the image arm
+    run = composed_task(searcher, protos, n_queries=60, seed=0, progress=False)
+    s = run.settings
+    assert s["near_by"] == ["image"] and s["n_near"] == 10 and s["near_weights"] is not None
+    v = run.table(n_boot=20).set_index("mode")
+    v = v[v.metric == "P@5"]["value"]
+    assert {"X+C", "X+C tuned", "X+C near"} <= set(v.index) and run.kinds["X+C near"] == "X+C"
+    # the row is Recommender.query with a near composer and the near weights (an independent path)
+    w = ComposedWeights(**s["near_weights"])
+    composer = Composer(None, protos, near=["image"])
+    lab = labels.reindex(searcher.rec.ids)
+    hits = []
+    for q in s["queries"]:
+        top = searcher.rec.query([q["id"]], text=q["colour"], embed=composer, weights=w.item, text_weights=w.text, k=5)
+        x = lab.loc[q["id"]]
+        hits.append(((lab.loc[top["id"], "articleType"] == x.articleType) & (lab.loc[top["id"], "baseColour"] == q["colour"])).mean())
+    assert np.mean(hits) == pytest.approx(v["X+C near"])
+    assert "near prototypes" in describe_composed([run])
+    with pytest.raises(ConfigError, match="no prototypes"):
+        composed_task(searcher, protos, n_queries=10, near=["text"], progress=False)
+    with pytest.raises(ConfigError, match="members=True"):
+        near_arms(Prototypes.fit(outside, labels, ["baseColour"]), ["image"])
+
+
 def test_composed_task_on_a_small_sample_splits_what_can_be_drawn(caplog: pytest.LogCaptureFixture) -> None:
     """Fewer drawable products than the reported + validation queries asked for: about half report, half
     tune, never the same product, and no empty validation set (notebook 07 at n = 200 tuned on none)."""
@@ -383,8 +415,10 @@ def test_label_and_composed_tasks_through_the_cli(demo_dir: Path, tmp_path: Path
     assert comp.returncode == 0, comp.stderr[-3000:]
     assert json.loads(comp.stdout)["provenance"]["task_settings"]["min_relevant"] == 2
     rows = json.loads(comp.stdout)["results"]
-    assert {r["mode"] for r in rows} >= {"image", "text", "colour", "fused", "C:text", "C:colour", "X+C", "X+C tuned"}
+    assert {r["mode"] for r in rows} >= {"image", "text", "colour", "fused", "C:text", "C:colour", "X+C", "X+C tuned",
+                                         "X+C near"}
     assert json.loads(comp.stdout)["provenance"]["task_settings"]["tuned_on_queries"] > 0
+    assert json.loads(comp.stdout)["provenance"]["task_settings"]["near_by"] == ["image"]
 
 
 @pytest.mark.parametrize("flags, says", [

@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -197,6 +197,14 @@ def model_summary(emb: Embeddings | None) -> dict[str, Any] | None:
     return out
 
 
+class LearnedArm(NamedTuple):
+    """What :func:`learned_embeddings` returns: the evaluated products' learned vectors, and its training
+    products' (all outside the sample: prototypes of label values in the learned space are fitted on them)."""
+
+    sample: Embeddings
+    training: Embeddings
+
+
 def learned_embeddings(
     full: Catalog,
     sample: Catalog,
@@ -208,9 +216,10 @@ def learned_embeddings(
     label_weights: Mapping[str, float] | None = None,
     max_train: int | None = None,
     **train_options: Any,
-) -> Embeddings:
+) -> LearnedArm:
     """The ``learned`` arm's vectors of ``sample``: a head trained on the input arms' vectors of the products
-    of ``full`` outside ``sample`` (weak labels: the catalog's label columns), kept in the store.
+    of ``full`` outside ``sample`` (weak labels: the catalog's label columns), kept in the store; and the
+    vectors of those training products (:class:`LearnedArm`).
 
     The head is found again in ``<store>/learned/<fingerprint>/`` when its inputs (models, fields, training
     ids), labels and options are the same, so a re-run trains nothing.
@@ -262,4 +271,8 @@ def learned_embeddings(
         "choice_reason": f"trained on {len(ids)} products outside the evaluated sample",
         "training": head.provenance(), "device": "cpu", HEAD_PATH_KEY: str(folder),
     }
-    return Embeddings(np.asarray(s_ids, dtype=str), vectors, meta, {})
+    train_meta = {**meta, "computed": len(ids), "choice_reason": "the learned arm's training products (outside the "
+                  "evaluated sample)"}
+    training = Embeddings(np.asarray(ids, dtype=str), head.transform({n: e.vectors for n, e in aligned.items()}),
+                          train_meta, {})
+    return LearnedArm(Embeddings(np.asarray(s_ids, dtype=str), vectors, meta, {}), training)

@@ -315,8 +315,9 @@ class Recommender:
         modifier ("in red"), Rocchio-style per arm on the fusion's scale (see :mod:`prodrec.rank.compose`).
 
         ``text`` is a :class:`~prodrec.rank.compose.Modifier`, a mapping arm -> vector, or a string placed
-        by ``embed`` (a :class:`~prodrec.rank.compose.Composer`). ``weights`` are the arms' weights (default
-        the fusion weights), ``text_weights`` the modifier's. The given products are never recommended.
+        by ``embed`` (a :class:`~prodrec.rank.compose.Composer`; one with ``near`` arms places it through near
+        prototypes of the liked products). ``weights`` are the arms' weights (default the fusion weights),
+        ``text_weights`` the modifier's. The given products are never recommended.
         Returns rank, id, score and each arm's weighted part (``<arm>_score``).
         """
         pos, neg = self.positions(list(positive)), self.positions(list(negative))
@@ -325,8 +326,9 @@ class Recommender:
             raise RankingError(f"product(s) {both} are both liked and disliked")
         w = self.weights if weights is None else (
             self.fusion_weights(weights=weights) if len(self.arms) > 1 else params.check_weights(weights, self.arms))
+        like = {name: a.vectors[pos].mean(axis=0) for name, a in self.arms.items()} if len(pos) else None
         score, parts = compose.rocchio_scores(
-            {name: a.vectors for name, a in self.arms.items()}, pos, neg, compose.as_modifier(text, embed), w,
+            {name: a.vectors for name, a in self.arms.items()}, pos, neg, compose.as_modifier(text, embed, like), w,
             text_weights, self.calibration, negative_weight)
         given = np.concatenate([pos, neg])
         mask = None if allowed is None else np.asarray(allowed, dtype=bool)

@@ -464,7 +464,10 @@ def _evaluate_task(args: argparse.Namespace, modes: list[str] | None) -> int:
                           f"(default {STYLE_LABEL},{COLOUR_LABEL}); got {columns}")
     withheld = (labels or columns) if task == "label" and args.protocol == "withheld" else None
     request = arm_request(args).check([m for m in modes or () if m != "fused"], args.weights)
-    proto_arms = [a for a in request.arms if a in ARMS and not ARMS[a].trained and not ARMS[a].text_query]
+    # composed: the learned arm's prototypes too (fitted on its training products), kept with their members
+    # for near prototypes of the query's product
+    proto_arms = [a for a in request.arms if a in ARMS and not ARMS[a].text_query
+                  and (not ARMS[a].trained or task == "composed")]
     # refused before any work: arms that cannot take the task, modes that are not there
     # composed: without --labels the catalog's label columns are withheld, checked against the two it
     # scores once the experiment is built (composed_task); --labels given must hold them already
@@ -484,7 +487,8 @@ def _evaluate_task(args: argparse.Namespace, modes: list[str] | None) -> int:
     if wants_protos:
         try:
             protos = outside_prototypes(exp, full, [c for c in columns if c in exp.catalog.df.columns],
-                                        [a for a in proto_arms if a in exp.embeddings], progress=not args.quiet)
+                                        [a for a in proto_arms if a in exp.embeddings], members=task == "composed",
+                                        progress=not args.quiet)
         except ConfigError as exc:
             if modes is not None and any(m in proto_arms for m in modes):
                 raise

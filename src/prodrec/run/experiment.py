@@ -55,6 +55,9 @@ class Experiment:
     settings: dict[str, Any] = field(default_factory=dict)
     #: Arms that were asked for but left out, with the reason (a catalog without images, say).
     skipped: dict[str, str] = field(default_factory=dict)
+    #: Vectors of products outside the sample the experiment made on the way, per arm: the learned arm's
+    #: training products in the learned space (what its prototypes are fitted on: ``outside_prototypes``).
+    outside: dict[str, Embeddings] = field(default_factory=dict)
     _encoders: dict[str, Encoder] = field(default_factory=dict, repr=False)
 
     @property
@@ -321,10 +324,12 @@ def build_experiment(
     for mode in modes or ():
         params.check_mode(mode, plan, arm_names())
     embeddings = {name: runner(name)(spec, str(wanted[name]), catalog) for name, spec in specs.items()}
+    outside: dict[str, Embeddings] = {}
     if LEARNED in plan:
         assert learn is not None
         inputs = [(spec, wanted[name], runner(name)) for name, spec in specs.items()]
-        embeddings[LEARNED] = learned_embeddings(full, catalog, embeddings, inputs, store, progress=progress, **learn)
+        learned_arm = learned_embeddings(full, catalog, embeddings, inputs, store, progress=progress, **learn)
+        embeddings[LEARNED], outside[LEARNED] = learned_arm.sample, learned_arm.training
     rec = Recommender(embeddings, alpha=alpha, weights=weights, calibration=calibration, index=index,
                       index_cache=IndexCache(store.root / "indexes"), index_params=index_params, protocol=protocol)
     settings = {
@@ -338,7 +343,7 @@ def build_experiment(
         "text_fields": list(text_fields) if text_fields is not None else list(catalog.text_columns),
         "learned": learn, "index": rec.index_requested,
     }
-    return Experiment(catalog, embeddings, rec, settings, skipped)
+    return Experiment(catalog, embeddings, rec, settings, skipped, outside=outside)
 
 
 #: Fewest labelled training products the learned arm is trained on.

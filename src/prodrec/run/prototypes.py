@@ -30,9 +30,11 @@ __all__ = ["catalog_prototypes", "outside_prototypes", "prototype_arms"]
 
 
 def prototype_arms(exp: Experiment, arms: Sequence[str] | None = None) -> list[str]:
-    """The arms of ``exp`` that can have prototypes: embedded (not trained) arms whose model reads no text;
+    """The arms of ``exp`` that can have prototypes: arms whose model reads no text, embedded ones and
+    trained ones whose training products' vectors the experiment kept (``exp.outside``: the learned arm);
     ``arms`` restricts them (naming another arm is an error)."""
-    able = [a for a in exp.embeddings if a in ARMS and not ARMS[a].trained and not ARMS[a].text_query]
+    able = [a for a in exp.embeddings if a in ARMS and not ARMS[a].text_query
+            and (not ARMS[a].trained or a in exp.outside)]
     if arms is None:
         return able
     wrong = [a for a in arms if a not in able]
@@ -51,10 +53,12 @@ def _columns(exp: Experiment, catalog: Catalog, columns: Sequence[str] | None) -
 
 def outside_prototypes(exp: Experiment, catalog: Catalog, columns: Sequence[str] | None = None,
                        arms: Sequence[str] | None = None, *, max_products: int | None = None, seed: int = 0,
-                       min_count: int = 1, progress: bool = True) -> Prototypes:
+                       min_count: int = 1, members: bool = False, progress: bool = True) -> Prototypes:
     """Prototypes of ``columns`` (default: the label columns) in ``exp``'s arms that read no text, fitted on
     the products of ``catalog`` (the one ``exp`` was sampled from) outside its sample: at most
-    ``max_products`` of them (a seeded draw), embedded through the experiment's store and models."""
+    ``max_products`` of them (a seeded draw), embedded through the experiment's store and models. The
+    learned arm's are fitted on those of its training products (``exp.outside``). ``members`` keeps the
+    products' vectors for near prototypes (:meth:`~prodrec.rank.compose.Prototypes.near`)."""
     names = prototype_arms(exp, arms)
     if not names:
         raise ConfigError(f"this experiment has no arm that reads no text (arms: {list(exp.embeddings)}); "
@@ -72,11 +76,16 @@ def outside_prototypes(exp: Experiment, catalog: Catalog, columns: Sequence[str]
     embeddings: dict[str, Embeddings] = {}
     for arm in names:
         entry = ARMS[arm]
+        if entry.trained:  # vectors of its training products, never of the sample (they are outside it)
+            kept = exp.outside[arm]
+            rows = np.isin(np.asarray(kept.ids, dtype=str), np.asarray(list(map(str, subset.ids)), dtype=str))
+            embeddings[arm] = Embeddings(kept.ids[rows], kept.vectors[rows], kept.meta)
+            continue
         embeddings[arm] = embed_arm(subset, entry(), str(settings.get(entry.settings_key) or "auto"),
                                     store=settings.get("store"), batch_size=int(settings.get("batch_size", 32)),
                                     progress=progress, **dict((settings.get("arm_options") or {}).get(arm) or {}))
     log.info("prototypes of %s fitted on %d products outside the sample", cols, len(subset))
-    return Prototypes.fit(embeddings, subset.labels, cols, min_count=min_count)
+    return Prototypes.fit(embeddings, subset.labels, cols, min_count=min_count, members=members)
 
 
 def catalog_prototypes(exp: Experiment, columns: Sequence[str] | None = None, arms: Sequence[str] | None = None,
