@@ -100,3 +100,33 @@ def test_withheld_text_arm_reads_masked_sentences(tmp_path: Path) -> None:
     want, plain = enc.encode([masked, cat.sentence(pid(0), ["title", "description"])], batch_size=2, progress=False)
     got = exp.text.vectors[list(exp.text.ids).index(pid(0))]
     assert float(got @ want) > 0.999 and float(got @ plain) < 0.99
+
+
+def test_the_text_arm_embeds_each_distinct_sentence_once(tmp_path: Path) -> None:
+    """Products with the same sentence share one model call per run, across the store's chunks; every
+    product still gets the model's vector of its own sentence, and the store holds them all."""
+    from prodrec.embed.embedding import embed_arm
+
+    from test_search import BagOfWords
+
+    class Counting(BagOfWords):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def encode(self, sentences: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+            self.seen.extend(sentences)
+            return super().encode(sentences, batch_size, progress)
+
+    titles = [f"shirt {i % 7}" for i in range(100)] + [f"unique {i}" for i in range(30)]
+    df = pd.DataFrame({"id": [str(i) for i in range(130)], "title": titles, "category": "Shirts"})
+    df.to_csv(tmp_path / "items.csv", index=False)
+    cat = load_catalog(tmp_path / "items.csv", id_column="id", image_column=None, text_columns="title",
+                       label_columns="category")
+    enc = Counting()
+    emb = embed_arm(cat, "text", encoder=enc, store=tmp_path / "store", chunk_size=64, progress=False)
+    sentences = product_sentences(cat.df, ["title"])
+    assert sorted(enc.seen) == sorted(set(sentences)) and len(enc.seen) == 7 + 30  # once each, over 3 chunks
+    np.testing.assert_array_equal(emb.vectors, BagOfWords().encode(sentences))
+    again = embed_arm(cat, "text", encoder=Counting(), store=tmp_path / "store", progress=False)
+    assert again.meta["cache"] == "hit"
+    np.testing.assert_array_equal(again.vectors, emb.vectors)

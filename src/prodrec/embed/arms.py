@@ -19,6 +19,7 @@ training-free image arm is an :class:`~prodrec.embed.encoders.base.ImageEncoder`
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
@@ -270,11 +271,24 @@ class TextArm(ArmSpec):
         return get_text_encoder(resolved.model, backend=resolved.options.get("backend"))
 
     def compute(self, catalog: Catalog, encoder: Callable[[], Encoder], batch_size: int) -> ComputeFn:
+        """Each distinct sentence is embedded once per run: products whose sentences are the same (one model
+        in several sizes, or sentences alike once the withheld labels are masked) get its vector. On the
+        fashion sample's 9,583 products 22% of the ``full`` sentences repeat one another, more under
+        ``withheld``. A repeated sentence's vector is kept for the run's later chunks (the repeated ones
+        only, so the memory is at most that of their vectors)."""
         sentences = self.sentences(catalog)
+        repeated = {text for text, n in Counter(sentences).items() if n > 1}
+        memo: dict[str, np.ndarray] = {}
 
         def run(positions: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
-            enc = cast(TextEncoderLike, encoder())
-            return enc.encode([sentences[i] for i in positions], batch_size=batch_size, progress=False), {}
+            texts = [sentences[i] for i in positions]
+            todo = list(dict.fromkeys(t for t in texts if t not in memo))
+            got: dict[str, np.ndarray] = {}
+            if todo:
+                enc = cast(TextEncoderLike, encoder())
+                got = dict(zip(todo, enc.encode(todo, batch_size=batch_size, progress=False)))
+                memo.update((t, v) for t, v in got.items() if t in repeated)
+            return np.stack([got[t] if t in got else memo[t] for t in texts]).astype(np.float32, copy=False), {}
 
         return run
 
