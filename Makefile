@@ -54,8 +54,12 @@ $(VENV)/.installed-run: pyproject.toml constraints-cpu.txt setup.py
 
 # Every notebook on the paper's 5,000 products; every model on the fastest exact backend (build_experiment's
 # default backend="auto": ONNX Runtime / OpenVINO on a CPU, exported once into the store; torch on a GPU).
+# Python's bytecode caches are written into the venv even where $$PYTHONDONTWRITEBYTECODE is set (Docker
+# images and CI boxes set it): otherwise each notebook's kernel compiles torch, pandas, transformers... again
+# (about 70 s of the run on the 2-core reference box).
 run: $(if $(wildcard $(VENV)/.installed),install,$(VENV)/.installed-run)
-	$(VENV)/bin/prodrec run-notebooks --out $(OUT) --demo-if-missing $(if $(DATA),--data $(DATA)) -p n_products $(N)
+	PYTHONDONTWRITEBYTECODE= $(VENV)/bin/prodrec run-notebooks --out $(OUT) --demo-if-missing \
+	  $(if $(DATA),--data $(DATA)) -p n_products $(N)
 
 test: install
 	$(VENV)/bin/lint-imports

@@ -228,3 +228,16 @@ def test_uv_install_carries_pips_package_sources(tmp_path: Path, monkeypatch: py
     # without uv next to this Python or on PATH: a clear refusal (the Makefile then installs with pip)
     monkeypatch.setattr(uv.shutil, "which", lambda *a, **k: None)
     assert uv.main(["-e", "."]) == 127
+
+
+def test_make_run_writes_bytecode_caches_even_where_the_environment_forbids_them() -> None:
+    """`make run` clears $PYTHONDONTWRITEBYTECODE for the notebooks (their kernels would each compile torch,
+    pandas... again); Python treats the empty value as unset."""
+    dry = subprocess.run(["make", "-n", "run", "DATA=/x"], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert dry.returncode == 0, dry.stderr
+    line = next(ln for ln in dry.stdout.splitlines() if "run-notebooks" in ln)
+    assert line.startswith("PYTHONDONTWRITEBYTECODE= "), line
+    flag = subprocess.run([sys.executable, "-c", "import sys; print(sys.dont_write_bytecode)"], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
+    assert flag.stdout.strip() == "False"
