@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ..core import params
 from ..core.errors import CatalogError, ConfigError
 from ..data.schema import COLOUR_LABEL, STYLE_LABEL
-from ..rank.compose import N_NEAR, Composer, Modifier, Prototypes, part_scores
+from ..rank.compose import N_NEAR, Composer, Modifier, Prototypes, check_near, part_scores
 from ..rank.search import Searcher
 from .retrieval import cutoff_metrics
 from .tasks import TaskRun, task_modes, top_positions
@@ -156,9 +156,11 @@ class _Parts:
         if composer is not None:
             mods = self.modifiers = {c: composer(str(c)) for c in pd.unique(colours)}
             self.text, self.placed = self._scores(rec, [mods[c] for c in colours])
-            if composer.near:
+            if composer.near:  # only the prototype arms' placement depends on X; the others' is self.text's
                 like = [{a: rec.arms[a].vectors[x] for a in composer.near} for x in x_pos]
-                self.near_text, _ = self._scores(rec, [composer(str(c), like=v) for c, v in zip(colours, like)])
+                near, _ = self._scores(rec, [composer(str(c), like=v).only(composer.prototype_arms)
+                                             for c, v in zip(colours, like)])
+                self.near_text = {**self.text, **near}
 
     @staticmethod
     def _scores(rec: Any, mods: Sequence[Modifier]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -346,15 +348,8 @@ def composed_task(
 def near_arms(prototypes: Prototypes | None, near: Sequence[str] | None = None) -> list[str]:
     """The arms near prototypes choose their members in: ``near`` as given (checked), else the first of
     :data:`NEAR_BY` the prototypes have members in; none without members."""
-    if prototypes is None or not prototypes.member_vectors:
-        if near:
-            raise ConfigError("near prototypes need prototypes fitted with members=True")
-        return []
-    if near is not None:
-        wrong = [a for a in near if a not in prototypes.member_vectors]
-        if wrong:
-            raise ConfigError(f"near: arm(s) {wrong} have no prototypes (arms: {prototypes.arms})")
-        return list(near)
+    if near is not None or prototypes is None or not prototypes.member_vectors:
+        return check_near(prototypes, near) if near else []
     return [next(a for a in (*NEAR_BY, *prototypes.member_vectors) if a in prototypes.member_vectors)]
 
 

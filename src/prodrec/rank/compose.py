@@ -53,6 +53,7 @@ __all__ = [
     "Composer",
     "Modifier",
     "Prototypes",
+    "check_near",
     "part_scores",
     "rocchio_scores",
 ]
@@ -180,8 +181,9 @@ class Prototypes:
             mats[arm][[row[i] for i, k in zip(ids, keep) if k]] = x / np.maximum(
                 np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         values = table.reindex(order)
-        rows = {key: np.flatnonzero((values[key[0]].astype("object") == key[1]).to_numpy(dtype=bool))
-                for key in counts}
+        keyed = {c: values[c].astype("object").map(lambda v: None if pd.isna(v) else str(v)).to_numpy()
+                 for c in columns}  # as the prototypes' keys: str(value)
+        rows = {key: np.flatnonzero(keyed[key[0]] == key[1]) for key in counts}
         return cls(vectors, counts, order, (mats, rows))
 
     @property
@@ -273,6 +275,17 @@ class Prototypes:
         return Modifier(text, vectors, sources)
 
 
+def check_near(prototypes: Prototypes | None, near: Sequence[str]) -> list[str]:
+    """``near`` (arms to choose near prototypes' members in), checked: the prototypes were fitted with
+    ``members=True`` and have those arms."""
+    if prototypes is None or not prototypes.member_vectors:
+        raise ConfigError("near prototypes need prototypes fitted with members=True")
+    wrong = [a for a in near if a not in prototypes.member_vectors]
+    if wrong:
+        raise ConfigError(f"near: arm(s) {wrong} have no prototypes (arms: {prototypes.arms})")
+    return list(near)
+
+
 class TextEmbedder(Protocol):
     """What :class:`Composer` needs of a :class:`~prodrec.rank.search.Searcher`: the arms whose model
     embeds text, and their vectors for texts."""
@@ -298,14 +311,8 @@ class Composer:
                  near: Sequence[str] | None = None, n_near: int = N_NEAR) -> None:
         self.searcher = searcher
         self.prototypes = prototypes
-        self.near = list(near or [])
+        self.near = check_near(prototypes, near) if near else []
         self.n_near = params.check_positive_int("n_near", n_near)
-        if self.near:
-            if prototypes is None or not prototypes.member_vectors:
-                raise ConfigError("near prototypes need prototypes fitted with members=True")
-            wrong = [a for a in self.near if a not in prototypes.member_vectors]
-            if wrong:
-                raise ConfigError(f"near: arm(s) {wrong} have no prototypes (arms: {prototypes.arms})")
         capable = list(searcher.modes) if searcher is not None else []
         self.text_arms = capable if text_arms is None else [a for a in text_arms if a in capable]
         textual = set(text_query_arms())
