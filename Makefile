@@ -9,6 +9,10 @@ DATA   ?= $(firstword $(wildcard ../shared/data/fashion-sample))
 OUT    ?= outputs/run
 N      ?= 5000
 PYTEST_ARGS ?=
+# The tests run on TEST_WORKERS pytest-xdist workers (auto: one per core, at most 4; each worker has its own
+# embedding store). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxprocesses=4 --dist loadgroup)
 
 .PHONY: install run test test-fast lint bench demo kaggle-stage clean notebook-outputs
 
@@ -63,11 +67,11 @@ run: $(if $(wildcard $(VENV)/.installed),install,$(VENV)/.installed-run)
 
 test: install
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: install
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 lint: install   # the layers contract (pyproject.toml [tool.importlinter])
 	$(VENV)/bin/lint-imports

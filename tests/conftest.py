@@ -22,6 +22,31 @@ os.environ.setdefault("PRODREC_NB_MAX_TRAIN", "1000")
 os.environ.setdefault("PRODREC_NB_LEARN_EPOCHS", "10")
 if "PRODREC_STORE" not in os.environ:  # subprocesses (CLI, notebooks) share one store per test session
     os.environ["PRODREC_STORE"] = tempfile.mkdtemp(prefix="prodrec-test-store-")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one store per pytest-xdist worker: no run waits on another's lock
+    os.environ["PRODREC_STORE"] = f"{os.environ['PRODREC_STORE'].rstrip('/')}-{os.environ['PYTEST_XDIST_WORKER']}"
+
+# Tests that must not run beside each other on two pytest-xdist workers (`make test` runs two or more):
+# one local Ray at a time, one `pip wheel` of the checkout at a time (both build in ./build).
+XDIST_GROUPS = {
+    "ray": ("test_scale.py::", "test_export.py::test_ray_engine"),
+    "wheel": ("test_packaging.py::test_wheel_outside", "test_packaging.py::test_kaggle_stage"),
+}
+# The longest tests first (minutes each: the notebook runs), so that two workers end together.
+FIRST = ("test_notebooks.py::test_notebooks_on_real_sample", "test_packaging.py::test_wheel_outside",
+         "test_notebooks.py::test_nbval_stored_outputs", "test_notebooks.py::test_run_notebooks_on_a_generic")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for group, prefixes in XDIST_GROUPS.items():
+            if any(p in item.nodeid for p in prefixes):
+                item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item: pytest.Item) -> int:
+        hit = [i for i, p in enumerate(FIRST) if p in item.nodeid]
+        return hit[0] if hit else len(FIRST)
+
+    items.sort(key=rank)  # stable: the rest in the order pytest collected (module fixtures set up once)
 
 
 @pytest.fixture(scope="session")
