@@ -33,7 +33,7 @@ XDIST_GROUPS = {
 }
 # The longest tests first (minutes each: the notebook runs), so that two workers end together.
 FIRST = ("test_notebooks.py::test_notebooks_on_real_sample", "test_packaging.py::test_wheel_outside",
-         "test_notebooks.py::test_nbval_stored_outputs", "test_notebooks.py::test_run_notebooks_on_a_generic")
+         "test_notebooks.py::test_nbval_stored_outputs")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

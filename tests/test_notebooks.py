@@ -151,28 +151,6 @@ def test_notebooks_on_real_sample(shared_data: Path, tmp_path: Path) -> None:
         assert (out / "figures" / f"{fig}.png").stat().st_size > 5_000
 
 
-@pytest.mark.slow
-def test_run_notebooks_on_a_generic_catalog(generic_dir: Path, tmp_path: Path) -> None:
-    """`prodrec run-notebooks` with catalog flags: every notebook runs on a catalog outside the Kaggle layout,
-    the EDA charts its label columns, and every JSON it writes is strict."""
-    out = tmp_path / "generic-run"
-    res = subprocess.run([sys.executable, "-m", "prodrec.run.cli", "run-notebooks", "--quiet", "--data",
-                          str(generic_dir / "items.csv"), "--id-column", "sku", "--image-column", "photo",
-                          "--text-columns", "title,colour,category", "--label-columns", "category,colour",
-                          "--out", str(out)], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-3000:]
-    eda = strict_load(out / "metrics" / "01_eda.json")["data"]
-    assert eda["products"] == 24 and eda["label_columns"] == ["category", "colour"]
-    counts = strict_load(out / "metrics" / "eda_counts.json")["data"]
-    assert {r["column"] for r in counts} >= {"category", "colour"}
-    p = precision(out, "04_comparison")
-    assert set(label for _, label in p) == {"category", "colour"}
-    assert p[("image", "category")] > p[("random", "category")]
-    prov = strict_load(out / "metrics" / "04_comparison.json")["provenance"]
-    assert prov["dataset"]["schema"]["id_column"] == "sku" and prov["dataset"]["layout"] == "generic"
-    assert all_json_is_strict(out) > 20
-
-
 def test_failing_cell_names_notebook_and_keeps_it(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
