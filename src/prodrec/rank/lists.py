@@ -33,7 +33,9 @@ reads it to update a table when products are added.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +69,8 @@ TILE = 2048
 TILE_COPIES = 3
 #: Bytes of vectors :func:`row_gram` gathers at a time (cache-sized: 16 MiB ran at half the speed of 2 MiB here).
 GATHER_BYTES = 2 * 2**20
+#: Threads of :func:`row_gram` at most (numpy's matrix products release the GIL).
+MAX_GRAM_THREADS = 4
 
 #: (rows, c) -> candidate positions [rows, c'] (-1: none), the block score of the last one read (-inf: the
 #: row's qualifying candidates are all read), and whether every qualifying candidate was read.
@@ -125,21 +129,42 @@ def pair_scores(vectors: np.ndarray, query_pos: np.ndarray, cand: np.ndarray) ->
 def row_gram(vectors: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """Inner products [m, c, c] (float32) between every two of each row's products ``pos`` [m, c] (valid rows of
     ``vectors``): one small matrix product per row, over its vectors gathered once, :data:`GATHER_BYTES` of
-    rows at a time (cache-sized), BLAS on one thread (two threads, or two Python threads of one BLAS thread
-    each, were no faster inside an export). A row's values depend on its own products only (the same product
-    shape for every row), so a list is the same whichever block ranks it. Far cheaper than pair by pair
-    (:func:`pair_scores` gathers each vector again for every pair): in the export benchmark, MMR's
-    similarities took 0.55 s instead of 1.3 s."""
+    rows at a time (cache-sized), BLAS on one thread per Python thread and the chunks spread over
+    :func:`gram_threads` threads (BLAS's own threads gain nothing on such small products, and left spinning they
+    fight the rest of the export for the cores). A row's values depend on its own products only (the same
+    product shape for every row, whichever chunk or thread), so a list is the same whichever block ranks it.
+    Far cheaper than pair by pair (:func:`pair_scores` gathers each vector again for every pair): in the export
+    benchmark, MMR's similarities took 0.55 s instead of 1.3 s on one thread; two threads halve that."""
     m, c = pos.shape
     out = np.empty((m, c, c), dtype=np.float32)
     if m == 0 or c == 0:
         return out
     step = max(1, GATHER_BYTES // max(1, c * vectors.shape[1] * vectors.itemsize))
-    with one_blas_thread():  # many tiny products: more threads only wait for each other
-        for r in range(0, m, step):
-            g = vectors[pos[r : r + step]]  # [r, c, d]
-            np.matmul(g, g.transpose(0, 2, 1), out=out[r : r + step])
+
+    def chunk(r: int) -> None:
+        g = vectors[pos[r : r + step]]  # [r, c, d]
+        np.matmul(g, g.transpose(0, 2, 1), out=out[r : r + step])
+
+    starts = range(0, m, step)
+    threads = min(gram_threads(), len(starts))
+    with one_blas_thread():
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(chunk, starts))
+        else:
+            for r in starts:
+                chunk(r)
     return out
+
+
+def gram_threads() -> int:
+    """Python threads :func:`row_gram` spreads its chunks over: the cores this process may use, at most
+    :data:`MAX_GRAM_THREADS`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_GRAM_THREADS, cores))
 
 
 @dataclass

@@ -212,11 +212,21 @@ class BoundRules:
 
     def mask_scores(self, scores: np.ndarray, query_pos: np.ndarray, cols: slice = slice(None)) -> np.ndarray:
         """Set to ``-inf`` (in place) the scores [m, w] of candidates the masks leave out for each query;
-        the columns are the products ``cols`` (a tile of the catalog; default all)."""
-        if self.allowed is not None:
-            np.copyto(scores, -np.inf, where=~self.allowed[None, cols])
+        the columns are the products ``cols`` (a tile of the catalog; default all). One boolean [m, w] pass per
+        ``same`` / ``different`` column and one write (it runs on every tile of every block of an export)."""
+        out: np.ndarray | None = None if self.allowed is None else ~self.allowed[None, cols]  # [1, w]
         for codes, same in [*((c, True) for c in self.same), *((c, False) for c in self.different)]:
-            np.copyto(scores, -np.inf, where=~self._pass(codes, codes[query_pos][:, None], codes[None, cols], same))
+            q, c = codes[query_pos][:, None], codes[None, cols]
+            if same:  # another value; a query without a value is not restricted
+                bad = c != q
+                if (q < 0).any():
+                    bad[q[:, 0] < 0] = False
+            else:  # the same value, or none
+                bad = c == q
+                bad |= c < 0
+            out = bad if out is None else np.logical_or(bad, out, out=bad)
+        if out is not None:
+            np.copyto(scores, -np.inf, where=out)
         return scores
 
     def allowed_pairs(self, query_pos: np.ndarray, cand: np.ndarray) -> np.ndarray:
