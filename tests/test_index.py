@@ -323,3 +323,57 @@ def test_faiss_imported_lazily_and_missing_faiss_named(monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now fails as if it were not installed
     with pytest.raises(MissingDependency, match="pip install faiss-cpu"):
         build_index(mixture(100, 8, seed=0, centres=4), "ivf")
+
+
+def test_side_by_side_is_the_concatenation_read_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Arrays side by side read as their concatenation: rows, the whole, exact search in chunks (ties by
+    smaller position, against a full sort), an exact index, an IVF index identical to one built on the
+    concatenated copy; mismatched parts are refused."""
+    from prodrec.rank.index import base
+    from prodrec.rank.index.base import SideBySide, exact_search
+
+    a, b = mixture(2500, 24, seed=3), mixture(2500, 8, seed=4)
+    a[7], a[11] = a[3], a[3]  # ties
+    b[7], b[11] = b[3], b[3]
+    whole = np.hstack([a, b])
+    x = SideBySide([a, b])
+    assert x.shape == whole.shape and len(x) == 2500 and x.nbytes == whole.nbytes
+    assert np.array_equal(x[5:9], whole[5:9]) and np.array_equal(x[np.array([9, 2])], whole[[9, 2]])
+    assert np.array_equal(np.asarray(x), whole)
+    q = whole[[3, 100, 2000]]
+    monkeypatch.setattr(base, "SIDE_BY_SIDE_BYTES", 4 * (32 + 6) * 300)  # 300 rows a chunk: merged across chunks
+    pos, val = exact_search(x, q, 6)
+    ref_pos, ref_val = brute_force(whole, q, 6)
+    assert np.array_equal(pos, ref_pos) and np.allclose(val, ref_val, atol=1e-6)
+    assert pos[0, :3].tolist() == [3, 7, 11]
+    exact = build_index(x, "exact")
+    assert np.array_equal(exact.search(q, 6)[0], ref_pos)
+    p = {"nlist": 16}
+    side, copy = build_index(x, "ivf", params=p, seed=0), build_index(whole, "ivf", params=p, seed=0)
+    assert side.params == copy.params and side.calibration == copy.calibration
+    assert np.array_equal(side.search(q, 6, effort=2)[0], copy.search(q, 6, effort=2)[0])
+    with pytest.raises(RankingError, match="as many rows"):
+        SideBySide([a, b[:10]])
+
+
+def test_fused_ivf_build_holds_no_concatenated_copy() -> None:
+    """ArmIndexes.fused builds its IVF index from the arms side by side: the build's numpy memory stays well
+    below one concatenated copy of the arms (which it used to make)."""
+    import tracemalloc
+
+    from prodrec.rank.index.arm_indexes import ArmIndexes
+    from prodrec.rank.index.base import CHUNK_ROWS
+
+    n = 4 * CHUNK_ROWS
+    arms = {"image": mixture(n, 32, seed=5, centres=8), "text": mixture(n, 16, seed=6, centres=8)}
+    concatenated = sum(v.nbytes for v in arms.values())
+    indexes = ArmIndexes("ivf", arms, np.arange(n).astype(str), {"image": "a", "text": "b"},
+                         params={"nlist": 32, "train_size": 2000})
+    tracemalloc.start()
+    try:
+        index = indexes.fused(lambda rows: np.hstack([arms["image"][rows], arms["text"][rows]]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert index.ntotal == n and index.dim == 48
+    assert peak < 0.5 * concatenated, (peak, concatenated)

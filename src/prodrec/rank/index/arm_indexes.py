@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ...core.io import fingerprint
-from .base import CALIBRATION_QUERIES, VectorIndex
+from .base import CALIBRATION_QUERIES, SideBySide, VectorIndex
 from .build import build_index
 from .cache import IndexCache
 
@@ -74,7 +75,7 @@ class ArmIndexes:
         (only when the index is built or was calibrated with other queries).
         """
         if FUSED_INDEX not in self._built:
-            x = np.hstack(list(self._vectors.values()))
+            x = SideBySide(list(self._vectors.values()))  # no concatenated copy while the index is built
             calib = queries_for(np.arange(min(len(self._ids), CALIBRATION_QUERIES)))
             what = "fused: " + ", ".join(f"{a}: {m}" for a, m in self._models.items())
             p = dict(self._params)
@@ -87,7 +88,7 @@ class ArmIndexes:
         # The key is prodrec.core.io.fingerprint of (what, *ids). Indexes cached before it replaced a private
         # hash here (prodrec 0.3) have other keys: each is rebuilt once, under a new folder name (the old
         # folders are left in the cache's root, unused).
-        key = fingerprint([what, *self._ids])
+        key = fingerprint(itertools.chain([what], self._ids))  # streamed: no list of every id
         if self.cache is not None:
             self._built[name], self.status[name] = self.cache.get(
                 f"{self.kind}-{name.strip('_')}-{key[:16]}", x, self.kind, key, p, calibration_queries=calib)

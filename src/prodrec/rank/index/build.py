@@ -47,6 +47,6 @@ def build_checked(x: np.ndarray, kind: str, p: dict[str, Any], seed: int, progre
                   calibration_queries: np.ndarray | None = None) -> VectorIndex:
     """:func:`build_index` for checked vectors, a concrete kind and its checked params."""
     if kind == "exact":
-        return ExactIndex.from_checked(x, p)
+        return ExactIndex.from_checked(np.asarray(x), p)  # arrays side by side: as one
     cls = IVFIndex if kind == "ivf" else HNSWIndex
     return cls.build_checked(x, p, seed, progress, calibration_queries)

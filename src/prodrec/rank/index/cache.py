@@ -88,7 +88,7 @@ class IndexCache:
         concrete = resolve_kind(requested, len(x))
         p = params_for(requested, concrete, params)
         if concrete == "exact":
-            return ExactIndex.from_checked(x, p), "built: exact search needs no index (nothing cached)"
+            return ExactIndex.from_checked(np.asarray(x), p), "built: exact search needs no index (nothing cached)"
         want = {"kind": concrete, "params": p, "seed": int(seed), "n": len(x), "dim": x.shape[1],
                 "fingerprint": fingerprint, "digest": _digest(x)}
         cal_q = None if calibration_queries is None else as_queries(calibration_queries, x.shape[1])

@@ -16,8 +16,7 @@ from tqdm.auto import tqdm
 from ...core.errors import ConfigError, RankingError
 from ..topk import drop_self, order_by_score
 from .base import (CALIBRATION_K, CALIBRATION_QUERIES, CHUNK_ROWS, VectorIndex, as_queries, as_vectors,
-                   faiss_module, recall_at_k)
-from .exact import ExactIndex
+                   exact_search, faiss_module, recall_at_k)
 from .kinds import IVF_TRAIN_PER_LIST, check_params, default_nlist
 
 __all__ = ["HNSWIndex", "IVFIndex"]
@@ -146,7 +145,7 @@ class FaissIndex(VectorIndex):
         k = min(CALIBRATION_K, len(x) - 1 if queries is None else len(x))
         value, recall = self._ladder[0], 1.0
         if k >= 1 and len(q):
-            truth = drop_self(ExactIndex.from_checked(x, {}).search(q, k + 1)[0], None, rows, k)[0]
+            truth = drop_self(exact_search(x, q, k + 1)[0], None, rows, k)[0]
             for value in self._search_ladder():
                 recall = recall_at_k(drop_self(self._raw_search(q, k + 1, value)[0], None, rows, k)[0], truth)
                 if recall >= target:
@@ -186,9 +185,10 @@ class FaissIndex(VectorIndex):
 def _add_chunks(index: Any, x: np.ndarray, desc: str, progress: bool, chunk: int = CHUNK_ROWS) -> None:
     with tqdm(total=len(x), desc=desc, unit="vec", disable=not progress) as bar:
         for s in range(0, len(x), chunk):
-            blk = x[s : s + chunk]
+            blk = x[s : s + chunk]  # arms side by side: a copy of these rows only
             index.add(blk)
             bar.update(len(blk))
+            del blk  # before the next chunk is made
 
 
 class IVFIndex(FaissIndex, kind="ivf", tuned="nprobe", ladder=_IVF_NPROBE_LADDER):
@@ -209,7 +209,7 @@ class IVFIndex(FaissIndex, kind="ivf", tuned="nprobe", ladder=_IVF_NPROBE_LADDER
             raise ConfigError(f"nlist={nlist} but there are only {n} vectors; choose nlist <= {n}")
         train_n = min(n, max(nlist, p["train_size"] or IVF_TRAIN_PER_LIST * nlist))
         rng = np.random.default_rng(seed)
-        sample = x if train_n == n else x[np.sort(rng.choice(n, train_n, replace=False))]
+        sample = x[:] if train_n == n else x[np.sort(rng.choice(n, train_n, replace=False))]
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = int(seed)
         index.cp.niter = int(p["niter"])
