@@ -11,8 +11,14 @@ N      ?= 5000
 PYTEST_ARGS ?=
 # The tests run on TEST_WORKERS pytest-xdist workers (auto: one per core, at most 4; each worker has its own
 # embedding store). TEST_WORKERS=0 runs them in this process.
+# The tests marked serial (a local Ray cluster: its raylet must start within 30 s) run alone afterwards.
 TEST_WORKERS ?= auto
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxprocesses=4 --dist loadgroup)
+# $(call pytest_phases,MARKER-EXPRESSION): the parallel phase, then the serial tests alone (exit 5: none selected)
+define pytest_phases
+	$(PY) -m pytest $(XDIST) -m "$(if $(XDIST),not serial)$(if $(and $(XDIST),$(1)), and )$(1)" $(PYTEST_ARGS)
+	$(if $(XDIST),$(PY) -m pytest -m "serial$(if $(1), and $(1))" $(PYTEST_ARGS) || [ $$? -eq 5 ])
+endef
 
 .PHONY: install run test test-fast lint bench demo kaggle-stage clean notebook-outputs
 
@@ -67,11 +73,11 @@ run: $(if $(wildcard $(VENV)/.installed),install,$(VENV)/.installed-run)
 
 test: install
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
+	$(call pytest_phases,)
 
 test-fast: install
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
+	$(call pytest_phases,not slow)
 
 lint: install   # the layers contract (pyproject.toml [tool.importlinter])
 	$(VENV)/bin/lint-imports

@@ -36,11 +36,14 @@ FIRST = ("test_notebooks.py::test_notebooks_on_real_sample", "test_packaging.py:
          "test_notebooks.py::test_nbval_stored_outputs")
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         for group, prefixes in XDIST_GROUPS.items():
             if any(p in item.nodeid for p in prefixes):
                 item.add_marker(pytest.mark.xdist_group(group))
+                if group == "ray":  # a local Ray's raylet must register within 30 s: not beside a busy worker
+                    item.add_marker(pytest.mark.serial)
 
     def rank(item: pytest.Item) -> int:
         hit = [i for i, p in enumerate(FIRST) if p in item.nodeid]
