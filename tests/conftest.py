@@ -25,12 +25,11 @@ if "PRODREC_STORE" not in os.environ:  # subprocesses (CLI, notebooks) share one
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one store per pytest-xdist worker: no run waits on another's lock
     os.environ["PRODREC_STORE"] = f"{os.environ['PRODREC_STORE'].rstrip('/')}-{os.environ['PYTEST_XDIST_WORKER']}"
 
-# Tests that must not run beside each other on two pytest-xdist workers (`make test` runs two or more):
-# one local Ray at a time, one `pip wheel` of the checkout at a time (both build in ./build).
-XDIST_GROUPS = {
-    "ray": ("test_scale.py::", "test_export.py::test_ray_engine"),
-    "wheel": ("test_packaging.py::test_wheel_outside", "test_packaging.py::test_kaggle_stage"),
-}
+# Tests that must not run beside each other on two pytest-xdist workers (`make test` runs two or more): one
+# `pip wheel` of the checkout at a time (both build in ./build). The tests that start a local Ray run alone after
+# the parallel ones (marked serial): beside a busy worker, a raylet missed Ray's fixed 30-second start-up limit.
+XDIST_GROUPS = {"wheel": ("test_packaging.py::test_wheel_outside", "test_packaging.py::test_kaggle_stage")}
+SERIAL = ("test_scale.py::", "test_export.py::test_ray_engine")
 # The longest tests first (minutes each: the notebook runs), so that two workers end together.
 FIRST = ("test_notebooks.py::test_notebooks_on_real_sample", "test_packaging.py::test_wheel_outside",
          "test_notebooks.py::test_nbval_stored_outputs")
@@ -42,8 +41,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for group, prefixes in XDIST_GROUPS.items():
             if any(p in item.nodeid for p in prefixes):
                 item.add_marker(pytest.mark.xdist_group(group))
-                if group == "ray":  # a local Ray's raylet must register within 30 s: not beside a busy worker
-                    item.add_marker(pytest.mark.serial)
+        if any(p in item.nodeid for p in SERIAL):
+            item.add_marker(pytest.mark.serial)
 
     def rank(item: pytest.Item) -> int:
         hit = [i for i, p in enumerate(FIRST) if p in item.nodeid]

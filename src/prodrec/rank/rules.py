@@ -215,15 +215,8 @@ class BoundRules:
         the columns are the products ``cols`` (a tile of the catalog; default all). One boolean [m, w] pass per
         ``same`` / ``different`` column and one write (it runs on every tile of every block of an export)."""
         out: np.ndarray | None = None if self.allowed is None else ~self.allowed[None, cols]  # [1, w]
-        for codes, same in [*((c, True) for c in self.same), *((c, False) for c in self.different)]:
-            q, c = codes[query_pos][:, None], codes[None, cols]
-            if same:  # another value; a query without a value is not restricted
-                bad = c != q
-                if (q < 0).any():
-                    bad[q[:, 0] < 0] = False
-            else:  # the same value, or none
-                bad = c == q
-                bad |= c < 0
+        for codes, same in self._columns():
+            bad = self._left_out(codes[query_pos][:, None], codes[None, cols], same)
             out = bad if out is None else np.logical_or(bad, out, out=bad)
         if out is not None:
             np.copyto(scores, -np.inf, where=out)
@@ -234,15 +227,27 @@ class BoundRules:
         ok = np.ones(cand.shape, dtype=bool)
         if self.allowed is not None:
             ok &= self.allowed[cand]
-        for codes, same in [*((c, True) for c in self.same), *((c, False) for c in self.different)]:
-            ok &= self._pass(codes, codes[query_pos][:, None], codes[cand], same)
+        for codes, same in self._columns():
+            ok &= ~self._left_out(codes[query_pos][:, None], codes[cand], same)
         return ok
 
+    def _columns(self) -> list[tuple[np.ndarray, bool]]:
+        """(codes, same?) of every ``same`` and ``different`` column."""
+        return [*((c, True) for c in self.same), *((c, False) for c in self.different)]
+
     @staticmethod
-    def _pass(codes: np.ndarray, q: np.ndarray, c: np.ndarray, same: bool) -> np.ndarray:
-        if same:  # a query without a value is not restricted
-            return (c == q) | (q < 0)
-        return (c >= 0) & (c != q)
+    def _left_out(q: np.ndarray, c: np.ndarray, same: bool) -> np.ndarray:
+        """Bool, broadcast over the query codes ``q`` [m, 1] and candidate codes ``c``: the candidates a
+        ``same`` column (another value; a query without a value is not restricted) or a ``different`` column
+        (the same value, or none) leaves out."""
+        if same:
+            bad = c != q
+            if (q < 0).any():
+                bad &= q >= 0
+            return bad
+        bad = c == q
+        bad |= c < 0
+        return bad
 
     def same_name(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Bool, broadcast over ``a`` and ``b`` (positions): the products share a known name."""
