@@ -25,14 +25,18 @@ if "PRODREC_STORE" not in os.environ:  # subprocesses (CLI, notebooks) share one
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one store per pytest-xdist worker: no run waits on another's lock
     os.environ["PRODREC_STORE"] = f"{os.environ['PRODREC_STORE'].rstrip('/')}-{os.environ['PYTEST_XDIST_WORKER']}"
 
-# Tests that must not run beside each other on two pytest-xdist workers (`make test` runs two or more): one
-# `pip wheel` of the checkout at a time (both build in ./build). The tests that start a local Ray run alone after
-# the parallel ones (marked serial): beside a busy worker, a raylet missed Ray's fixed 30-second start-up limit.
-XDIST_GROUPS = {"wheel": ("test_packaging.py::test_wheel_outside", "test_packaging.py::test_kaggle_stage")}
+# Tests that run one after the other on one pytest-xdist worker (`make test` runs two or more): one `pip wheel`
+# of the checkout at a time (both build in ./build); the two runs of the notebooks on the real sample, so that
+# the second (nbval) finds every vector and learned head of the first in the worker's store. The tests that
+# start a local Ray run alone after the parallel ones (marked serial): beside a busy worker, a raylet missed
+# Ray's fixed 30-second start-up limit.
+XDIST_GROUPS = {"wheel": ("test_packaging.py::test_wheel_outside", "test_packaging.py::test_kaggle_stage"),
+                "notebooks": ("test_notebooks.py::test_notebooks_on_real_sample",
+                              "test_notebooks.py::test_nbval_stored_outputs")}
 SERIAL = ("test_scale.py::", "test_export.py::test_ray_engine")
 # The longest tests first (minutes each: the notebook runs), so that two workers end together.
-FIRST = ("test_notebooks.py::test_notebooks_on_real_sample", "test_packaging.py::test_wheel_outside",
-         "test_notebooks.py::test_nbval_stored_outputs")
+FIRST = ("test_notebooks.py::test_notebooks_on_real_sample", "test_notebooks.py::test_nbval_stored_outputs",
+         "test_packaging.py::test_wheel_outside")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker

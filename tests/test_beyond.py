@@ -116,6 +116,24 @@ def test_colour_and_learned_arms_under_both_protocols(big_demo: Path, shared_sto
     assert "Colour arm" in text and "Learned arm (full)" in text
 
 
+@pytest.mark.slow
+def test_max_train_draws_the_same_products_for_every_training_seed(big_demo: Path, shared_store: Path) -> None:
+    """``max_train`` is drawn with the sample's seed: the training seeds of one experiment train on the same
+    products (their inputs embedded once), their heads differ; another sample seed draws other products."""
+    def head_of(sample_seed: int, train_seed: int) -> LearnedHead:
+        exp = build_experiment(big_demo, 40, sample_seed, image_model=None, colour_model="auto",
+                               learned={"epochs": 2, "seed": train_seed, "max_train": 100}, store_dir=shared_store,
+                               progress=False)
+        return LearnedHead.load(exp.embeddings["learned"].meta["head_path"])
+
+    first, second = head_of(0, 0), head_of(0, 1)
+    assert len(first.train_ids) == 100 and first.train_ids == second.train_ids
+    assert first.provenance()["config"]["seed"] == 0 and second.provenance()["config"]["seed"] == 1
+    other = head_of(1, 0)
+    assert len(other.train_ids) == 100 and set(other.train_ids) != set(first.train_ids)
+
+
+
 def test_learned_arm_is_left_out_with_a_reason_when_nothing_is_outside_the_sample(demo_dir: Path,
                                                                                    tmp_path: Path) -> None:
     exp = build_experiment(demo_dir, None, 0, image_model=None, text_model="auto", learned=LEARN,

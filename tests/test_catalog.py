@@ -114,6 +114,28 @@ def test_unreadable_images_skipped_with_file_named(tmp_path: Path, content: byte
     assert "2.jpg" in str(cat.report)
 
 
+def test_headers_are_checked_again_when_a_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second load in one process reuses the header checks of unchanged files, never a stale verdict."""
+    import os
+
+    from prodrec.data import catalog as catalog_module
+
+    root = make_catalog(tmp_path, [ROW.format(i=i) for i in (1, 2, 3)])
+    checked: list[int] = []
+    real = catalog_module._check_headers
+    monkeypatch.setattr(catalog_module, "_check_headers", lambda p, *a: checked.append(len(p)) or real(p, *a))
+    assert len(load_catalog(root)) == 3 and len(load_catalog(root)) == 3
+    assert checked == [3]  # the second load read no header
+    bad = root / "images" / "2.jpg"
+    before = bad.stat()
+    bad.write_bytes(b"x" * before.st_size)  # same size, new content and time
+    os.utime(bad, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    cat = load_catalog(root)
+    assert checked == [3, 3] and cat.ids.tolist() == ["1", "3"] and cat.report.unreadable_images == 1
+    bad.unlink()
+    assert load_catalog(root).report.missing_images == 1
+
+
 def test_decompression_bomb_refused_by_header(tmp_path: Path) -> None:
     root = make_catalog(tmp_path, [ROW.format(i=i) for i in (1, 2)])
     # A PNG that declares 20000 x 20000 but is tiny on disk: refused before any pixel is decoded.

@@ -22,7 +22,9 @@ with the ids behind each count.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -591,7 +593,41 @@ def _existing(paths: list[str]) -> np.ndarray:
     return out
 
 
+#: The header checks of the last catalogs loaded in this process (a notebook builds several experiments on one
+#: catalog): keyed by every path's size and modification time, so a changed, added or removed file checks again.
+_HEADER_MEMO: OrderedDict[str, list[str | None]] = OrderedDict()
+_HEADER_MEMO_SIZE = 4
+
+
+def _stat_key(paths: list[str], max_pixels: int) -> str | None:
+    """A fingerprint of ``paths`` as they are on disk now (name, size, mtime), or None when one cannot be
+    read (the check reports it)."""
+    h = hashlib.sha256(str(max_pixels).encode())
+    try:
+        for p in paths:
+            st = os.stat(p)
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogatepass"))
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
 def _verify_headers(paths: list[str], max_pixels: int, workers: int | None) -> list[str | None]:
+    """Header problems per path (None = fine), checked once per process for files that have not changed
+    since (:data:`_HEADER_MEMO`: one ``stat`` per file, a tenth of a header's cost)."""
+    key = _stat_key(paths, max_pixels)
+    if key is not None and key in _HEADER_MEMO:
+        _HEADER_MEMO.move_to_end(key)
+        return list(_HEADER_MEMO[key])
+    problems = _check_headers(paths, max_pixels, workers)
+    if key is not None:
+        _HEADER_MEMO[key] = problems
+        while len(_HEADER_MEMO) > _HEADER_MEMO_SIZE:
+            _HEADER_MEMO.popitem(last=False)
+    return list(problems)
+
+
+def _check_headers(paths: list[str], max_pixels: int, workers: int | None) -> list[str | None]:
     """Header problems per path (None = fine). Serial by default: reading a header is ~30 us of mostly
     GIL-holding Python, so threads only pay off on slow (network) storage: pass ``workers`` there."""
 

@@ -25,15 +25,17 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from tqdm.auto import tqdm
 
 from ..core.errors import ConfigError
 from ..core.io import atomic_write, file_lock, read_json_object, write_json
 from ..core.params import check_positive_int
 from .images import DEFAULT_MAX_PIXELS, ImageError, check_image_bytes
+
+if TYPE_CHECKING:  # httpx is imported where a fetch runs: most loads fetch nothing (it costs ~0.5 s to import)
+    import httpx
 
 __all__ = ["FetchReport", "ImageCache", "fetch_images", "is_url", "name_ids"]
 
@@ -211,6 +213,8 @@ def _body(response: httpx.Response, opts: _Options) -> bytes:
 
 def _get(client: httpx.Client, url: str, opts: _Options) -> tuple[bytes, str]:
     """One GET of ``url`` with retries; the body and its content type, or :class:`_Failure`."""
+    import httpx
+
     failure = _Failure("not tried")
     for attempt in range(opts.retries + 1):
         retry_after = None
@@ -318,6 +322,8 @@ def fetch_images(
         report.failed = {pid: "offline" for u in todo for pid in ids_of[u]}
         log.warning("%s", report.summary())
         return report
+    import httpx
+
     opts = _Options(timeout, retries, backoff, max_bytes, max_pixels)
     results: dict[str, dict[str, Any]] = {}
     recorded: set[str] = set()

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
-from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
 
 from ..core.errors import CatalogError
 from ..core.params import check_choice
@@ -50,6 +49,8 @@ def has_markup(text: str) -> bool:
 def clean_markup(text: str) -> str:
     """``text`` as a reader sees it: tags dropped (block elements separate words), entities decoded,
     scripts and styles left out, whitespace (non-breaking spaces included) collapsed to single spaces."""
+    from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning  # here: most catalogs hold no markup (~0.4 s)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)  # a value that looks like a URL
         plain = BeautifulSoup(text, "html.parser").get_text(" ")

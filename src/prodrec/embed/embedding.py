@@ -215,11 +215,16 @@ def learned_embeddings(
     progress: bool = True,
     label_weights: Mapping[str, float] | None = None,
     max_train: int | None = None,
+    sample_seed: int = 0,
     **train_options: Any,
 ) -> LearnedArm:
     """The ``learned`` arm's vectors of ``sample``: a head trained on the input arms' vectors of the products
     of ``full`` outside ``sample`` (weak labels: the catalog's label columns), kept in the store; and the
     vectors of those training products (:class:`LearnedArm`).
+
+    ``max_train`` caps the training products at a draw seeded by ``sample_seed`` (the experiment's sample
+    seed), never by the training ``seed``: every training seed of one experiment trains on the same products,
+    so the seeds' spread is the training's own and their inputs are embedded once.
 
     The head is found again in ``<store>/learned/<fingerprint>/`` when its inputs (models, fields, training
     ids), labels and options are the same, so a re-run trains nothing.
@@ -230,8 +235,7 @@ def learned_embeddings(
              len(train_cat) if max_train is None else min(max_train, len(train_cat)), len(sample_ids),
              "" if max_train is not None else " (cap with max_train / --max-train)")
     if max_train is not None:
-        train_cat = train_cat.sample(params.check_positive_int("max_train", max_train),
-                                     seed=int(train_options.get("seed", 0)))
+        train_cat = train_cat.sample(params.check_positive_int("max_train", max_train), seed=sample_seed)
     train_emb = {spec.name: run(spec, model or "auto", train_cat) for spec, model, run in inputs}
     ids, aligned = align(train_emb)
     ids = [str(i) for i in ids]

@@ -136,7 +136,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--learn-epochs", type=_positive_int, default=30, help="learned arm: training epochs")
     g.add_argument("--learn-seed", type=int, default=0, help="learned arm: training seed")
     g.add_argument("--max-train", type=_positive_int, default=None, help="learned arm: train on at most this "
-                   "many products outside the sample (default: all of them, which embeds them all once)")
+                   "many products outside the sample, drawn with --seed (default: all of them, which embeds them "
+                   "all once)")
     g.add_argument("--protocol", default="full", choices=PROTOCOLS,
                    help="full (default): every text column in the product sentence; withheld: the label "
                    "columns (or --labels) removed from every sentence, so a score is not the label read back")

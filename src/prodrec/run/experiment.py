@@ -186,7 +186,8 @@ def build_experiment(
     Beyond the paper: ``learned=True`` (or a dict of :func:`~prodrec.embed.learned.train_head` options:
     ``epochs``, ``seed``, ``label_weights``, ``max_train``...) adds the ``learned`` arm, trained on the
     products of the catalog *outside* the sample (so it is never evaluated on a product it was trained on)
-    and kept in the store. ``protocol="withheld"`` removes ``withheld`` columns (default: the catalog's label
+    and kept in the store; ``max_train`` draws its products with the sample's ``seed``, the same for every
+    training ``seed``. ``protocol="withheld"`` removes ``withheld`` columns (default: the catalog's label
     columns) from every product sentence, for the text arm and the learned arm's inputs alike, and masks
     their values inside the other text fields (whole words, case-insensitive: a description "Colour: Blue"
     loses "Blue" when the colour is withheld; see :class:`~prodrec.data.text.LabelMask`); how many were
@@ -328,7 +329,8 @@ def build_experiment(
     if LEARNED in plan:
         assert learn is not None
         inputs = [(spec, wanted[name], runner(name)) for name, spec in specs.items()]
-        learned_arm = learned_embeddings(full, catalog, embeddings, inputs, store, progress=progress, **learn)
+        learned_arm = learned_embeddings(full, catalog, embeddings, inputs, store, progress=progress,
+                                         sample_seed=seed, **learn)
         embeddings[LEARNED], outside[LEARNED] = learned_arm.sample, learned_arm.training
     rec = Recommender(embeddings, alpha=alpha, weights=weights, calibration=calibration, index=index,
                       index_cache=IndexCache(store.root / "indexes"), index_params=index_params, protocol=protocol)
