@@ -14,10 +14,14 @@ PYTEST_ARGS ?=
 # The tests marked serial (a local Ray cluster: its raylet must start within 30 s) run alone afterwards.
 TEST_WORKERS ?= auto
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxprocesses=4 --dist loadgroup)
-# $(call pytest_phases,MARKER-EXPRESSION): the parallel phase, then the serial tests alone (exit 5: none selected)
+# $(call pytest_phases,MARKER-EXPRESSION): the parallel phase, then the serial tests alone (exit 5: none selected).
+# Bytecode caches are written (into .venv and the checkout) even where $$PYTHONDONTWRITEBYTECODE is set: the
+# tests start hundreds of Pythons (CLI runs, notebook kernels) that would each compile torch, pandas,
+# transformers... again (see `run` below; importing prodrec, torch and sentence-transformers took 42-94 s
+# without caches against 21-22 s with them on the loaded 2-core reference box).
 define pytest_phases
-	$(PY) -m pytest $(XDIST) -m "$(if $(XDIST),not serial)$(if $(and $(XDIST),$(1)), and )$(1)" $(PYTEST_ARGS)
-	$(if $(XDIST),$(PY) -m pytest -m "serial$(if $(1), and $(1))" $(PYTEST_ARGS) || [ $$? -eq 5 ])
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest $(XDIST) -m "$(if $(XDIST),not serial)$(if $(and $(XDIST),$(1)), and )$(1)" $(PYTEST_ARGS)
+	$(if $(XDIST),PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -m "serial$(if $(1), and $(1))" $(PYTEST_ARGS) || [ $$? -eq 5 ])
 endef
 
 .PHONY: install run test test-fast lint bench demo kaggle-stage clean notebook-outputs

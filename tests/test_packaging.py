@@ -246,14 +246,18 @@ def test_uv_install_carries_pips_package_sources(tmp_path: Path, monkeypatch: py
     assert uv.main(["-e", "."]) == 127
 
 
-def test_make_run_writes_bytecode_caches_even_where_the_environment_forbids_them() -> None:
-    """`make run` clears $PYTHONDONTWRITEBYTECODE for the notebooks (their kernels would each compile torch,
-    pandas... again); Python treats the empty value as unset."""
-    dry = subprocess.run(["make", "-n", "run", "DATA=/x"], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+def test_make_run_and_test_write_bytecode_caches_even_where_the_environment_forbids_them() -> None:
+    """`make run` clears $PYTHONDONTWRITEBYTECODE for the notebooks, `make test` for both pytest phases (their
+    kernels and CLI runs would each compile torch, pandas... again); Python treats the empty value as unset."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    dry = subprocess.run(["make", "-n", "run", "DATA=/x"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert dry.returncode == 0, dry.stderr
     line = next(ln for ln in dry.stdout.splitlines() if "run-notebooks" in ln)
     assert line.startswith("PYTHONDONTWRITEBYTECODE= "), line
+    dry = subprocess.run(["make", "-n", "-o", "install", "test"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert dry.returncode == 0, dry.stderr
+    lines = [ln for ln in dry.stdout.splitlines() if " -m pytest " in ln]
+    assert len(lines) == 2 and all(ln.startswith("PYTHONDONTWRITEBYTECODE= ") for ln in lines), lines
     flag = subprocess.run([sys.executable, "-c", "import sys; print(sys.dont_write_bytecode)"], capture_output=True,
                           text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
     assert flag.stdout.strip() == "False"
