@@ -27,12 +27,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one store per pytest-xdist worker: 
 
 # Tests that run one after the other on one pytest-xdist worker (`make test` runs two or more): one `pip wheel`
 # of the checkout at a time (both build in ./build); the two runs of the notebooks on the real sample, so that
-# the second (nbval) finds every vector and learned head of the first in the worker's store. The tests that
+# the second (nbval) finds every vector and learned head of the first in the worker's store; the MiniLM export
+# and the torch-free run of what it kept (a module fixture's folder, one per worker). The tests that
 # start a local Ray run alone after the parallel ones (marked serial): beside a busy worker, a raylet missed
 # Ray's fixed 30-second start-up limit.
 XDIST_GROUPS = {"wheel": ("test_packaging.py::test_wheel_outside", "test_packaging.py::test_kaggle_stage"),
                 "notebooks": ("test_notebooks.py::test_notebooks_on_real_sample",
-                              "test_notebooks.py::test_nbval_stored_outputs")}
+                              "test_notebooks.py::test_nbval_stored_outputs"),
+                "minilm-export": ("test_backends.py::test_minilm_exports_give_the_torch_vectors",
+                                  "test_backends.py::test_a_kept_text_export_runs_without_torch")}
 SERIAL = ("test_scale.py::", "test_export.py::test_ray_engine")
 # The longest tests first (minutes each: the notebook runs), so that two workers end together.
 FIRST = ("test_notebooks.py::test_notebooks_on_real_sample", "test_notebooks.py::test_nbval_stored_outputs",
