@@ -10,10 +10,11 @@ OUT    ?= outputs/run
 N      ?= 5000
 PYTEST_ARGS ?=
 # The tests run on TEST_WORKERS pytest-xdist workers (auto: one per core, at most 4; each worker has its own
-# embedding store). TEST_WORKERS=0 runs them in this process.
+# embedding store), a test module at a time in the order tests/conftest.py sorts them. TEST_WORKERS=0 runs
+# them in this process.
 # The tests marked serial (a local Ray cluster: its raylet must start within 30 s) run alone afterwards.
 TEST_WORKERS ?= auto
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxprocesses=4 --dist loadgroup)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxprocesses=4 --dist loadfile --no-loadscope-reorder)
 # $(call pytest_phases,MARKER-EXPRESSION): the parallel phase, then the serial tests alone (exit 5: none selected).
 # Bytecode caches are written (into .venv and the checkout) even where $$PYTHONDONTWRITEBYTECODE is set: the
 # tests start hundreds of Pythons (CLI runs, notebook kernels) that would each compile torch, pandas,

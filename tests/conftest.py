@@ -25,19 +25,18 @@ if "PRODREC_STORE" not in os.environ:  # subprocesses (CLI, notebooks) share one
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one store per pytest-xdist worker: no run waits on another's lock
     os.environ["PRODREC_STORE"] = f"{os.environ['PRODREC_STORE'].rstrip('/')}-{os.environ['PYTEST_XDIST_WORKER']}"
 
-# Tests that run one after the other on one pytest-xdist worker (`make test` runs two or more): one `pip wheel`
-# of the checkout at a time (both build in ./build); the two runs of the notebooks on the real sample, so that
-# the second (nbval) finds every vector and learned head of the first in the worker's store; the MiniLM export
-# and the torch-free run of what it kept (a module fixture's folder, one per worker). The tests that
-# start a local Ray run alone after the parallel ones (marked serial): beside a busy worker, a raylet missed
-# Ray's fixed 30-second start-up limit.
-XDIST_GROUPS = {"wheel": ("test_packaging.py::test_wheel_outside", "test_packaging.py::test_kaggle_stage"),
-                "notebooks": ("test_notebooks.py::test_notebooks_on_real_sample",
-                              "test_notebooks.py::test_nbval_stored_outputs"),
-                "minilm-export": ("test_backends.py::test_minilm_exports_give_the_torch_vectors",
-                                  "test_backends.py::test_a_kept_text_export_runs_without_torch")}
+# `make test` spreads the tests over pytest-xdist workers a module at a time (`--dist loadfile
+# --no-loadscope-reorder`): a module's tests run one after the other on one worker, in the order below, and its
+# module fixtures are made once. That keeps together what must not run side by side or apart: the two `pip
+# wheel` builds of the checkout (both build in ./build), the two runs of the notebooks on the real sample (the
+# second, nbval, finds every vector and learned head of the first in the worker's store), the MiniLM export and
+# the torch-free run of what it kept. (`--dist loadgroup` with `xdist_group` marks would group single tests,
+# but with pytest 9.2 it silently groups nothing: pytest-dev/pytest-xdist#1386.) The tests that start a local
+# Ray run alone after the parallel ones (marked serial): beside a busy worker, a raylet missed Ray's fixed
+# 30-second start-up limit.
 SERIAL = ("test_scale.py::", "test_export.py::test_ray_engine")
-# The longest tests first (minutes each: the notebook runs), so that two workers end together.
+# The longest tests first (minutes each: the notebook runs), so that their modules start first and the workers
+# end together.
 FIRST = ("test_notebooks.py::test_notebooks_on_real_sample", "test_notebooks.py::test_nbval_stored_outputs",
          "test_packaging.py::test_wheel_outside")
 
@@ -45,9 +44,6 @@ FIRST = ("test_notebooks.py::test_notebooks_on_real_sample", "test_notebooks.py:
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        for group, prefixes in XDIST_GROUPS.items():
-            if any(p in item.nodeid for p in prefixes):
-                item.add_marker(pytest.mark.xdist_group(group))
         if any(p in item.nodeid for p in SERIAL):
             item.add_marker(pytest.mark.serial)
 

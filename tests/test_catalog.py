@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -116,8 +117,6 @@ def test_unreadable_images_skipped_with_file_named(tmp_path: Path, content: byte
 
 def test_headers_are_checked_again_when_a_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A second load in one process reuses the header checks of unchanged files, never a stale verdict."""
-    import os
-
     from prodrec.data import catalog as catalog_module
 
     root = make_catalog(tmp_path, [ROW.format(i=i) for i in (1, 2, 3)])

@@ -258,6 +258,8 @@ def test_make_run_and_test_write_bytecode_caches_even_where_the_environment_forb
     assert dry.returncode == 0, dry.stderr
     lines = [ln for ln in dry.stdout.splitlines() if " -m pytest " in ln]
     assert len(lines) == 2 and all(ln.startswith("PYTHONDONTWRITEBYTECODE= ") for ln in lines), lines
+    # a module at a time, in tests/conftest.py's order (loadgroup's marks group nothing under pytest 9.2)
+    assert "--dist loadfile --no-loadscope-reorder" in lines[0] and "-n " not in lines[1], lines
     flag = subprocess.run([sys.executable, "-c", "import sys; print(sys.dont_write_bytecode)"], capture_output=True,
                           text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
     assert flag.stdout.strip() == "False"
