@@ -22,7 +22,6 @@ with the ids behind each count.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -35,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import CatalogError, ConfigError, DataNotFound, UnknownIdError
+from ..core.io import fingerprint
 from .fetch import NOT_FETCHED, FetchReport, ImageCache, fetch_images, is_url
 from .formats import ReadInfo, as_strings, read_catalog_file
 from .images import ImageError, check_image_header
@@ -602,14 +602,11 @@ _HEADER_MEMO_SIZE = 4
 def _stat_key(paths: list[str], max_pixels: int) -> str | None:
     """A fingerprint of ``paths`` as they are on disk now (name, size, mtime), or None when one cannot be
     read (the check reports it)."""
-    h = hashlib.sha256(str(max_pixels).encode())
     try:
-        for p in paths:
-            st = os.stat(p)
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogatepass"))
+        stats = [os.stat(p) for p in paths]
     except OSError:
         return None
-    return h.hexdigest()
+    return fingerprint([str(max_pixels), *(f"{p}|{st.st_size}|{st.st_mtime_ns}" for p, st in zip(paths, stats))])
 
 
 def _verify_headers(paths: list[str], max_pixels: int, workers: int | None) -> list[str | None]:
