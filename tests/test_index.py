@@ -95,6 +95,7 @@ def test_approximate_recall_and_scores(kind: str, data: tuple[np.ndarray, np.nda
     x, q = data
     exact_pos, _ = built["exact"].search(q, 5)
     idx = built[kind]
+    assert kind != "ivf" or idx.params["codes"] == "sq8"  # the default: 8-bit lists, exact scores
     assert idx.kind == kind and (idx.ntotal, idx.dim) == (N, D)
     pos, scores = idx.search(q, 5)
     assert recall_at_k(pos, exact_pos) >= 0.9
@@ -169,7 +170,7 @@ def test_effort_scales_one_search_and_never_mutates_params(kind: str, data: tupl
         return
     tuned = "nprobe" if kind == "ivf" else "efSearch"
     # effort multiplies the tuned value for this call only: the same as a copy of the index set to it
-    scaled = load_index(idx.save(Path(tempfile.mkdtemp()) / kind))
+    scaled = load_index(idx.save(Path(tempfile.mkdtemp()) / kind), x)
     scaled.params[tuned] = before[tuned] * idx.effort_for(50)
     np.testing.assert_array_equal(scaled.search(q, 50)[0], deep_pos)
     assert recall_at_k(deep_pos, exact_pos) > recall_at_k(idx.search(q, 50)[0], exact_pos)
@@ -189,6 +190,37 @@ def test_short_ivf_results_are_completed(data: tuple[np.ndarray, np.ndarray]) ->
     assert recall_at_k(pos, exact_pos) >= 0.999  # the short rows were searched over every cell
 
 
+def test_ivf_sq8_lists_give_the_flat_lists_results_in_a_quarter_of_the_memory(
+        data: tuple[np.ndarray, np.ndarray]) -> None:
+    """codes="sq8" (the default) against codes="flat" at the same cells and nprobe: the same results (its
+    2k + 10 candidates by their codes, re-scored exactly), scores equal to the inner products themselves, a
+    quarter of the lists' bytes."""
+    x, q = data
+    p = {"nlist": 60, "nprobe": 3}
+    sq8, flat = IVFIndex.build(x, {**p, "codes": "sq8"}), IVFIndex.build(x, {**p, "codes": "flat"})
+    for k in (1, 5, 40):
+        (ps, ss), (pf, sf) = sq8.search(q, k), flat.search(q, k)
+        assert (ps != pf).mean() < 0.001  # float32 vs 8-bit candidates: the same lists but for near ties
+        np.testing.assert_allclose(ss, np.einsum("md,mkd->mk", q, x[ps]), rtol=1e-6, atol=1e-6)  # exact
+        np.testing.assert_allclose(sf, np.einsum("md,mkd->mk", q, x[pf]), rtol=1e-6, atol=1e-6)
+    lists = {i: i.nbytes - 60 * 4 * D for i in (sq8, flat)}  # centroids aside
+    assert lists[flat] == N * (4 * D + 8) and lists[sq8] == N * (D + 8) + 2 * 4 * D
+    with pytest.raises(ConfigError, match="codes must be one of sq8, flat"):
+        IVFIndex.build(x, {"codes": "pq"})
+
+
+def test_an_ivf_index_saved_before_codes_loads_as_flat(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, q = data
+    flat = IVFIndex.build(x, {"nlist": 60, "nprobe": 3, "codes": "flat"})
+    flat.save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "meta.json").read_text())
+    del meta["params"]["codes"]  # as prodrec <= 0.3 wrote it
+    (tmp_path / "old" / "meta.json").write_text(json.dumps(meta))
+    back = load_index(tmp_path / "old")  # no rows needed: float32 lists
+    assert back.params["codes"] == "flat"
+    np.testing.assert_array_equal(back.search(q, 5)[0], flat.search(q, 5)[0])
+
+
 def test_hnsw_k_above_ef_search(data: tuple[np.ndarray, np.ndarray]) -> None:
     x, q = data
     idx = HNSWIndex.build(x, {"M": 8, "efConstruction": 20, "efSearch": 4})
@@ -199,16 +231,24 @@ def test_hnsw_k_above_ef_search(data: tuple[np.ndarray, np.ndarray]) -> None:
 @pytest.mark.parametrize("kind", ["exact", "ivf", "hnsw"])
 def test_save_load_round_trip(kind: str, tmp_path: Path, data: tuple[np.ndarray, np.ndarray],
                               built: dict[str, VectorIndex]) -> None:
-    _, q = data
+    x, q = data
     idx = built[kind]
     idx.save(tmp_path / kind)
     meta = json.loads((tmp_path / kind / "meta.json").read_text())
     assert meta["kind"] == kind and (meta["n"], meta["dim"]) == (N, D) and meta["params"] == idx.params
-    back = load_index(tmp_path / kind)
+    back = load_index(tmp_path / kind, x)
     assert type(back) is type(idx) and back.params == idx.params and (back.ntotal, back.dim) == (N, D)
     for a, b in zip(idx.search(q, 5), back.search(q, 5)):
         np.testing.assert_array_equal(a, b)
-    assert type(idx).load(tmp_path / kind).kind == kind
+    assert type(idx).load(tmp_path / kind, x).kind == kind
+    if kind == "ivf":  # 8-bit codes: the exact scores need the rows, and only the rows it was built over
+        with pytest.raises(RankingError, match=r"load_index\(folder, vectors=rows\)"):
+            load_index(tmp_path / kind).search(q, 5)
+        with pytest.raises(ConfigError, match=f"built over {N} x {D} rows"):
+            load_index(tmp_path / kind, x[:-1])
+    else:  # the vectors are in the index itself
+        for a, b in zip(idx.search(q, 5), load_index(tmp_path / kind).search(q, 5)):
+            np.testing.assert_array_equal(a, b)
     other = IVFIndex if kind != "ivf" else HNSWIndex
     with pytest.raises(ConfigError, match=f"holds a {kind} index"):
         other.load(tmp_path / kind)

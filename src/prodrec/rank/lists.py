@@ -46,6 +46,7 @@ from ..core import params
 from ..core.errors import ConfigError
 from ..core.vocab import FUSION_MODES
 from . import fusion
+from .index import inner_products_by_idx
 from .rules import BoundRules, diversity_pool
 from .topk import BLOCK_BYTES, MAX_BLOCK_ROWS, one_blas_thread
 
@@ -113,17 +114,8 @@ def pair_scores(vectors: np.ndarray, query_pos: np.ndarray, cand: np.ndarray) ->
     Each value depends on the two vectors only (never on the other pairs computed with it); ``cand < 0``
     gives ``-inf``.
     """
-    m, c = cand.shape
-    out = np.empty((m, c), dtype=np.float32)
-    if m == 0 or c == 0:
-        return out
-    q = np.ascontiguousarray(vectors[query_pos], dtype=np.float32)
-    ids = np.ascontiguousarray(np.where(cand < 0, 0, cand), dtype=np.int64)
-    with _one_thread() as faiss:
-        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(q), faiss.swig_ptr(vectors),
-                                         faiss.swig_ptr(ids), vectors.shape[1], m, c)
-    out[cand < 0] = -np.inf
-    return out
+    with _one_thread():
+        return inner_products_by_idx(vectors, vectors[query_pos], cand)
 
 
 def row_gram(vectors: np.ndarray, pos: np.ndarray) -> np.ndarray:

@@ -64,12 +64,12 @@ from __future__ import annotations
 from ...core.vocab import AUTO_APPROX_KIND, AUTO_EXACT_MAX, INDEX_KINDS, IndexKind
 from .arm_indexes import FUSED_INDEX, FUSED_TARGET_RECALL, ArmIndexes
 from .base import (CALIBRATION_K, CALIBRATION_QUERIES, CHUNK_ROWS, DEEP_EFFORT, DEEP_LIST, FORMAT_VERSION,
-                   VectorIndex, as_vectors, faiss_version, load_index, recall_at_k)
+                   VectorIndex, as_vectors, faiss_version, inner_products_by_idx, load_index, recall_at_k)
 from .build import build_index
 from .cache import IndexCache
 from .exact import ExactIndex
 from .faiss_kinds import FaissIndex, HNSWIndex, IVFIndex
-from .kinds import (IVF_NLIST_PER_SQRT_N, IVF_TRAIN_PER_LIST, check_kind, check_params, default_nlist,
+from .kinds import (IVF_CODES, IVF_NLIST_PER_SQRT_N, IVF_TRAIN_PER_LIST, check_kind, check_params, default_nlist,
                     resolve_kind)
 
 __all__ = [
@@ -84,6 +84,7 @@ __all__ = [
     "FUSED_INDEX",
     "FUSED_TARGET_RECALL",
     "INDEX_KINDS",
+    "IVF_CODES",
     "IVF_NLIST_PER_SQRT_N",
     "IVF_TRAIN_PER_LIST",
     "ArmIndexes",
@@ -100,6 +101,7 @@ __all__ = [
     "check_params",
     "default_nlist",
     "faiss_version",
+    "inner_products_by_idx",
     "load_index",
     "recall_at_k",
     "resolve_kind",

@@ -15,8 +15,8 @@ from ...core.io import read_json_object, write_json
 from ..topk import blocked_search, order_by_score, select_topk
 
 __all__ = ["CALIBRATION_K", "CALIBRATION_QUERIES", "CHUNK_ROWS", "DEEP_EFFORT", "DEEP_LIST", "FORMAT_VERSION",
-           "SideBySide", "VectorIndex", "as_queries", "as_vectors", "exact_search", "faiss_version", "load_index",
-           "recall_at_k"]
+           "SideBySide", "VectorIndex", "as_queries", "as_vectors", "exact_search", "faiss_version",
+           "inner_products_by_idx", "load_index", "recall_at_k"]
 
 
 #: Calibration of nprobe / efSearch: this many sample rows as queries, recall@CALIBRATION_K.
@@ -121,6 +121,32 @@ def exact_search(x: np.ndarray | SideBySide, queries: np.ndarray, k: int) -> tup
         pos, val = order_by_score(np.concatenate([pos, p + s], axis=1), np.concatenate([val, v], axis=1))
         pos, val = pos[:, :k], val[:, :k]
     return pos, val
+
+
+def inner_products_by_idx(x: np.ndarray | SideBySide, queries: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Inner products [m, c] (float32) of each query ``queries`` [m, d] with its rows ``pos`` [m, c] of ``x``
+    (an array, or arrays :class:`SideBySide`: the sum of each part's products with the query's columns), pair
+    by pair: each value depends on the two vectors only (FAISS's ``fvec_inner_products_by_idx``, no gathered
+    copy of the rows); ``pos < 0`` gives ``-inf``."""
+    m, c = pos.shape
+    out = np.zeros((m, c), dtype=np.float32)
+    if m == 0 or c == 0:
+        return out
+    faiss = faiss_module()
+    ids = np.ascontiguousarray(np.where(pos < 0, 0, pos), dtype=np.int64)
+    parts = x.parts if isinstance(x, SideBySide) else [x]
+    part = np.empty((m, c), dtype=np.float32) if len(parts) > 1 else out
+    col = 0
+    for rows in parts:
+        d = rows.shape[1]
+        q = np.ascontiguousarray(queries[:, col : col + d], dtype=np.float32)
+        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(part), faiss.swig_ptr(q), faiss.swig_ptr(rows),
+                                         faiss.swig_ptr(ids), d, m, c)
+        if part is not out:
+            out += part
+        col += d
+    out[pos < 0] = -np.inf
+    return out
 
 
 def as_vectors(vectors: Any, what: str = "vectors") -> np.ndarray:
@@ -243,9 +269,17 @@ class VectorIndex:
     def _search(self, q: np.ndarray, k: int, effort: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def attach(self, vectors: np.ndarray | SideBySide) -> VectorIndex:
+        """Give the index the rows it was built over (same order; not copied) and return it. Kinds that keep
+        the vectors themselves need nothing; an IVF index with 8-bit codes (``codes="sq8"``) scores its
+        candidates exactly with them, so one loaded from a folder needs them (:func:`load_index` with
+        ``vectors``; :class:`IndexCache` passes them)."""
+        return self
+
     @property
     def nbytes(self) -> int:
-        """Memory the index holds (vectors, links, ids, centroids), in bytes."""
+        """Memory the index holds (vectors or codes, links, ids, centroids), in bytes; not the rows given to
+        :meth:`attach`."""
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -280,16 +314,18 @@ class VectorIndex:
         raise NotImplementedError
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str]) -> VectorIndex:
-        """The index saved in ``folder``; on a subclass, it must be of that kind."""
-        index = load_index(folder)
+    def load(cls, folder: str | os.PathLike[str], vectors: np.ndarray | SideBySide | None = None) -> VectorIndex:
+        """The index saved in ``folder`` (``vectors``: as for :func:`load_index`); on a subclass, it must be of
+        that kind."""
+        index = load_index(folder, vectors)
         if not isinstance(index, cls):
             raise ConfigError(f"{folder} holds a {index.kind} index, not {cls.kind or 'an index'}")
         return index
 
 
-def load_index(folder: str | os.PathLike[str]) -> VectorIndex:
-    """The index saved by :meth:`VectorIndex.save` in ``folder``."""
+def load_index(folder: str | os.PathLike[str], vectors: np.ndarray | SideBySide | None = None) -> VectorIndex:
+    """The index saved by :meth:`VectorIndex.save` in ``folder``; ``vectors``: the rows it was built over, for
+    the kinds that score with them (see :meth:`VectorIndex.attach`)."""
     folder = Path(folder)
     try:
         meta = read_json_object(folder / "meta.json")
@@ -302,4 +338,4 @@ def load_index(folder: str | os.PathLike[str]) -> VectorIndex:
     if (index.ntotal, index.dim) != (meta.get("n"), meta.get("dim")):
         raise ConfigError(f"{folder}: the index holds {index.ntotal} x {index.dim} vectors but meta.json says "
                           f"{meta.get('n')} x {meta.get('dim')}")
-    return index
+    return index if vectors is None else index.attach(vectors)

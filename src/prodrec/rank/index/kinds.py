@@ -10,7 +10,7 @@ from ...core import params as _params
 from ...core.errors import ConfigError
 from ...core.vocab import AUTO_APPROX_KIND, AUTO_EXACT_MAX
 
-__all__ = ["IVF_NLIST_PER_SQRT_N", "IVF_TRAIN_PER_LIST", "check_kind", "check_params", "default_nlist",
+__all__ = ["IVF_CODES", "IVF_NLIST_PER_SQRT_N", "IVF_TRAIN_PER_LIST", "check_kind", "check_params", "default_nlist",
            "params_for", "resolve_kind"]
 
 #: Default ``nlist`` per sqrt(n) for ivf; see :func:`default_nlist`. A query costs ~``nlist * d`` (ranking
@@ -22,10 +22,15 @@ IVF_NLIST_PER_SQRT_N = 2
 #: k-means trains on at most this many points per centroid (faiss warns below 39).
 IVF_TRAIN_PER_LIST = 40
 
+#: What an ivf index's lists hold: ``sq8`` (default), FAISS's 8-bit scalar quantizer (a byte per dimension,
+#: a quarter of the float32 vectors), its candidates then scored exactly with the indexed rows (see
+#: :class:`~prodrec.rank.index.IVFIndex`); ``flat``, the float32 vectors themselves (``IndexIVFFlat``).
+IVF_CODES = ("sq8", "flat")
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "exact": {},
     # niter: 10 k-means iterations, faiss's default for IVF training.
-    "ivf": {"nlist": None, "nprobe": None, "niter": 10, "train_size": None, "target_recall": 0.95},
+    "ivf": {"nlist": None, "nprobe": None, "niter": 10, "train_size": None, "target_recall": 0.95, "codes": "sq8"},
     # M=32, efConstruction=80, measured on 1,000,000 x 384 clustered unit vectors (2 shared cores): with
     # faiss's default efConstruction 40 (build 88 s) recall@5 stalled at 0.966 even at efSearch 1024;
     # 80 (125 s) reached 0.957 at efSearch 32 and 0.976 at 64; 160 (520 s) only 0.964 / 0.979. M=32
@@ -71,6 +76,10 @@ def check_params(kind: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
             if not 0.0 < f <= 1.0:
                 raise ConfigError(f"target_recall must be a number within (0, 1], got {value!r}")
             out[name] = f
+        elif name == "codes":
+            if value not in IVF_CODES:
+                raise ConfigError(f"codes must be one of {', '.join(IVF_CODES)}; got {value!r}")
+            out[name] = str(value)
         else:
             out[name] = _params.check_positive_int(f"the {kind} parameter {name}", value)
     return out
