@@ -15,8 +15,9 @@ the same per-arm top-k, in the same run (issue 19).
 * **update**: 99% of the products exported, then the last 1% added: ``update_table`` vs a full export of all
   (goal <= 0.2), the two tables compared row for row.
 * **1M**: 1,000,000 synthetic products (two arms, 256 + 128 dims, seeded Gaussian mixtures of
-  :mod:`benchmarks.ann`) with ``index="ivf"`` (the index built inside the export's time) vs FAISS
-  ``IndexIVFFlat`` per arm (nlist 4 sqrt(n), nprobe 4). ``PRODREC_BENCH_EXPORT_N`` scales it down.
+  :mod:`benchmarks.ann`) with ``index="ivf"`` (the kit's default lists: 8-bit codes, candidates scored
+  exactly with the stored vectors; the index built inside the export's time) vs FAISS ``IndexIVFFlat`` per
+  arm (nlist 4 sqrt(n), nprobe 4). ``PRODREC_BENCH_EXPORT_N`` scales it down.
 
 Each measurement is a fresh process (``benchmarks._export_worker``); methods alternate, so a change in the
 machine's load hits both. The machine is shared: the 1-minute load average is recorded with every row.

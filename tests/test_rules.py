@@ -146,6 +146,26 @@ def test_rrf_and_zscore_take_rules_too(world) -> None:
     assert (free["rrf"].pos == rec3.topk_positions(K, "rrf")[0]).mean() > 0.99
 
 
+def test_lists_are_the_same_on_any_number_of_threads(world, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block's candidates are split by queries over threads (lists.block_threads); one thread or five, with
+    every rule at once and without, the lists, scores and thresholds are the same."""
+    import prodrec.rank.lists as lists_mod
+
+    rec, lab, _ = world
+    bound = Rules.make(same="gender", where=["in_stock=true"], exclude_duplicates=0.6, diversity=0.5
+                       ).bind(rec.ids, lab, "name")
+    monkeypatch.setattr(lists_mod, "MIN_THREAD_ROWS", 1)
+    got = {}
+    for threads in (1, 5):
+        monkeypatch.setattr(lists_mod, "block_threads", lambda threads=threads: threads)
+        got[threads] = [ListRanker(rec, ["fused", "image"], K, rules).rank(np.arange(N)) for rules in (None, bound)]
+    for one, many in zip(got[1], got[5]):
+        for mode in ("fused", "image"):
+            np.testing.assert_array_equal(one[mode].pos, many[mode].pos)
+            np.testing.assert_array_equal(one[mode].score, many[mode].score)
+            np.testing.assert_array_equal(one[mode].threshold, many[mode].threshold)
+
+
 def test_one_query_lists_equal_the_block_and_recommend(world) -> None:
     rec, lab, _ = world
     bound = Rules.make(same="gender", exclude_duplicates=True).bind(rec.ids, lab, "name")
