@@ -386,12 +386,11 @@ class ListRanker:
 
         step = max(1, -(-m // min(block_threads(), max(1, m // MIN_THREAD_ROWS))))
         parts = [slice(r, min(m, r + step)) for r in range(0, m, step)]
-        with one_blas_thread():  # each part's products on its own thread: no BLAS threads left spinning
-            if len(parts) > 1:
-                with ThreadPoolExecutor(len(parts)) as pool:
-                    done = list(pool.map(part, parts))
-            else:
-                done = [part(parts[0])]
+        if len(parts) > 1:
+            with one_blas_thread(), ThreadPoolExecutor(len(parts)) as pool:  # no BLAS threads left spinning
+                done = list(pool.map(part, parts))
+        else:  # few queries (one recommendation): BLAS's own threads for its matrix-vector products
+            done = [part(parts[0])]
         run_p = np.concatenate([p for p, _ in done])
         run_v = np.concatenate([v for _, v in done])
         bound = run_v[:, -1].astype(np.float64) if c else np.full(m, -np.inf)
