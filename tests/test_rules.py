@@ -12,6 +12,7 @@ import pytest
 
 from prodrec.core.errors import ConfigError
 from prodrec.embed.vectors import Embeddings
+import prodrec.rank.lists as lists_mod
 from prodrec.rank.lists import ListRanker, recommend_lists
 from prodrec.rank.recommender import Recommender
 from prodrec.rank.rules import Rules, diversity_pool
@@ -149,8 +150,6 @@ def test_rrf_and_zscore_take_rules_too(world) -> None:
 def test_lists_are_the_same_on_any_number_of_threads(world, monkeypatch: pytest.MonkeyPatch) -> None:
     """A block's candidates are split by queries over threads (lists.block_threads); one thread or five, with
     every rule at once and without, the lists, scores and thresholds are the same."""
-    import prodrec.rank.lists as lists_mod
-
     rec, lab, _ = world
     bound = Rules.make(same="gender", where=["in_stock=true"], exclude_duplicates=0.6, diversity=0.5
                        ).bind(rec.ids, lab, "name")
@@ -164,6 +163,33 @@ def test_lists_are_the_same_on_any_number_of_threads(world, monkeypatch: pytest.
             np.testing.assert_array_equal(one[mode].pos, many[mode].pos)
             np.testing.assert_array_equal(one[mode].score, many[mode].score)
             np.testing.assert_array_equal(one[mode].threshold, many[mode].threshold)
+
+
+def test_duplicates_then_diversity_reuse_the_duplicates_similarities(world, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With both rules, MMR reads the similarities the duplicates rule computed, and that rule first compares
+    only the best ``need + DUPLICATE_SLACK`` candidates: the lists are those of computing everything anew,
+    and the rows that met duplicates early were compared in full."""
+    rec, lab, _ = world
+    bound = Rules.make(exclude_duplicates=0.6, diversity=0.5).bind(rec.ids, lab, "name")
+    widths: list[int] = []
+    greedy = ListRanker._greedy
+
+    def spy(self, mode, both, *args):  # type: ignore[no-untyped-def]
+        widths.append(both.shape[1])
+        return greedy(self, mode, both, *args)
+
+    monkeypatch.setattr(ListRanker, "_greedy", spy)
+    reused = ListRanker(rec, ["fused"], K, bound).rank(np.arange(N))["fused"]
+    ranker = ListRanker(rec, ["fused"], K, bound)
+    assert len(set(widths)) > 1  # some rows compared all their candidates, the others fewer
+    assert min(widths) == 1 + ranker.need + lists_mod.DUPLICATE_SLACK
+    near = ListRanker._near
+    monkeypatch.setattr(ListRanker, "_near", lambda self, *a: (near(self, *a)[0], {}))  # nothing to reuse
+    monkeypatch.setattr(lists_mod, "DUPLICATE_SLACK", 10**6)  # every candidate compared at once
+    anew = ranker.rank(np.arange(N))["fused"]
+    np.testing.assert_array_equal(reused.pos, anew.pos)
+    np.testing.assert_array_equal(reused.score, anew.score)
+    np.testing.assert_array_equal(reused.threshold, anew.threshold)
 
 
 def test_one_query_lists_equal_the_block_and_recommend(world) -> None:

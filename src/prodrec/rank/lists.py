@@ -80,6 +80,9 @@ MAX_GRAM_THREADS = 4
 #: a thread is given.
 MAX_BLOCK_THREADS = 8
 MIN_THREAD_ROWS = 64
+#: The duplicates rule first compares a list's ``need + DUPLICATE_SLACK`` best candidates (and the query), and
+#: all of them only for the rows that did not keep ``need`` among those (see ``ListRanker._distinct``).
+DUPLICATE_SLACK = 2
 
 #: (rows, c) -> candidate positions [rows, c'] (-1: none), the block score of the last one read (-inf: the
 #: row's qualifying candidates are all read), and whether every qualifying candidate was read.
@@ -451,8 +454,9 @@ class ListRanker:
         """Lists from sorted candidates, and which rows are final (their choice cannot change by reading on)."""
         m, k = len(qp), self.k
         valid = np.isfinite(scores)
+        grams: dict[str, np.ndarray] = {}
         if self.greedy:
-            keep = self._distinct(mode, qp, cand, valid, self.need)  # [m, c] kept flags, pool order
+            keep, grams = self._distinct(mode, qp, cand, valid, self.need)  # [m, c] kept flags, pool order
         else:
             keep = valid & (np.cumsum(valid, axis=1) <= self.need)
         n_kept = keep.sum(axis=1)
@@ -463,7 +467,9 @@ class ListRanker:
         pool_score = _compact(scores, keep, self.need, -np.inf)
         threshold = np.where(full, pool_score[:, -1] if self.need else -np.inf, -np.inf).astype(np.float32)
         if self.rules is not None and self.rules.rules.diversity is not None:
-            order = self._mmr(mode, pool_pos, pool_score)
+            # the pool's columns among (query, candidates...), where the duplicates' similarities were computed
+            pool_cols = _compact(np.broadcast_to(np.arange(1, cand.shape[1] + 1), cand.shape), keep, self.need, 0)
+            order = self._mmr(mode, pool_pos, pool_score, {a: (g, pool_cols) for a, g in grams.items()})
             picked = np.maximum(order, 0)
             pos = np.where(order >= 0, np.take_along_axis(pool_pos, picked, axis=1), -1)
             score = np.where(order >= 0, np.take_along_axis(pool_score, picked, axis=1), -np.inf)
@@ -484,30 +490,64 @@ class ListRanker:
             out[a] = np.where(pos >= 0, s, np.nan).astype(np.float32)
         return out
 
-    def _near(self, arms: Sequence[str], pos: np.ndarray, threshold: float) -> np.ndarray:
+    def _near(self, arms: Sequence[str], pos: np.ndarray, threshold: float
+              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Bool [m, c, c]: pairs of each row's products ``pos`` [m, c] whose cosine reaches ``threshold`` in every
         arm of ``arms`` (:func:`row_gram`); the arms are read smallest first, and a larger arm only for the rows
-        where some pair is still near."""
+        where some pair is still near. Also each arm's similarities [m, c, c] where they were computed for every
+        row (MMR reuses them)."""
         m, c = pos.shape
         near = np.triu(np.ones((c, c), dtype=bool), 1)[None].repeat(m, axis=0)  # pairs i < j, mirrored at the end
         rows = np.arange(m)
+        grams = {}
         for a in sorted(arms, key=lambda name: self.vectors[name].shape[1]):
             if not len(rows):
                 break
-            near[rows] &= row_gram(self.vectors[a], pos[rows]) >= threshold
+            g = row_gram(self.vectors[a], pos[rows])
+            if len(rows) == m:
+                grams[a] = g
+            near[rows] &= g >= threshold
             rows = rows[near[rows].any(axis=(1, 2))]
-        return near | near.transpose(0, 2, 1)
+        return near | near.transpose(0, 2, 1), grams
 
-    def _distinct(self, mode: str, qp: np.ndarray, cand: np.ndarray, valid: np.ndarray, target: int) -> np.ndarray:
+    def _distinct(self, mode: str, qp: np.ndarray, cand: np.ndarray, valid: np.ndarray, target: int
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Greedy flags [m, c]: each valid candidate in order, kept unless it duplicates the query or a kept
-        one (and until ``target`` are kept); without ``exclude_duplicates`` the first ``target`` valid."""
+        one (and until ``target`` are kept); without ``exclude_duplicates`` the first ``target`` valid. Also the
+        arms' similarities [m, c + 1, c + 1] between the query and candidates, where they were computed for
+        every row (see :meth:`_near`; only the first ``target + DUPLICATE_SLACK + 1`` columns of a row that
+        kept ``target`` among those candidates are filled).
+
+        The first ``target + DUPLICATE_SLACK`` candidates are compared first; only the rows that did not keep
+        ``target`` among them (duplicates, or too few valid) compare them all: the choice of a row that did
+        cannot change, and its similarities cost (target + slack + 1)^2 instead of (c + 1)^2 products."""
         assert self.rules is not None
         threshold = self.rules.rules.exclude_duplicates
         if threshold is None:
-            return valid & (np.cumsum(valid, axis=1) <= target)
+            return valid & (np.cumsum(valid, axis=1) <= target), {}
         m, c = cand.shape
         both = np.concatenate([qp[:, None], np.where(cand < 0, qp[:, None], cand)], axis=1)  # the query first
-        near = self._near(self.arms_of(mode), both, threshold)
+        w = min(c, target + DUPLICATE_SLACK)
+        kept, grams = np.zeros((m, c), dtype=bool), {}
+        kept[:, :w], first = self._greedy(mode, both[:, : w + 1], valid[:, :w], target, threshold)
+        redo = np.flatnonzero(kept.sum(axis=1) < target) if w < c else np.zeros(0, dtype=np.intp)
+        if redo.size:
+            kept[redo], again = self._greedy(mode, both[redo], valid[redo], target, threshold)
+        for a, g in first.items():
+            if redo.size and a not in again:
+                continue
+            grams[a] = np.zeros((m, c + 1, c + 1), dtype=np.float32)
+            grams[a][:, : w + 1, : w + 1] = g
+            if redo.size:
+                grams[a][redo] = again[a]
+        return kept, grams
+
+    def _greedy(self, mode: str, both: np.ndarray, valid: np.ndarray, target: int, threshold: float
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`_distinct`'s walk over the query and candidates ``both`` [m, 1 + c] (``valid`` [m, c])."""
+        assert self.rules is not None
+        m, c = valid.shape
+        near, grams = self._near(self.arms_of(mode), both, threshold)
         near |= self.rules.same_name(both[:, :, None], both[:, None, :])
         kept = np.zeros((m, c + 1), dtype=bool)
         kept[:, 0] = True
@@ -517,11 +557,13 @@ class ListRanker:
             take = valid[:, j - 1] & ~dup & (n_kept < target)
             kept[:, j] = take
             n_kept += take
-        return kept[:, 1:]
+        return kept[:, 1:], grams
 
-    def _mmr(self, mode: str, pool: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    def _mmr(self, mode: str, pool: np.ndarray, rel: np.ndarray,
+             known: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
         """MMR's picks [m, <= k]: columns of each row's pool (-1: no pick left), in pick order; ties go to
-        the earlier pool column (better relevance)."""
+        the earlier pool column (better relevance). ``known``: arm -> similarities already computed between
+        each row's products, and the pool's columns among them (see :meth:`_pool_similarity`)."""
         assert self.rules is not None and self.rules.rules.diversity is not None
         lam = float(self.rules.rules.diversity)
         m, p = pool.shape
@@ -532,7 +574,7 @@ class ListRanker:
         span = np.where(hi > lo, hi - lo, 1.0)
         rel01 = np.where(valid, (r - lo[:, None]) / span[:, None], 0.0)
         rel01 = np.where(valid & ~(hi > lo)[:, None], 1.0, rel01)
-        gram = self._pool_similarity(mode, np.where(valid, pool, 0)) if k > 1 else np.zeros((m, p, p))
+        gram = self._pool_similarity(mode, np.where(valid, pool, 0), known) if k > 1 else np.zeros((m, p, p))
         chosen = np.zeros((m, p), dtype=bool)
         maxsim = np.zeros((m, p), dtype=np.float64)
         order = np.full((m, k), -1, dtype=np.intp)
@@ -550,13 +592,22 @@ class ListRanker:
                 maxsim[live] = np.maximum(maxsim[live], sim) if t else sim
         return order
 
-    def _pool_similarity(self, mode: str, pool: np.ndarray) -> np.ndarray:
+    def _pool_similarity(self, mode: str, pool: np.ndarray,
+                         known: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
         """[m, p, p] float64: the mode's similarity (its arms' cosines, weighted as fusion weighs them) between
-        every two products of each row's pool ``pool`` [m, p] (positions, all valid; :func:`row_gram`)."""
+        every two products of each row's pool ``pool`` [m, p] (positions, all valid; :func:`row_gram`). An arm
+        in ``known`` (its similarities [m, w, w] between each row's products, and the pool's columns [m, p]
+        among them) is read from there instead: the duplicates rule computed them."""
         m, p = pool.shape
         gram = np.zeros((m, p, p), dtype=np.float64)
+        rows = np.arange(m)[:, None, None]
         for a in self.arms_of(mode):
-            gram += (self.weights[a] if mode in FUSION_MODES else 1.0) * row_gram(self.vectors[a], pool)
+            if known and a in known:
+                g, cols = known[a]
+                part = g[rows, cols[:, :, None], cols[:, None, :]]
+            else:
+                part = row_gram(self.vectors[a], pool)
+            gram += (self.weights[a] if mode in FUSION_MODES else 1.0) * part
         return gram
 
     # ------------------------------------------------------------------ reciprocal-rank fusion
