@@ -301,3 +301,14 @@ def test_cli_export_update_and_evaluate_from(demo_dir: Path, tmp_path: Path, cap
     assert main(["evaluate", *base, "--from", str(tmp_path / "recs.parquet"), "--n-boot", "20", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["table"]["k"] == 3 and {r["metric"] for r in res["results"]} >= {"precision", "coverage", "ild_colour"}
+
+
+def test_id_columns_become_text_as_str_would_make_them() -> None:
+    """The writer's and reader's id conversion (numpy's, not a Python call per value) gives str(v) for every
+    value and None where one is missing, whatever the column held."""
+    from prodrec.rank.table import _as_text
+
+    values = ["p1", None, 3, 1.5, float("nan"), "ünï", True, 10**20]
+    got = _as_text(pd.Series(values, dtype=object)).tolist()
+    assert got == [None if v is None or v != v else str(v) for v in values]
+    assert _as_text(pd.Series([7, 8])).tolist() == ["7", "8"] and _as_text(pd.Series([], dtype=object)).tolist() == []

@@ -148,12 +148,14 @@ def test_rrf_and_zscore_take_rules_too(world) -> None:
 
 
 def test_lists_are_the_same_on_any_number_of_threads(world, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A block's candidates are split by queries over threads (lists.block_threads); one thread or five, with
+    """A block's candidates are split by products over threads (lists.block_threads); one thread or five, with
     every rule at once and without, the lists, scores and thresholds are the same."""
     rec, lab, _ = world
     bound = Rules.make(same="gender", where=["in_stock=true"], exclude_duplicates=0.6, diversity=0.5
                        ).bind(rec.ids, lab, "name")
     monkeypatch.setattr(lists_mod, "MIN_THREAD_ROWS", 1)
+    monkeypatch.setattr(lists_mod, "MIN_THREAD_COLUMNS", 1)
+    monkeypatch.setattr(lists_mod, "TILE", 16)  # several tiles per thread
     got = {}
     for threads in (1, 5):
         monkeypatch.setattr(lists_mod, "block_threads", lambda threads=threads: threads)

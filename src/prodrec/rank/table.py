@@ -173,12 +173,23 @@ def _umask() -> int:
     return mask
 
 
+def _as_text(s: pd.Series) -> pd.Series:
+    """Values as Python strings (``str(v)``), missing ones as None; numpy's conversion, not one Python call per
+    value (a whole export's ids: 0.15 s that way)."""
+    vals = s.astype("object").to_numpy(copy=True)
+    ok = s.notna().to_numpy()
+    if ok.any():
+        vals[ok] = vals[ok].astype(str).astype(object)
+    vals[~ok] = None
+    return pd.Series(vals, index=s.index, dtype=object)
+
+
 def _typed(df: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
     out = {}
     for col, kind in kinds.items():
         s = df[col]
         if kind == "str":
-            out[col] = s.astype("object").where(s.notna(), None).map(lambda v: v if v is None else str(v))
+            out[col] = _as_text(s)
         elif kind == "int":
             out[col] = s.astype(np.int32)
         else:
@@ -222,7 +233,7 @@ def read_table(path: str | os.PathLike[str], columns: Sequence[str] | None = Non
         raise ConfigError(f"{p} has no column(s) {missing}: a recommendations table needs query_id and id "
                           f"(it has {list(df.columns)})")
     for col in ("query_id", "id"):
-        df[col] = df[col].astype("object").where(df[col].notna(), None).map(lambda v: v if v is None else str(v))
+        df[col] = _as_text(df[col])
     if "rank" in df.columns:
         df["rank"] = pd.to_numeric(df["rank"]).astype(np.int64)
     elif columns is None or "rank" in columns:
