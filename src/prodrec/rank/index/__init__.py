@@ -37,9 +37,9 @@ clustered unit vectors, 1,000 held-out queries, recall@5 against exact; 1M = 1,0
 
 Which to pick: ``exact`` when results must be exact (evaluation, reproducing the paper's figures) or
 below ~50,000 vectors, where it answers in < 10 ms at up to 1280 dims; ``ivf`` for large catalogs: the
-fastest build (rebuild freely when the catalog changes), a quarter of the raw vectors' memory, exact scores,
-and a calibration that always reaches its target; ``hnsw`` when the graph build (minutes per million vectors) is paid once and
-cached and the data is not one of tightly separated clusters.
+fastest build (rebuild freely when the catalog changes), a quarter of the raw vectors' memory, exact
+scores, and a calibration that always reaches its target; ``hnsw`` when the graph build (minutes per million
+vectors) is paid once and cached and the data is not one of tightly separated clusters.
 
 Unless given, ``nprobe`` (ivf) and ``efSearch`` (hnsw) are calibrated at build time: the smallest value
 whose recall@5 reaches ``target_recall`` (default 0.95) against :class:`ExactIndex` on 256 seeded

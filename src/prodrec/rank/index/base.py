@@ -269,11 +269,12 @@ class VectorIndex:
     def _search(self, q: np.ndarray, k: int, effort: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def attach(self, vectors: np.ndarray | SideBySide) -> VectorIndex:
+    def attach(self, vectors: np.ndarray | SideBySide, *, checked: bool = False) -> VectorIndex:
         """Give the index the rows it was built over (same order; not copied) and return it. Kinds that keep
         the vectors themselves need nothing; an IVF index with 8-bit codes (``codes="sq8"``) scores its
         candidates exactly with them, so one loaded from a folder needs them (:func:`load_index` with
-        ``vectors``; :class:`IndexCache` passes them)."""
+        ``vectors``; :class:`IndexCache` passes them). ``checked``: the rows already went through
+        :func:`as_vectors` (not scanned again)."""
         return self
 
     @property
@@ -323,9 +324,10 @@ class VectorIndex:
         return index
 
 
-def load_index(folder: str | os.PathLike[str], vectors: np.ndarray | SideBySide | None = None) -> VectorIndex:
+def load_index(folder: str | os.PathLike[str], vectors: np.ndarray | SideBySide | None = None, *,
+               checked: bool = False) -> VectorIndex:
     """The index saved by :meth:`VectorIndex.save` in ``folder``; ``vectors``: the rows it was built over, for
-    the kinds that score with them (see :meth:`VectorIndex.attach`)."""
+    the kinds that score with them (``checked``: see :meth:`VectorIndex.attach`)."""
     folder = Path(folder)
     try:
         meta = read_json_object(folder / "meta.json")
@@ -338,4 +340,4 @@ def load_index(folder: str | os.PathLike[str], vectors: np.ndarray | SideBySide 
     if (index.ntotal, index.dim) != (meta.get("n"), meta.get("dim")):
         raise ConfigError(f"{folder}: the index holds {index.ntotal} x {index.dim} vectors but meta.json says "
                           f"{meta.get('n')} x {meta.get('dim')}")
-    return index if vectors is None else index.attach(vectors)
+    return index if vectors is None else index.attach(vectors, checked=checked)

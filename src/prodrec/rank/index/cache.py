@@ -99,7 +99,7 @@ class IndexCache:
             reason = self._stale(folder, want)
             if reason is None:
                 try:
-                    index = load_index(folder, x)
+                    index = load_index(folder, x, checked=True)  # x: through as_vectors above
                     if (index.ntotal, index.dim) == (want["n"], want["dim"]) and index.kind == concrete:
                         return index, self._recalibrated(folder, index, x, p, seed, cal_q, cal_digest)
                     reason = "the saved index does not match its meta.json"

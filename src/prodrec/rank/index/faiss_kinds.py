@@ -73,7 +73,7 @@ class FaissIndex(VectorIndex):
         t0 = time.perf_counter()
         index, p = cls._make(faiss_module(), x, p, seed, progress)
         out = cls(index, p)
-        out.attach(x)  # an ivf index with 8-bit codes scores with the rows (calibration included)
+        out.attach(x, checked=True)  # an ivf index with 8-bit codes scores with the rows (calibration too)
         if p[cls._tuned] is None:
             out.calibrate(x, p["target_recall"], seed, calibration_queries)
         cap = out._max_effort()
@@ -212,9 +212,9 @@ class IVFIndex(FaissIndex, kind="ivf", tuned="nprobe", ladder=_IVF_NPROBE_LADDER
     ``"sq8"`` (default)
         ``IndexIVFScalarQuantizer`` (8 bits per dimension, ranges trained on the k-means sample): the lists
         hold a quarter of the float32 vectors. A search reads ``IVF_REFINE * k + IVF_REFINE_MARGIN``
-        candidates by their codes and returns the best k by exact inner products with the indexed rows, which the index keeps a
-        reference to (never a copy): scores are exact, recall that of float32 lists (see
-        :data:`IVF_REFINE`). An index loaded from a folder needs the rows: :func:`load_index` with
+        candidates by their codes and returns the best k by exact inner products with the indexed rows,
+        which the index keeps a reference to (never a copy): scores are exact, recall that of float32 lists
+        (see :data:`IVF_REFINE`). An index loaded from a folder needs the rows: :func:`load_index` with
         ``vectors`` (:class:`IndexCache` passes them).
     ``"flat"``
         ``IndexIVFFlat``: the float32 vectors themselves (no rows needed; 4x the lists' memory).
@@ -251,9 +251,9 @@ class IVFIndex(FaissIndex, kind="ivf", tuned="nprobe", ladder=_IVF_NPROBE_LADDER
         _add_chunks(index, x, "ivf add", progress, chunk=CHUNK_ROWS if p["codes"] == "flat" else CHUNK_ROWS // 4)
         return index, dict(p, nlist=int(nlist), train_size=int(train_n))
 
-    def attach(self, vectors: np.ndarray | SideBySide) -> IVFIndex:
+    def attach(self, vectors: np.ndarray | SideBySide, *, checked: bool = False) -> IVFIndex:
         if self.params["codes"] == "sq8":
-            x = as_vectors(vectors)
+            x = vectors if checked else as_vectors(vectors)
             if x.shape != (self.ntotal, self.dim):
                 raise ConfigError(f"this ivf index was built over {self.ntotal} x {self.dim} rows; got {x.shape}")
             self._rows = x
@@ -284,9 +284,10 @@ class IVFIndex(FaissIndex, kind="ivf", tuned="nprobe", ladder=_IVF_NPROBE_LADDER
 
     @property
     def nbytes(self) -> int:
-        code = self.dim if self.params["codes"] == "sq8" else 4 * self.dim
-        ranges = 2 * 4 * self.dim if self.params["codes"] == "sq8" else 0
-        return int(self.ntotal * (code + 8) + self.params["nlist"] * 4 * self.dim + ranges)
+        centroids = self.params["nlist"] * 4 * self.dim
+        if self.params["codes"] == "sq8":  # a byte per dimension, and each dimension's trained range (2 floats)
+            return int(self.ntotal * (self.dim + 8) + centroids + 2 * 4 * self.dim)
+        return int(self.ntotal * (4 * self.dim + 8) + centroids)
 
 
 class HNSWIndex(FaissIndex, kind="hnsw", tuned="efSearch", ladder=_HNSW_EF_LADDER):
