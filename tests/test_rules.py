@@ -167,6 +167,75 @@ def test_lists_are_the_same_on_any_number_of_threads(world, monkeypatch: pytest.
             np.testing.assert_array_equal(one[mode].threshold, many[mode].threshold)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_sweep_gives_the_lists_of_blocks_read_alone(world, monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    """Blocks ranked in catalog order with a Sweep (each block reads the products from itself on and hands
+    the later ones' scores on, transposed) give the lists, scores and thresholds of every block read alone,
+    with every rule (``where`` is not symmetric) and without, for fused, one arm and reciprocal-rank fusion;
+    also a sweep that starts mid-catalog, one that jumps back, and blocks of scattered queries."""
+    rec, lab, _ = world
+    bound = Rules.make(same="gender", where=["in_stock=true"], exclude_duplicates=0.6, diversity=0.5
+                       ).bind(rec.ids, lab, "name")
+    monkeypatch.setattr(lists_mod, "MIN_THREAD_ROWS", 1)
+    monkeypatch.setattr(lists_mod, "MIN_THREAD_COLUMNS", 1)
+    monkeypatch.setattr(lists_mod, "TILE", 16)  # several tiles per span
+    monkeypatch.setattr(lists_mod, "block_threads", lambda: threads)
+    modes = ["fused", "image", "rrf"]
+    deeper: list[int] = []  # rows read again deeper: the carried tops hold what a block's own read would
+    stream = ListRanker._stream
+
+    def spy(self, mode, qp, c, stats, carry=None):  # type: ignore[no-untyped-def]
+        deeper.extend([len(qp)] if c > self.need + lists_mod.MARGIN else [])
+        return stream(self, mode, qp, c, stats, carry)
+
+    monkeypatch.setattr(ListRanker, "_stream", spy)
+    for rules in (None, bound):
+        ranker = ListRanker(rec, modes, K, rules)
+        alone = ranker.rank(np.arange(N))
+        alone_deeper, deeper[:] = sum(deeper), []
+        cuts = [0, 37, 38, 90, 91, 150, N]
+        orders = {
+            "in order": [np.arange(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])],
+            "from the middle, then back": [np.arange(60, 100), np.arange(100, N), np.arange(0, 60)],
+            "scattered": list(np.array_split(np.random.default_rng(3).permutation(N), 4)),
+        }
+        for name, blocks in orders.items():
+            sweep = ranker.sweep()
+            parts = [ranker.rank(b, sweep) for b in blocks]
+            back = np.argsort(np.concatenate(blocks))
+            for mode in modes:
+                got = lists_mod.Lists.concat([p[mode] for p in parts], K, []).take(back)
+                np.testing.assert_array_equal(got.pos, alone[mode].pos, err_msg=f"{name} {mode}")
+                np.testing.assert_array_equal(got.score, alone[mode].score, err_msg=f"{name} {mode}")
+                np.testing.assert_array_equal(got.threshold, alone[mode].threshold, err_msg=f"{name} {mode}")
+            assert sum(deeper) == alone_deeper, name
+            deeper[:] = []
+            carried = {key: held.frontier for (key, _), held in sweep._carry.items()}
+            if name == "scattered":
+                assert carried == {}
+            else:  # the first read of each list (fused, image, rrf's two arm lists) was carried to the end
+                assert set(carried) == {"fused", "image", "rrf/image", "rrf/text"} and len(set(carried.values())) == 1
+
+
+def test_a_sweep_is_not_carried_when_scores_are_not_symmetric_or_too_big(world) -> None:
+    """z-scored fusion (each query's own mean and spread) and carried tops beyond the block budget read every
+    product per block; the lists are the same; a sweep serves only its own ranker."""
+    rec, _, vec = world
+    ids = rec.ids.tolist()
+    rec3 = Recommender({"image": Embeddings(ids, vec["image"]), "text": Embeddings(ids, vec["text"]),
+                        "colour": Embeddings(ids, vec["text"][:, ::-1] + 0.1)})
+    for r, budget, modes, carried in ((rec3, None, ["fused", "colour"], {"colour"}), (rec, 64, ["fused"], set())):
+        ranker = ListRanker(rec, modes, K, budget=budget) if r is rec else ListRanker(r, modes, K)
+        sweep = ranker.sweep()
+        blocks = [ranker.rank(b, sweep) for b in np.array_split(np.arange(N), 3)]
+        alone = ranker.rank(np.arange(N))
+        for mode in modes:
+            np.testing.assert_array_equal(np.concatenate([b[mode].pos for b in blocks]), alone[mode].pos)
+        assert {key for key, _ in sweep._carry} == carried
+    with pytest.raises(ValueError, match="ranker that made it"):
+        ListRanker(rec, ["fused"], K).rank(np.arange(3), sweep)
+
+
 def test_duplicates_then_diversity_reuse_the_duplicates_similarities(world, monkeypatch: pytest.MonkeyPatch) -> None:
     """With both rules, MMR reads the similarities the duplicates rule computed, and that rule first compares
     only the best ``need + DUPLICATE_SLACK`` candidates: the lists are those of computing everything anew,

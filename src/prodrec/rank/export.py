@@ -215,8 +215,9 @@ Runner = Callable[[ListRanker, Sequence[tuple[int, np.ndarray]]], Iterator[tuple
 
 
 def _local_runner(ranker: ListRanker, blocks: Sequence[tuple[int, np.ndarray]]) -> Iterator[tuple[int, dict[str, Lists]]]:
+    sweep = ranker.sweep()  # blocks in catalog order read half the products (see lists.Sweep)
     for b, qpos in blocks:
-        yield b, ranker.rank(qpos)
+        yield b, ranker.rank(qpos, sweep)
 
 
 def runner_for(engine: str, engine_options: Mapping[str, Any] | None, info: dict[str, Any]) -> Runner:

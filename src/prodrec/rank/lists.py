@@ -16,7 +16,10 @@ How a block is ranked:
    merged: OpenBLAS's own threads, left spinning after each product, had taken the cores from the rules'
    work that follows (MMR's pool similarities took 0.53 s on one thread or two; now 0.27 s on two), and the
    heaps and masks now run on every core too. (Split by queries instead, each thread read every product:
-   5-8% slower than BLAS's threads; by columns, as fast.)
+   5-8% slower than BLAS's threads; by columns, as fast.) Blocks ranked in catalog order with a
+   :class:`Sweep` (a whole catalog's export) read half the products: a score read one way is the score read
+   the other, so each block scores only the products from itself on and hands the later products' scores
+   on, transposed, to their own blocks.
 2. **Canonical scores.** Every candidate's score is computed again pair by pair (FAISS's
    ``fvec_inner_products_by_idx``: each (query, product) cosine from the two vectors alone), so a product
    gets the same score whichever block, process, machine or incremental update computes it: lists are
@@ -57,7 +60,7 @@ from .topk import BLOCK_BYTES, MAX_BLOCK_ROWS, one_blas_thread
 if TYPE_CHECKING:
     from .recommender import Recommender
 
-__all__ = ["MARGIN", "ListRanker", "Lists", "RunningTop", "block_budget", "pair_scores", "recommend_lists", "row_gram"]
+__all__ = ["MARGIN", "ListRanker", "Lists", "RunningTop", "Sweep", "block_budget", "pair_scores", "recommend_lists", "row_gram"]
 
 #: Candidates read beyond what a list needs (at least; the margin grows with the list).
 MARGIN = 8
@@ -121,22 +124,31 @@ class RunningTop:
     c = 18, 0.11 s instead of 0.36 s at c = 28. ``-inf`` entries (left out) are never kept; which of several
     equal scores at the edge are kept is unspecified: callers read past ties."""
 
-    def __init__(self, m: int, c: int) -> None:
+    def __init__(self, m: int, c: int, *, _arrays: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         import faiss
 
         self._faiss = faiss
-        self.ids = np.full((m, c), -1, dtype=np.int64)
-        self.val = np.full((m, c), -np.inf, dtype=np.float32)
+        if _arrays is None:
+            self.ids = np.full((m, c), -1, dtype=np.int64)
+            self.val = np.full((m, c), -np.inf, dtype=np.float32)
+        else:
+            self.ids, self.val = _arrays
         self._heaps = faiss.float_minheap_array_t()
         self._heaps.ids, self._heaps.val = faiss.swig_ptr(self.ids), faiss.swig_ptr(self.val)
-        self._heaps.nh, self._heaps.k = m, c
-        self._heaps.heapify()
+        self._heaps.nh, self._heaps.k = len(self.ids), self.ids.shape[1]
+        if _arrays is None:
+            self._heaps.heapify()
 
-    def add(self, scores: np.ndarray, start: int) -> None:
-        """Offer ``scores`` [m, w] (float32, C-contiguous) of columns ``start .. start + w - 1``."""
-        assert scores.dtype == np.float32 and scores.flags.c_contiguous and len(scores) == len(self.ids)
+    def add(self, scores: np.ndarray, start: int, row: int = 0) -> None:
+        """Offer ``scores`` [r, w] (float32, C-contiguous) of columns ``start .. start + w - 1`` to the rows
+        ``row .. row + r - 1`` (default: all rows)."""
+        assert scores.dtype == np.float32 and scores.flags.c_contiguous and row + len(scores) <= len(self.ids)
         with _one_thread():  # this thread's OpenMP setting (per thread): safe from several threads at once
-            self._heaps.addn(scores.shape[1], self._faiss.swig_ptr(scores), int(start))
+            self._heaps.addn(scores.shape[1], self._faiss.swig_ptr(scores), int(start), int(row), len(scores))
+
+    def rows(self, lo: int, hi: int) -> RunningTop:
+        """Rows ``lo .. hi - 1`` as a running top of their own (sharing this one's memory)."""
+        return RunningTop(hi - lo, self.ids.shape[1], _arrays=(self.ids[lo:hi], self.val[lo:hi]))
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """Columns [m, c] (-1: none, where a row had fewer than ``c`` finite entries) and their scores (-inf
@@ -251,6 +263,52 @@ class Lists:
         return (self.pos >= 0).sum(axis=1)
 
 
+class Sweep:
+    """Blocks of queries ranked in catalog order (a whole catalog's export): the score of products i and j is
+    the same read either way (a weighted sum of inner products), so a block of queries ``a .. b - 1`` scores
+    only the products from ``a`` on, and hands each later product ``j``'s scores with its queries, transposed,
+    to ``j``'s running top (carried to ``j``'s own block, which then reads only from itself on). Half the
+    matrix products of ranking every product; the lists are the same (every candidate is scored again pair by
+    pair, see :class:`ListRanker`). Made by :meth:`ListRanker.sweep`; pass it to each
+    :meth:`~ListRanker.rank` in turn.
+
+    Used for a mode when its scores are symmetric (not z-scored fusion: each query's own mean and spread),
+    the block's queries are consecutive positions, and the carried tops fit the ranker's block budget. A block
+    that does not start where the last one ended starts the carry again from itself: the products before it
+    are then read by every later block itself.
+    """
+
+    def __init__(self, ranker: ListRanker) -> None:
+        self.ranker = ranker
+        self._carry: dict[tuple[str, int], _Carry] = {}
+
+    def carry(self, key: str, mode: str, qp: np.ndarray, c: int) -> _Carry | None:
+        """The carry ``key`` (one per list read: a mode, or an arm's list for reciprocal-rank fusion) for a
+        block ``qp`` of ``mode``'s scores read ``c`` deep, or None where the block is read alone."""
+        r, m = self.ranker, len(qp)
+        if not m or (mode == "fused" and r.zscore) or qp[-1] - qp[0] != m - 1 or (m > 1 and (np.diff(qp) != 1).any()):
+            return None
+        a = int(qp[0])
+        held = self._carry.get((key, c))
+        if held is not None and held.frontier == a:
+            return held
+        self._carry.pop((key, c), None)
+        if (r.n - a) * c * (4 + 8) > r.budget:  # scores and positions of every later product's running top
+            return None
+        held = self._carry[(key, c)] = _Carry(a, a, RunningTop(r.n - a, c))
+        return held
+
+
+@dataclass
+class _Carry:
+    #: Products before ``base`` are not in the carried tops: each block reads them itself.
+    base: int
+    #: The next block's first query: rows from here on hold the scores of products ``base .. frontier - 1``.
+    frontier: int
+    #: Rows ``base .. n - 1``' running tops.
+    top: RunningTop
+
+
 class ListRanker:
     """Ranks blocks of queries of ``rec`` under ``modes``, k and ``rules`` (see the module).
 
@@ -316,22 +374,29 @@ class ListRanker:
                 "index": self.rec.index_kind, "rules": None if self.rules is None else self.rules.rules.to_dict(),
                 "arm_scores": bool(self.score_arms)}
 
-    def rank(self, query_pos: np.ndarray) -> dict[str, Lists]:
-        """Each mode's lists for query positions ``query_pos`` [m] (rows of ``rec.ids``)."""
+    def sweep(self) -> Sweep:
+        """A :class:`Sweep` for ranking blocks of queries in catalog order (pass it to each :meth:`rank`)."""
+        return Sweep(self)
+
+    def rank(self, query_pos: np.ndarray, sweep: Sweep | None = None) -> dict[str, Lists]:
+        """Each mode's lists for query positions ``query_pos`` [m] (rows of ``rec.ids``). ``sweep``: this
+        block is the next of a :class:`Sweep` (the same lists, fewer products read)."""
         qp = np.asarray(query_pos, dtype=np.intp)
+        if sweep is not None and sweep.ranker is not self:
+            raise ValueError("a sweep serves the ranker that made it")
         step = self.rows_per_block
-        parts = [self._rank_block(qp[b : b + step]) for b in range(0, len(qp), step)]
+        parts = [self._rank_block(qp[b : b + step], sweep) for b in range(0, len(qp), step)]
         return {mode: Lists.concat([p[mode] for p in parts], self.k, self.score_arms) for mode in self.modes}
 
     # ------------------------------------------------------------------ one block
-    def _rank_block(self, qp: np.ndarray) -> dict[str, Lists]:
+    def _rank_block(self, qp: np.ndarray, sweep: Sweep | None = None) -> dict[str, Lists]:
         stats = {a: self._moment_stats(a, qp) for a in self._moments}
         out = {}
         for mode in self.modes:
             if mode == "rrf":
-                out[mode] = self._rrf(qp)
+                out[mode] = self._rrf(qp, sweep)
             else:
-                out[mode] = self._choose(mode, qp, self._source(mode, qp, stats), stats)
+                out[mode] = self._choose(mode, qp, self._source(mode, qp, stats, sweep), stats)
         return out
 
     def _moment_stats(self, arm: str, qp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -341,23 +406,31 @@ class ListRanker:
         sd = np.sqrt(np.maximum(np.einsum("md,md->m", q @ cov, q), 0.0))
         return (q @ mu).astype(np.float32), sd.astype(np.float32)
 
-    def _source(self, mode: str, qp: np.ndarray, stats: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Source:
+    def _source(self, mode: str, qp: np.ndarray, stats: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                sweep: Sweep | None = None, key: str | None = None) -> Source:
         """Where a mode's candidates come from: the block's scores (exact) or the approximate index (which
-        hands over to exact scores for rows that must read a quarter of the catalog or more)."""
+        hands over to exact scores for rows that must read a quarter of the catalog or more). ``sweep`` serves
+        the first read (all the block's rows; deeper reads are for a few rows and read every product)."""
 
         def read(rows: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            nonlocal sweep
+            first, sweep = sweep, None
             if self.exact or 4 * c >= self.n:
-                return self._stream(mode, qp[rows], c, {a: (mu[rows], sd[rows]) for a, (mu, sd) in stats.items()})
+                carry = first.carry(key or mode, mode, qp[rows], min(c, self.n)) if first is not None else None
+                return self._stream(mode, qp[rows], c, {a: (mu[rows], sd[rows]) for a, (mu, sd) in stats.items()},
+                                    carry)
             weights = self.weights if mode in FUSION_MODES else None
             pos, _ = self.rec.topk_positions(c, mode, query_pos=qp[rows], weights=weights)
             return pos, np.full(len(rows), -np.inf), np.zeros(len(rows), dtype=bool)
 
         return read
 
-    def _stream(self, mode: str, qp: np.ndarray, c: int, stats: Mapping[str, tuple[np.ndarray, np.ndarray]]
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _stream(self, mode: str, qp: np.ndarray, c: int, stats: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                carry: _Carry | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The best ``c`` candidates of each query by the block's scores (the query and masked products left
-        out), the catalog read tile by tile; see :data:`Source`."""
+        out), the catalog read tile by tile; see :data:`Source`. With a ``carry`` (:class:`Sweep`; the queries
+        are the consecutive products ``a .. b - 1``): the products from ``carry.base`` to ``a`` come from the
+        carried tops, and the scores of products from ``b`` on are also handed, transposed, to theirs."""
         m, n = len(qp), self.n
         c = min(c, n)
         queries = {}
@@ -372,42 +445,69 @@ class ListRanker:
         # The catalog is split into one column range per thread (each thread reads its own products once, and
         # all the block's queries), read in tiles of tile / threads columns (the block's scores stay within
         # its budget). A block of few queries (one recommendation) stays on this thread with BLAS's own threads.
-        threads = min(block_threads(), -(-n // MIN_THREAD_COLUMNS)) if m >= MIN_THREAD_ROWS else 1
+        # Products read: all, or with a carry those before its base, the block's own and those after it (whose
+        # scores are also handed on, "mirrored").
+        if carry is None:
+            spans = [(0, n, False)]
+        else:
+            a, b = int(qp[0]), int(qp[-1]) + 1
+            spans = [(0, carry.base, False), (a, b, False), (b, n, True)]
+        read_n = sum(hi - lo for lo, hi, _ in spans)
+        threads = min(block_threads(), -(-read_n // MIN_THREAD_COLUMNS)) if m >= MIN_THREAD_ROWS else 1
         width = -(-self.tile // threads)
-        bounds = np.linspace(0, n, threads + 1).astype(int)
-        ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        # each span split evenly over the threads
+        parts: list[list[tuple[int, int, bool]]] = [[] for _ in range(threads)]
+        for lo, hi, mirror in spans:
+            bounds = np.linspace(lo, hi, threads + 1).astype(int)
+            for i, (s0, s1) in enumerate(zip(bounds[:-1], bounds[1:])):
+                if s1 > s0:
+                    parts[i].append((int(s0), int(s1), mirror))
+        parts = [p for p in parts if p]
         # buffers and heaps are made here, on this thread: memory a worker thread allocates stays in its own
         # malloc arena (the export's peak grew by a third when each thread made its own)
-        buffers = [[np.empty(m * width, dtype=np.float32) for _ in range(min(2, len(queries)))] for _ in ranges]
-        heaps = [RunningTop(m, c) for _ in ranges]
+        buffers = [[np.empty(m * width, dtype=np.float32) for _ in range(min(2, len(queries)) + (carry is not None))]
+                   for _ in parts]
+        heaps = [RunningTop(m, c) for _ in parts]
 
         def part(i: int) -> None:
-            (lo, hi), best, bufs = ranges[i], heaps[i], buffers[i]
-            for t0 in range(lo, hi, width):
-                cols = slice(t0, min(hi, t0 + width))
-                shape = (m, cols.stop - cols.start)
-                key = bufs[0][: shape[0] * shape[1]].reshape(shape)  # C-contiguous whatever the tile's width
-                for j, (a, q) in enumerate(queries.items()):
-                    if j == 0:
-                        np.matmul(q, self.vectors[a][cols].T, out=key)
-                    else:
-                        prod = bufs[1][: shape[0] * shape[1]].reshape(shape)
-                        np.matmul(q, self.vectors[a][cols].T, out=prod)
-                        np.add(key, prod, out=key)
-                if mode == "fused" and self.zscore:
-                    key -= offset[:, None]
-                own = np.flatnonzero((qp >= cols.start) & (qp < cols.stop))
-                key[own, qp[own] - cols.start] = -np.inf
-                if self.rules is not None:
-                    self.rules.mask_scores(key, qp, cols)
-                best.add(key, cols.start)
+            best, bufs = heaps[i], buffers[i]
+            for lo, hi, mirror in parts[i]:
+                for t0 in range(lo, hi, width):
+                    cols = slice(t0, min(hi, t0 + width))
+                    shape = (m, cols.stop - cols.start)
+                    key = bufs[0][: shape[0] * shape[1]].reshape(shape)  # C-contiguous whatever the tile's width
+                    for j, (arm, q) in enumerate(queries.items()):
+                        if j == 0:
+                            np.matmul(q, self.vectors[arm][cols].T, out=key)
+                        else:
+                            prod = bufs[1][: shape[0] * shape[1]].reshape(shape)
+                            np.matmul(q, self.vectors[arm][cols].T, out=prod)
+                            np.add(key, prod, out=key)
+                    if mode == "fused" and self.zscore:
+                        key -= offset[:, None]
+                    if mirror:  # products cols as queries, the block's as candidates (before the block's masks)
+                        assert carry is not None
+                        back = bufs[-1][: shape[0] * shape[1]].reshape(shape[::-1])
+                        np.copyto(back, key.T)
+                        if self.rules is not None:
+                            self.rules.mask_scores(back, np.arange(cols.start, cols.stop), slice(a, b))
+                        carry.top.add(back, a, row=cols.start - carry.base)
+                    own = np.flatnonzero((qp >= cols.start) & (qp < cols.stop))
+                    key[own, qp[own] - cols.start] = -np.inf
+                    if self.rules is not None:
+                        self.rules.mask_scores(key, qp, cols)
+                    best.add(key, cols.start)
 
-        if len(ranges) > 1:
-            with one_blas_thread(), ThreadPoolExecutor(len(ranges)) as pool:  # no BLAS threads left spinning
-                list(pool.map(part, range(len(ranges))))
-        else:
+        if len(parts) > 1:
+            with one_blas_thread(), ThreadPoolExecutor(len(parts)) as pool:  # no BLAS threads left spinning
+                list(pool.map(part, range(len(parts))))
+        elif parts:
             part(0)
         found = [h.result() for h in heaps]
+        if carry is not None:
+            if a > carry.base:  # what the blocks before handed on
+                found.append(carry.top.rows(a - carry.base, b - carry.base).result())
+            carry.frontier = b
         run_p, run_v = found[0]
         if len(found) > 1:  # the best c of the ranges' best c
             ids, vals = np.concatenate([p for p, _ in found], axis=1), np.concatenate([v for _, v in found], axis=1)
@@ -630,9 +730,9 @@ class ListRanker:
         return gram
 
     # ------------------------------------------------------------------ reciprocal-rank fusion
-    def _rrf(self, qp: np.ndarray) -> Lists:
+    def _rrf(self, qp: np.ndarray, sweep: Sweep | None = None) -> Lists:
         """Reciprocal-rank fusion of each arm's list (read ``rrf_depth`` deep, masks applied), then the choice;
-        a list the rules leave short is fused again from deeper arm lists."""
+        a list the rules leave short is fused again from deeper arm lists. ``sweep`` serves the first reads."""
         out = Lists.empty(len(qp), self.k, self.score_arms)
         todo = np.arange(len(qp))
         need = self.need
@@ -641,7 +741,8 @@ class ListRanker:
             depth = fusion.rrf_depth(need, self.n)
             lists, exhausted = [], np.ones(len(todo), dtype=bool)
             for a in arms:
-                cand, _, ex = self._source(a, qp[todo], {})(np.arange(len(todo)), min(self.n - 1, depth + MARGIN))
+                source = self._source(a, qp[todo], {}, sweep if need == self.need else None, key=f"rrf/{a}")
+                cand, _, ex = source(np.arange(len(todo)), min(self.n - 1, depth + MARGIN))
                 scores = self._invalidate(pair_scores(self.vectors[a], qp[todo], cand), qp[todo], cand)
                 cand, scores = _sorted(cand, scores)
                 cand = np.where(np.isfinite(scores), cand, -1)[:, :depth]
