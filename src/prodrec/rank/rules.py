@@ -170,7 +170,7 @@ class Rules:
             allowed = ok if allowed is None else allowed & ok
         names = None
         if self.exclude_duplicates is not None and name_column and name_column in lab.columns:
-            names = _codes(_folded(lab[name_column]).map(lambda v: None if v is None else " ".join(v.split()) or None))
+            names = _codes(_folded(lab[name_column], squeeze=True))
         return BoundRules(self, [_codes(lab[c]) for c in self.same], [_codes(lab[c]) for c in self.different],
                           allowed, names)
 
@@ -185,10 +185,15 @@ def _unit(what: str, value: Any, open_low: bool = False) -> float:
     return v
 
 
-def _folded(values: pd.Series) -> pd.Series:
-    """Values as case-folded, stripped text; missing stays missing."""
-    return values.astype("object").where(values.notna(), None).map(
-        lambda v: None if v is None else str(v).strip().casefold())
+def _folded(values: pd.Series, squeeze: bool = False) -> pd.Series:
+    """Values as case-folded, stripped text (``squeeze``: inner runs of white space made one space, and a
+    value left empty is missing); missing stays missing. Each distinct value is folded once."""
+    codes, uniques = pd.factorize(values.astype("object").where(values.notna(), None), use_na_sentinel=True)
+    folded = [str(u).strip().casefold() for u in uniques]
+    if squeeze:
+        folded = [" ".join(v.split()) or None for v in folded]
+    table = np.array([*folded, None], dtype=object)  # code -1 (missing) reads the last entry
+    return pd.Series(table[codes], index=values.index, dtype=object)
 
 
 def _codes(values: pd.Series) -> np.ndarray:
