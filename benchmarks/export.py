@@ -5,9 +5,10 @@ the same per-arm top-k, in the same run (issue 19).
   sizes (1280 + 384 dims) from seeded Gaussian mixtures, or with ``PRODREC_BENCH_EXPORT_EMBED=1`` the
   EfficientNet-Lite0 + MiniLM vectors themselves (embedded once into ``benchmarks/_work/export/store``: on
   a shared 2-core machine that is most of an hour, for a computation that depends only on the sizes). prodrec exports the fused
-  top-10 of every product (exact index, canonical pairwise scores, checkpoints, the Parquet table written)
-  vs FAISS ``IndexFlatIP`` computing each arm's top-10 of every product (index built, searched, self left
-  out; no table written). Time ratio (goal <= 1.3) and peak memory over the stored vectors (goal <= 1.5):
+  top-10 of every product (exact index, canonical pairwise scores, checkpoints, the Parquet table written;
+  its blocks in catalog order read half the products, :class:`prodrec.rank.lists.Sweep`) vs FAISS
+  ``IndexFlatIP`` computing each arm's top-10 of every product (index built, searched, self left out; no
+  table written; a search reads every product for every query). Time ratio (goal <= 1.3) and peak memory over the stored vectors (goal <= 1.5):
   memory is the vectors the method holds (1.0 for both: the recommender's unit copy, or the arrays FAISS
   indexes) plus its peak resident growth during the step (VmHWM reset just before it).
 * **rules**: the same export with rules vs without: masks (``--same gender --where masterCategory=...``),

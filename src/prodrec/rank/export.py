@@ -245,16 +245,19 @@ def _frame(job: ExportJob, qpos: np.ndarray, lists: Mapping[str, Lists], caption
     parts = []
     for mi, mode in enumerate(job.ranker.modes):
         lst = lists[mode]
-        r, j = np.nonzero(lst.pos >= 0)
+        r, j = np.nonzero(lst.pos >= 0)  # by query, then rank
         pos = lst.pos[r, j]
         part = {"_q": r, "_m": np.full(len(r), mi), "query_id": ids[qpos[r]], "rank": j + 1, "id": ids[pos],
                 "score": lst.score[r, j], "mode": np.full(len(r), mode, dtype=object)}
         part.update({f"{a}_score": lst.arms[a][r, j] for a in job.ranker.score_arms})
         part.update({c: caption_values[c][pos] for c in job.captions})
-        parts.append(pd.DataFrame(part))
-    df = pd.concat(parts, ignore_index=True)
-    df = df.sort_values(["_q", "_m", "rank"], kind="stable")
-    return df.drop(columns=["_q", "_m"]).reset_index(drop=True)
+        parts.append(part)
+    cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+    if len(parts) > 1:  # each query's modes in turn
+        order = np.lexsort((cols["rank"], cols["_m"], cols["_q"]))
+        cols = {c: v[order] for c, v in cols.items()}
+    del cols["_q"], cols["_m"]
+    return pd.DataFrame(cols)
 
 
 def _caption_values(job: ExportJob) -> dict[str, np.ndarray]:
