@@ -172,10 +172,15 @@ def test_a_sweep_gives_the_lists_of_blocks_read_alone(world, monkeypatch: pytest
     """Blocks ranked in catalog order with a Sweep (each block reads the products from itself on and hands
     the later ones' scores on, transposed) give the lists, scores and thresholds of every block read alone,
     with every rule (``where`` is not symmetric) and without, for fused, one arm and reciprocal-rank fusion;
-    also a sweep that starts mid-catalog, one that jumps back, and blocks of scattered queries."""
-    rec, lab, _ = world
-    bound = Rules.make(same="gender", where=["in_stock=true"], exclude_duplicates=0.6, diversity=0.5
-                       ).bind(rec.ids, lab, "name")
+    also a sweep that starts mid-catalog, one that jumps back, and blocks of scattered queries; and z-scored
+    fusion (three arms), whose scores are not symmetric (each query's own mean and spread)."""
+    rec, lab, vec = world
+    rules = Rules.make(same="gender", where=["in_stock=true"], exclude_duplicates=0.6, diversity=0.5)
+    bound = rules.bind(rec.ids, lab, "name")
+    rec3 = Recommender({"image": Embeddings(rec.ids.tolist(), vec["image"]),
+                        "text": Embeddings(rec.ids.tolist(), vec["text"]),
+                        "colour": Embeddings(rec.ids.tolist(), vec["text"][:, ::-1] + 0.1)})
+    assert rec3.calibration == "zscore" and (rec3.ids == rec.ids).all()
     monkeypatch.setattr(lists_mod, "MIN_THREAD_ROWS", 1)
     monkeypatch.setattr(lists_mod, "MIN_THREAD_COLUMNS", 1)
     monkeypatch.setattr(lists_mod, "TILE", 16)  # several tiles per span
@@ -189,8 +194,8 @@ def test_a_sweep_gives_the_lists_of_blocks_read_alone(world, monkeypatch: pytest
         return stream(self, mode, qp, c, stats, carry)
 
     monkeypatch.setattr(ListRanker, "_stream", spy)
-    for rules in (None, bound):
-        ranker = ListRanker(rec, modes, K, rules)
+    for r, bound_rules in ((rec, None), (rec, bound), (rec3, None), (rec3, bound)):
+        ranker = ListRanker(r, modes, K, bound_rules)
         alone = ranker.rank(np.arange(N))
         alone_deeper, deeper[:] = sum(deeper), []
         cuts = [0, 37, 38, 90, 91, 150, N]
@@ -214,24 +219,21 @@ def test_a_sweep_gives_the_lists_of_blocks_read_alone(world, monkeypatch: pytest
             if name == "scattered":
                 assert carried == {}
             else:  # the first read of each list (fused, image, rrf's two arm lists) was carried to the end
-                assert set(carried) == {"fused", "image", "rrf/image", "rrf/text"} and len(set(carried.values())) == 1
+                assert set(carried) == {"fused", "image", *(f"rrf/{a}" for a in r.arms)}
+                assert len(set(carried.values())) == 1
 
 
-def test_a_sweep_is_not_carried_when_scores_are_not_symmetric_or_too_big(world) -> None:
-    """z-scored fusion (each query's own mean and spread) and carried tops beyond the block budget read every
-    product per block; the lists are the same; a sweep serves only its own ranker."""
-    rec, _, vec = world
-    ids = rec.ids.tolist()
-    rec3 = Recommender({"image": Embeddings(ids, vec["image"]), "text": Embeddings(ids, vec["text"]),
-                        "colour": Embeddings(ids, vec["text"][:, ::-1] + 0.1)})
-    for r, budget, modes, carried in ((rec3, None, ["fused", "colour"], {"colour"}), (rec, 64, ["fused"], set())):
-        ranker = ListRanker(rec, modes, K, budget=budget) if r is rec else ListRanker(r, modes, K)
-        sweep = ranker.sweep()
-        blocks = [ranker.rank(b, sweep) for b in np.array_split(np.arange(N), 3)]
-        alone = ranker.rank(np.arange(N))
-        for mode in modes:
-            np.testing.assert_array_equal(np.concatenate([b[mode].pos for b in blocks]), alone[mode].pos)
-        assert {key for key, _ in sweep._carry} == carried
+def test_a_sweep_is_not_carried_beyond_the_block_budget(world) -> None:
+    """Carried tops that would not fit the block budget are not kept (every block reads every product); the
+    lists are the same; a sweep serves only its own ranker."""
+    rec, _, _ = world
+    ranker = ListRanker(rec, ["fused"], K, budget=64)
+    sweep = ranker.sweep()
+    blocks = [ranker.rank(b, sweep) for b in np.array_split(np.arange(N), 3)]
+    np.testing.assert_array_equal(np.concatenate([b["fused"].pos for b in blocks]), ranker.rank(np.arange(N))["fused"].pos)
+    assert sweep._carry == {}
+    with pytest.raises(ValueError, match="ranker that made it"):
+        ListRanker(rec, ["fused"], K).rank(np.arange(3), sweep)
     with pytest.raises(ValueError, match="ranker that made it"):
         ListRanker(rec, ["fused"], K).rank(np.arange(3), sweep)
 
