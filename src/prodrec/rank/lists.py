@@ -272,10 +272,12 @@ class Sweep:
     pair, see :class:`ListRanker`). Made by :meth:`ListRanker.sweep`; pass it to each
     :meth:`~ListRanker.rank` in turn.
 
-    Used for a mode when its scores are symmetric (not z-scored fusion: each query's own mean and spread),
-    the block's queries are consecutive positions, and the carried tops fit the ranker's block budget. A block
-    that does not start where the last one ended starts the carry again from itself: the products before it
-    are then read by every later block itself.
+    z-scored fusion (each query's cosines put on its own mean and spread) is not symmetric: there the block
+    keeps each arm's cosines apart and hands on their sum as the later product, the query, weighs them (its
+    mean and spread, computed once for all of them when the carry starts). Used when the block's queries
+    are consecutive positions and the carried tops fit the ranker's block budget. A block that does not start
+    where the last one ended starts the carry again from itself: the products before it are then read by
+    every later block itself.
     """
 
     def __init__(self, ranker: ListRanker) -> None:
@@ -286,16 +288,20 @@ class Sweep:
         """The carry ``key`` (one per list read: a mode, or an arm's list for reciprocal-rank fusion) for a
         block ``qp`` of ``mode``'s scores read ``c`` deep, or None where the block is read alone."""
         r, m = self.ranker, len(qp)
-        if not m or (mode == "fused" and r.zscore) or qp[-1] - qp[0] != m - 1 or (m > 1 and (np.diff(qp) != 1).any()):
+        if not m or qp[-1] - qp[0] != m - 1 or (m > 1 and (np.diff(qp) != 1).any()):
             return None
         a = int(qp[0])
         held = self._carry.get((key, c))
         if held is not None and held.frontier == a:
             return held
         self._carry.pop((key, c), None)
-        if (r.n - a) * c * (4 + 8) > r.budget:  # scores and positions of every later product's running top
+        zscored = mode == "fused" and r.zscore
+        per_row = c * (4 + 8) + (4 * (len(r.arms_of(mode)) + 1) if zscored else 0)  # a top, z-score terms
+        if (r.n - a) * per_row > r.budget:  # for every later product
             return None
         held = self._carry[(key, c)] = _Carry(a, a, RunningTop(r.n - a, c))
+        if zscored:
+            held.weigh = r.zscore_terms(np.arange(a, r.n))
         return held
 
 
@@ -307,6 +313,9 @@ class _Carry:
     frontier: int
     #: Rows ``base .. n - 1``' running tops.
     top: RunningTop
+    #: z-scored fusion: each arm's coefficient [n - base] and the offset [n - base] of rows ``base .. n - 1``
+    #: (:meth:`ListRanker.zscore_terms`).
+    weigh: tuple[dict[str, np.ndarray], np.ndarray] | None = None
 
 
 class ListRanker:
@@ -399,6 +408,22 @@ class ListRanker:
                 out[mode] = self._choose(mode, qp, self._source(mode, qp, stats, sweep), stats)
         return out
 
+    def zscore_terms(self, pos: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """z-scored fusion as one weighted sum for queries ``pos``: each fused arm's coefficient
+        ``w_a / sd_a`` and the offset ``sum_a w_a mu_a / sd_a`` (float32 [len(pos)]; the fused score of
+        product j is ``sum_a coef_a cos_a(j) - offset``), block by block."""
+        arms = self.arms_of("fused")
+        coef = {a: np.empty(len(pos), dtype=np.float32) for a in arms}
+        offset = np.zeros(len(pos), dtype=np.float32)
+        step = self.rows_per_block
+        for s0 in range(0, len(pos), step):
+            rows = slice(s0, s0 + step)
+            for a in arms:
+                mu, sd = self._moment_stats(a, pos[rows])
+                coef[a][rows] = np.full(len(mu), self.weights[a], dtype=np.float32) / np.maximum(sd, fusion.MIN_SPREAD)
+                offset[rows] += coef[a][rows] * mu
+        return coef, offset
+
     def _moment_stats(self, arm: str, qp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and spread of each query's cosines over the catalog, from the arm's moments (z-scores)."""
         mu, cov = self._moments[arm]
@@ -433,7 +458,7 @@ class ListRanker:
         carried tops, and the scores of products from ``b`` on are also handed, transposed, to theirs."""
         m, n = len(qp), self.n
         c = min(c, n)
-        queries = {}
+        queries, coefs = {}, {}
         offset = np.zeros(m, dtype=np.float32)
         for a in self.arms_of(mode):
             coef = np.full(m, self.weights[a] if mode == "fused" else 1.0, dtype=np.float32)
@@ -441,7 +466,7 @@ class ListRanker:
                 mu, sd = stats[a]
                 coef = coef / np.maximum(sd, fusion.MIN_SPREAD)
                 offset += coef * mu
-            queries[a] = coef[:, None] * self.vectors[a][qp]
+            queries[a], coefs[a] = coef[:, None] * self.vectors[a][qp], coef
         # The catalog is split into one column range per thread (each thread reads its own products once, and
         # all the block's queries), read in tiles of tile / threads columns (the block's scores stay within
         # its budget). A block of few queries (one recommendation) stays on this thread with BLAS's own threads.
@@ -463,11 +488,39 @@ class ListRanker:
                 if s1 > s0:
                     parts[i].append((int(s0), int(s1), mirror))
         parts = [p for p in parts if p]
+        weigh = carry.weigh if carry is not None else None
+        copies = min(2, len(queries)) + (carry is not None)
+        if weigh is not None:  # z-scores handed on: each arm's cosines apart, the sum and its mirror, a spare
+            copies = len(queries) + 3
+            width = max(1, -(-self.tile * TILE_COPIES // (threads * copies)))
         # buffers and heaps are made here, on this thread: memory a worker thread allocates stays in its own
         # malloc arena (the export's peak grew by a third when each thread made its own)
-        buffers = [[np.empty(m * width, dtype=np.float32) for _ in range(min(2, len(queries)) + (carry is not None))]
-                   for _ in parts]
+        buffers = [[np.empty(m * width, dtype=np.float32) for _ in range(copies)] for _ in parts]
         heaps = [RunningTop(m, c) for _ in parts]
+
+        def zscored(bufs: list[np.ndarray], cols: slice, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+            """The block's z-scored fusion over products ``cols`` [m, w], and the same pairs as those products
+            weigh them [w, m]: each arm's cosines apart, then summed both ways."""
+            assert carry is not None and weigh is not None
+            size, (col_coef, col_offset) = shape[0] * shape[1], weigh
+            key, back, spare = (bufs[j][:size] for j in (0, -2, -1))
+            key, back = key.reshape(shape), back.reshape(shape[::-1])
+            for j, arm in enumerate(queries):
+                cos = bufs[1 + j][:size].reshape(shape)
+                np.matmul(self.vectors[arm][a:b], self.vectors[arm][cols].T, out=cos)  # consecutive queries
+                if j == 0:
+                    np.multiply(cos, coefs[arm][:, None], out=key)
+                    np.multiply(cos.T, col_coef[arm][cols.start - carry.base : cols.stop - carry.base, None], out=back)
+                else:
+                    term = spare.reshape(shape)
+                    np.multiply(cos, coefs[arm][:, None], out=term)
+                    key += term
+                    term_t = spare.reshape(shape[::-1])
+                    np.multiply(cos.T, col_coef[arm][cols.start - carry.base : cols.stop - carry.base, None], out=term_t)
+                    back += term_t
+            key -= offset[:, None]
+            back -= col_offset[cols.start - carry.base : cols.stop - carry.base, None]
+            return key, back
 
         def part(i: int) -> None:
             best, bufs = heaps[i], buffers[i]
@@ -475,20 +528,24 @@ class ListRanker:
                 for t0 in range(lo, hi, width):
                     cols = slice(t0, min(hi, t0 + width))
                     shape = (m, cols.stop - cols.start)
-                    key = bufs[0][: shape[0] * shape[1]].reshape(shape)  # C-contiguous whatever the tile's width
-                    for j, (arm, q) in enumerate(queries.items()):
-                        if j == 0:
-                            np.matmul(q, self.vectors[arm][cols].T, out=key)
-                        else:
-                            prod = bufs[1][: shape[0] * shape[1]].reshape(shape)
-                            np.matmul(q, self.vectors[arm][cols].T, out=prod)
-                            np.add(key, prod, out=key)
-                    if mode == "fused" and self.zscore:
-                        key -= offset[:, None]
+                    if mirror and weigh is not None:
+                        key, back = zscored(bufs, cols, shape)
+                    else:
+                        key = bufs[0][: shape[0] * shape[1]].reshape(shape)  # C-contiguous whatever the width
+                        for j, (arm, q) in enumerate(queries.items()):
+                            if j == 0:
+                                np.matmul(q, self.vectors[arm][cols].T, out=key)
+                            else:
+                                prod = bufs[1][: shape[0] * shape[1]].reshape(shape)
+                                np.matmul(q, self.vectors[arm][cols].T, out=prod)
+                                np.add(key, prod, out=key)
+                        if mode == "fused" and self.zscore:
+                            key -= offset[:, None]
                     if mirror:  # products cols as queries, the block's as candidates (before the block's masks)
                         assert carry is not None
-                        back = bufs[-1][: shape[0] * shape[1]].reshape(shape[::-1])
-                        np.copyto(back, key.T)
+                        if weigh is None:
+                            back = bufs[-1][: shape[0] * shape[1]].reshape(shape[::-1])
+                            np.copyto(back, key.T)
                         if self.rules is not None:
                             self.rules.mask_scores(back, np.arange(cols.start, cols.stop), slice(a, b))
                         carry.top.add(back, a, row=cols.start - carry.base)
