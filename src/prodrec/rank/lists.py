@@ -288,7 +288,7 @@ class Sweep:
         """The carry ``key`` (one per list read: a mode, or an arm's list for reciprocal-rank fusion) for a
         block ``qp`` of ``mode``'s scores read ``c`` deep, or None where the block is read alone."""
         r, m = self.ranker, len(qp)
-        if not m or qp[-1] - qp[0] != m - 1 or (m > 1 and (np.diff(qp) != 1).any()):
+        if not m or (np.diff(qp) != 1).any():
             return None
         a = int(qp[0])
         held = self._carry.get((key, c))
@@ -412,17 +412,19 @@ class ListRanker:
         """z-scored fusion as one weighted sum for queries ``pos``: each fused arm's coefficient
         ``w_a / sd_a`` and the offset ``sum_a w_a mu_a / sd_a`` (float32 [len(pos)]; the fused score of
         product j is ``sum_a coef_a cos_a(j) - offset``), block by block."""
-        arms = self.arms_of("fused")
-        coef = {a: np.empty(len(pos), dtype=np.float32) for a in arms}
-        offset = np.zeros(len(pos), dtype=np.float32)
         step = self.rows_per_block
-        for s0 in range(0, len(pos), step):
-            rows = slice(s0, s0 + step)
-            for a in arms:
-                mu, sd = self._moment_stats(a, pos[rows])
-                coef[a][rows] = np.full(len(mu), self.weights[a], dtype=np.float32) / np.maximum(sd, fusion.MIN_SPREAD)
-                offset[rows] += coef[a][rows] * mu
-        return coef, offset
+        parts = [self._zscore_weights({a: self._moment_stats(a, pos[s0 : s0 + step]) for a in self.arms_of("fused")})
+                 for s0 in range(0, len(pos), step)]
+        return ({a: np.concatenate([coef[a] for coef, _ in parts]) for a in self.arms_of("fused")},
+                np.concatenate([offset for _, offset in parts]))
+
+    def _zscore_weights(self, stats: Mapping[str, tuple[np.ndarray, np.ndarray]]
+                        ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Each arm's coefficient ``w_a / sd_a`` and the offset ``sum_a w_a mu_a / sd_a`` (float32) of queries
+        whose means and spreads are ``stats`` (arm -> (mu, sd))."""
+        coef = {a: np.full(len(mu), self.weights[a], dtype=np.float32) / np.maximum(sd, fusion.MIN_SPREAD)
+                for a, (mu, sd) in stats.items()}
+        return coef, sum((coef[a] * mu for a, (mu, _) in stats.items()), np.zeros(1, dtype=np.float32))
 
     def _moment_stats(self, arm: str, qp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and spread of each query's cosines over the catalog, from the arm's moments (z-scores)."""
@@ -458,15 +460,13 @@ class ListRanker:
         carried tops, and the scores of products from ``b`` on are also handed, transposed, to theirs."""
         m, n = len(qp), self.n
         c = min(c, n)
-        queries, coefs = {}, {}
-        offset = np.zeros(m, dtype=np.float32)
-        for a in self.arms_of(mode):
-            coef = np.full(m, self.weights[a] if mode == "fused" else 1.0, dtype=np.float32)
-            if mode == "fused" and self.zscore:  # sum_a w_a (cos_a - mu_a) / sd_a as one product per arm
-                mu, sd = stats[a]
-                coef = coef / np.maximum(sd, fusion.MIN_SPREAD)
-                offset += coef * mu
-            queries[a], coefs[a] = coef[:, None] * self.vectors[a][qp], coef
+        arms = self.arms_of(mode)
+        if mode == "fused" and self.zscore:  # sum_a w_a (cos_a - mu_a) / sd_a as one product per arm
+            coefs, offset = self._zscore_weights({a: stats[a] for a in arms})
+        else:
+            coefs = {a: np.full(m, self.weights[a] if mode == "fused" else 1.0, dtype=np.float32) for a in arms}
+            offset = np.zeros(m, dtype=np.float32)  # not read
+        queries = {a: coefs[a][:, None] * self.vectors[a][qp] for a in arms}
         # The catalog is split into one column range per thread (each thread reads its own products once, and
         # all the block's queries), read in tiles of tile / threads columns (the block's scores stay within
         # its budget). A block of few queries (one recommendation) stays on this thread with BLAS's own threads.
@@ -503,6 +503,7 @@ class ListRanker:
             weigh them [w, m]: each arm's cosines apart, then summed both ways."""
             assert carry is not None and weigh is not None
             size, (col_coef, col_offset) = shape[0] * shape[1], weigh
+            here = slice(cols.start - carry.base, cols.stop - carry.base)  # the products' rows in weigh
             key, back, spare = (bufs[j][:size] for j in (0, -2, -1))
             key, back = key.reshape(shape), back.reshape(shape[::-1])
             for j, arm in enumerate(queries):
@@ -510,16 +511,16 @@ class ListRanker:
                 np.matmul(self.vectors[arm][a:b], self.vectors[arm][cols].T, out=cos)  # consecutive queries
                 if j == 0:
                     np.multiply(cos, coefs[arm][:, None], out=key)
-                    np.multiply(cos.T, col_coef[arm][cols.start - carry.base : cols.stop - carry.base, None], out=back)
+                    np.multiply(cos.T, col_coef[arm][here, None], out=back)
                 else:
                     term = spare.reshape(shape)
                     np.multiply(cos, coefs[arm][:, None], out=term)
                     key += term
                     term_t = spare.reshape(shape[::-1])
-                    np.multiply(cos.T, col_coef[arm][cols.start - carry.base : cols.stop - carry.base, None], out=term_t)
+                    np.multiply(cos.T, col_coef[arm][here, None], out=term_t)
                     back += term_t
             key -= offset[:, None]
-            back -= col_offset[cols.start - carry.base : cols.stop - carry.base, None]
+            back -= col_offset[here, None]
             return key, back
 
         def part(i: int) -> None:

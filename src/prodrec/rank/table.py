@@ -178,10 +178,7 @@ def _as_text(s: pd.Series) -> pd.Series:
     value (a whole export's ids: 0.15 s that way); a column of strings already (ids) is only copied."""
     vals = s.astype("object").to_numpy(copy=True)
     ok = s.notna().to_numpy()
-    if pd.api.types.infer_dtype(vals[ok], skipna=False) in ("string", "empty"):
-        vals[~ok] = None
-        return pd.Series(vals, index=s.index, dtype=object)
-    if ok.any():
+    if ok.any() and pd.api.types.infer_dtype(vals[ok], skipna=False) != "string":
         vals[ok] = vals[ok].astype(str).astype(object)
     vals[~ok] = None
     return pd.Series(vals, index=s.index, dtype=object)
